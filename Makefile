@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine (Python 3.11 + package registries):
+#   make demo   create .venv, install, run the offline demo
+#   make test   create .venv, install, run the whole suite on jax, tensorflow and torch
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BACKENDS := jax tensorflow torch
+PYTEST_ARGS ?= -q
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned to the CPU build, so nothing pulls a CUDA torch.
+	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	@status=0; for backend in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest $(PYTEST_ARGS) tests || status=1; \
+	done; exit $$status
+
+demo: install
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m zoo.cli demo
+
+bench: install
+	$(PY) benchmarks/bench_bert.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

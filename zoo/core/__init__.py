@@ -1,0 +1,1 @@
+"""Base classes every zoo family builds on."""

@@ -1,0 +1,183 @@
+"""Read and write zoo weight files.
+
+A weight file is HDF5 with one dataset per variable, keyed by the variable's
+path (`transformer_layer_0/self_attention/query/kernel`). Keying by path, not
+by Keras' object graph, lets a task save only its head, lets a loader put each
+weight straight into its (sharded) variable, and keeps files readable with
+plain h5py. bfloat16 is stored as its raw uint16 bits with a `dtype`
+attribute, since HDF5 has no bfloat16 type.
+
+Above `max_shard_bytes` the weights are split into
+`{base}-00001-of-0000N.weights.h5` files plus an index `{base}.weights.json`
+mapping each path to its file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import keras
+import ml_dtypes
+import numpy as np
+
+from zoo.core.errors import PresetError
+
+FORMAT = "zoo.weights"
+FORMAT_VERSION = 1
+DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype for a Keras dtype name (bfloat16 through ml_dtypes)."""
+    return np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+
+
+def weight_files(directory: Path, base: str) -> list[str]:
+    """File names (relative to `directory`) holding the weights named `base`."""
+    index = directory / f"{base}.weights.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        return [f"{base}.weights.json"] + sorted(set(data["weight_map"].values()))
+    return [f"{base}.weights.h5"]
+
+
+def has_weights(directory: Path, base: str) -> bool:
+    """Whether `directory` holds weights named `base` (single file or sharded)."""
+    return (directory / f"{base}.weights.h5").exists() or (
+        directory / f"{base}.weights.json"
+    ).exists()
+
+
+def _unique_paths(variables: Sequence[keras.Variable]) -> list[str]:
+    paths = [v.path for v in variables]
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            raise ValueError(
+                f"Two variables share the path {path!r}; give every layer an "
+                "explicit, unique name so weights can be saved by path."
+            )
+        seen.add(path)
+    return paths
+
+
+def _to_storable(array: np.ndarray) -> tuple[np.ndarray, str]:
+    dtype = str(array.dtype)
+    if dtype == "bfloat16":
+        return array.view(np.uint16), dtype
+    return array, dtype
+
+
+def save_weights(
+    variables: Sequence[keras.Variable],
+    directory: Path,
+    base: str,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> list[str]:
+    """Write `variables` under `directory`; return the file names written.
+
+    Args:
+        variables: the variables to save; their `.path` values must be unique.
+        directory: an existing directory.
+        base: file stem, e.g. `"model"` gives `model.weights.h5`.
+        max_shard_bytes: split into several files above this many bytes.
+    """
+    paths = _unique_paths(variables)
+    shards: list[list[int]] = [[]]
+    size = 0
+    for i, variable in enumerate(variables):
+        nbytes = int(np.prod(variable.shape)) * numpy_dtype(variable.dtype).itemsize
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(i)
+        size += nbytes
+    if len(shards) == 1:
+        names = [f"{base}.weights.h5"]
+    else:
+        n = len(shards)
+        names = [f"{base}-{k + 1:05d}-of-{n:05d}.weights.h5" for k in range(n)]
+    weight_map = {}
+    for name, members in zip(names, shards):
+        with h5py.File(directory / name, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            for i in members:
+                data, dtype = _to_storable(keras.ops.convert_to_numpy(variables[i]))
+                dataset = f.create_dataset(paths[i], data=data)
+                dataset.attrs["dtype"] = dtype
+                weight_map[paths[i]] = name
+    if len(names) == 1:
+        return names
+    index = {"format": FORMAT, "format_version": FORMAT_VERSION, "weight_map": weight_map}
+    (directory / f"{base}.weights.json").write_text(json.dumps(index, indent=2))
+    return [f"{base}.weights.json"] + names
+
+
+def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
+    data = dataset[()]
+    if dataset.attrs.get("dtype") == "bfloat16":
+        data = data.view(ml_dtypes.bfloat16)
+    return np.asarray(data)
+
+
+def read_weights(directory: Path, base: str) -> dict[str, np.ndarray]:
+    """Read every array stored under `base` into a `{path: array}` dict."""
+    out: dict[str, np.ndarray] = {}
+    for name in weight_files(directory, base):
+        if not name.endswith(".h5"):
+            continue
+        file = directory / name
+        try:
+            with h5py.File(file, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise PresetError(
+                        f"{file} is not a zoo weight file (no '{FORMAT}' marker). "
+                        "Fix: re-create the preset with save_to_preset()."
+                    )
+
+                def visit(path: str, item: object) -> None:
+                    if isinstance(item, h5py.Dataset):
+                        out[path] = _read_dataset(item)
+
+                f.visititems(visit)
+        except (OSError, KeyError) as e:
+            raise PresetError(
+                f"Cannot read weight file {file}: it is truncated or corrupt ({e}). "
+                "Fix: delete the preset directory and convert or download it again."
+            ) from None
+    return out
+
+
+def load_weights(
+    variables: Sequence[keras.Variable], directory: Path, base: str
+) -> None:
+    """Assign the arrays stored under `base` to `variables`, matched by path.
+
+    Raises:
+        PresetError: a variable is missing from the file, the file holds
+            weights no variable takes, or a shape differs.
+    """
+    arrays = read_weights(directory, base)
+    paths = _unique_paths(variables)
+    missing = [p for p in paths if p not in arrays]
+    unexpected = sorted(set(arrays) - set(paths))
+    if missing or unexpected:
+        raise PresetError(
+            f"Weights in {directory} do not fit the model: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}. "
+            "Fix: load the preset with the class and config it was saved with."
+        )
+    for path, variable in zip(paths, variables):
+        array = arrays[path]
+        if tuple(array.shape) != tuple(variable.shape):
+            raise PresetError(
+                f"Weight {path!r} in {directory} has shape {tuple(array.shape)}, "
+                f"but the model expects {tuple(variable.shape)}. Fix: load the "
+                "preset with the config it was saved with."
+            )
+        variable.assign(array.astype(numpy_dtype(variable.dtype)))

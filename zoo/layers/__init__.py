@@ -1,0 +1,1 @@
+"""Reusable Keras layers shared by zoo families."""

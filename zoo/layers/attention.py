@@ -1,0 +1,118 @@
+"""Multi-head attention with explicit masks (shared by every transformer family)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention with separate q/k/v projections.
+
+    Projections are plain `Dense` layers named `query`, `key`, `value` and
+    `output` (kernels `(hidden, heads * head_dim)`), so converters and layout
+    maps can reach each one by name. Inference uses the backend's fused
+    attention (`keras.ops.dot_product_attention`); training with attention
+    dropout uses an explicit softmax so the dropout can be applied.
+
+    Args:
+        num_heads: number of attention heads.
+        head_dim: size of each head.
+        output_dim: size of the output projection (usually the hidden size).
+        use_bias: whether projections have biases.
+        dropout: dropout rate on attention probabilities (training only).
+        kernel_initializer: initializer for projection kernels.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        output_dim: int,
+        use_bias: bool = True,
+        dropout: float = 0.0,
+        kernel_initializer: Any = "glorot_uniform",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.output_dim = output_dim
+        self.use_bias = use_bias
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        width = num_heads * head_dim
+
+        def dense(units: int, name: str) -> keras.layers.Dense:
+            return keras.layers.Dense(
+                units, use_bias=use_bias, dtype=self.dtype_policy, name=name,
+                kernel_initializer=keras.initializers.get(
+                    keras.initializers.serialize(self.kernel_initializer)),
+            )
+
+        self.query_dense = dense(width, "query")
+        self.key_dense = dense(width, "key")
+        self.value_dense = dense(width, "value")
+        self.output_dense = dense(output_dim, "output")
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy,
+                                                  name="attention_dropout")
+
+    def build(self, query_shape: tuple, context_shape: tuple | None = None) -> None:
+        context_shape = context_shape or query_shape
+        self.query_dense.build(query_shape)
+        self.key_dense.build(context_shape)
+        self.value_dense.build(context_shape)
+        self.output_dense.build(tuple(query_shape[:-1]) + (self.num_heads * self.head_dim,))
+
+    def _split_heads(self, x: Any) -> Any:
+        # (batch, length, heads * head_dim) -> (batch, length, heads, head_dim)
+        return ops.reshape(x, ops.shape(x)[:-1] + (self.num_heads, self.head_dim))
+
+    def call(
+        self,
+        query: Any,
+        context: Any = None,
+        attention_mask: Any = None,
+        training: bool | None = None,
+    ) -> Any:
+        """Attend from `query` to `context` (self-attention when `context` is None).
+
+        Args:
+            query: `(batch, q_len, dim)`.
+            context: `(batch, kv_len, dim)`, or None.
+            attention_mask: boolean, broadcastable to `(batch, heads, q_len,
+                kv_len)`; True where attention is allowed.
+        """
+        context = query if context is None else context
+        q = self._split_heads(self.query_dense(query))
+        k = self._split_heads(self.key_dense(context))
+        v = self._split_heads(self.value_dense(context))
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if training and self.dropout > 0:
+            scores = ops.einsum("btnh,bsnh->bnts", q, k) * ops.cast(scale, q.dtype)
+            if attention_mask is not None:
+                scores = ops.where(attention_mask, scores, ops.cast(-1e9, scores.dtype))
+            probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), q.dtype)
+            probs = self.dropout_layer(probs, training=training)
+            out = ops.einsum("bnts,bsnh->btnh", probs, v)
+        else:
+            out = ops.dot_product_attention(q, k, v, mask=attention_mask, scale=scale)
+        out = ops.reshape(out, ops.shape(out)[:-2] + (self.num_heads * self.head_dim,))
+        return self.output_dense(out)
+
+    def compute_output_shape(self, query_shape: tuple, context_shape: tuple | None = None) -> tuple:
+        return tuple(query_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "output_dim": self.output_dim,
+            "use_bias": self.use_bias,
+            "dropout": self.dropout,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

@@ -1,0 +1,32 @@
+"""The flat public namespace: every public zoo class, like `keras_hub.models`.
+
+Example:
+
+>>> from zoo.models import Backbone, BertBackbone
+>>> issubclass(BertBackbone, Backbone)
+True
+"""
+
+from zoo.core.backbone import Backbone
+from zoo.core.masked_lm import MaskedLM
+from zoo.core.preprocessor import Preprocessor
+from zoo.core.task import Task
+from zoo.core.text_classifier import TextClassifier
+from zoo.core.text_embedder import TextEmbedder
+from zoo.core.tokenizer import Tokenizer
+from zoo.nlp.bert import (
+    BertBackbone,
+    BertMaskedLM,
+    BertMaskedLMPreprocessor,
+    BertPreprocessor,
+    BertTextClassifier,
+    BertTextEmbedder,
+    BertTokenizer,
+)
+
+__all__ = [
+    "Backbone", "MaskedLM", "Preprocessor", "Task", "TextClassifier", "TextEmbedder",
+    "Tokenizer",
+    "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
+    "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
+]

@@ -1,0 +1,205 @@
+"""transformers BERT -> zoo: a config map plus one explicit port per weight.
+
+Used by `from_preset("hf://...")` (through zoo.presets.formats) and by
+`scripts/convert_weights/convert_bert.py`. Handles `BertModel`,
+`BertForSequenceClassification`, `BertForMaskedLM` / `BertForPreTraining`,
+and sentence-transformers folders (mean/CLS pooling, Normalize), which become
+a `BertTextEmbedder`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from zoo.core.errors import ConversionError
+from zoo.core.preset_io import write_preset
+from zoo.nlp.bert.bert_backbone import BertBackbone
+from zoo.nlp.bert.bert_masked_lm import BertMaskedLM
+from zoo.nlp.bert.bert_preprocessor import BertPreprocessor
+from zoo.nlp.bert.bert_text_classifier import BertTextClassifier
+from zoo.nlp.bert.bert_text_embedder import BertTextEmbedder
+from zoo.nlp.bert.bert_tokenizer import BertTokenizer
+from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
+from zoo.utils.progress import progress
+
+logger = logging.getLogger(__name__)
+
+ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
+
+
+def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:
+    """Map a transformers `BertConfig` dict to `BertBackbone` arguments."""
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ConversionError(
+            f"position_embedding_type={hf['position_embedding_type']!r} is not supported "
+            "(zoo's BERT has absolute positions)."
+        )
+    if hf.get("hidden_act", "gelu") not in ACTIVATIONS:
+        raise ConversionError(f"hidden_act={hf['hidden_act']!r} is not supported yet.")
+    return {
+        "vocabulary_size": hf["vocab_size"],
+        "num_layers": hf["num_hidden_layers"],
+        "num_heads": hf["num_attention_heads"],
+        "hidden_dim": hf["hidden_size"],
+        "intermediate_dim": hf["intermediate_size"],
+        "dropout": hf.get("hidden_dropout_prob", 0.1),
+        "max_sequence_length": hf.get("max_position_embeddings", 512),
+        "num_segments": hf.get("type_vocab_size", 2),
+        "layer_norm_epsilon": hf.get("layer_norm_eps", 1e-12),
+        "activation": ACTIVATIONS[hf.get("hidden_act", "gelu")],
+    }
+
+
+def _port_layer_norm(layer: Any, weights: WeightReader, prefix: str) -> None:
+    port_weight(layer.gamma, weights.take(f"{prefix}.weight", f"{prefix}.gamma"), name=prefix)
+    port_weight(layer.beta, weights.take(f"{prefix}.bias", f"{prefix}.beta"), name=prefix)
+
+
+def _port_dense(layer: Any, weights: WeightReader, prefix: str) -> None:
+    # torch Linear stores (out, in); Keras Dense (in, out).
+    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
+    port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def port_backbone(backbone: BertBackbone, weights: WeightReader, prefix: str) -> None:
+    """Copy `BertModel` weights (keys under `prefix`) into `backbone`."""
+    e = f"{prefix}embeddings"
+    port_weight(backbone.token_embedding.embeddings,
+                weights.take(f"{e}.word_embeddings.weight"), name="word_embeddings")
+    port_weight(backbone.position_embedding.embeddings,
+                weights.take(f"{e}.position_embeddings.weight"), name="position_embeddings")
+    port_weight(backbone.segment_embedding.embeddings,
+                weights.take(f"{e}.token_type_embeddings.weight"), name="token_type_embeddings")
+    _port_layer_norm(backbone.embeddings_layer_norm, weights, f"{e}.LayerNorm")
+    layers = backbone.transformer_layers
+    for i, layer in enumerate(progress(layers, desc="Converting BERT", total=len(layers))):
+        p = f"{prefix}encoder.layer.{i}"
+        attention = layer.self_attention
+        _port_dense(attention.query_dense, weights, f"{p}.attention.self.query")
+        _port_dense(attention.key_dense, weights, f"{p}.attention.self.key")
+        _port_dense(attention.value_dense, weights, f"{p}.attention.self.value")
+        _port_dense(attention.output_dense, weights, f"{p}.attention.output.dense")
+        _port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.attention.output.LayerNorm")
+        _port_dense(layer.intermediate_dense, weights, f"{p}.intermediate.dense")
+        _port_dense(layer.output_dense, weights, f"{p}.output.dense")
+        _port_layer_norm(layer.output_layer_norm, weights, f"{p}.output.LayerNorm")
+    if f"{prefix}pooler.dense.weight" in weights:
+        _port_dense(backbone.pooled_dense, weights, f"{prefix}pooler.dense")
+    else:
+        logger.warning("The checkpoint has no pooler; pooled_output is randomly initialised.")
+
+
+def port_classifier(task: BertTextClassifier, weights: WeightReader) -> None:
+    """Copy `BertForSequenceClassification.classifier` into the task head."""
+    _port_dense(task.output_dense, weights, "classifier")
+
+
+def port_masked_lm(task: BertMaskedLM, weights: WeightReader) -> None:
+    """Copy `BertForMaskedLM.cls.predictions` (decoder tied to embeddings)."""
+    head = task.mlm_head
+    _port_dense(head.dense, weights, "cls.predictions.transform.dense")
+    _port_layer_norm(head.layer_norm, weights, "cls.predictions.transform.LayerNorm")
+    port_weight(head.bias, weights.take("cls.predictions.bias", "cls.predictions.decoder.bias"),
+                name="cls.predictions.bias")
+    if "cls.predictions.decoder.weight" in weights:
+        weights.take("cls.predictions.decoder.weight")  # tied: equals word_embeddings
+
+
+def convert_tokenizer(source: Path) -> BertTokenizer:
+    """Build a `BertTokenizer` from vocab.txt (or tokenizer.json) and its settings."""
+    config_file = source / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    lowercase = config.get("do_lower_case", True)
+    kwargs = {
+        "lowercase": lowercase,
+        "strip_accents": config.get("strip_accents"),
+        "split_cjk": config.get("tokenize_chinese_chars", True),
+    }
+    if (source / "vocab.txt").is_file():
+        return BertTokenizer(vocabulary=source / "vocab.txt", **kwargs)
+    if (source / "tokenizer.json").is_file():
+        model = json.loads((source / "tokenizer.json").read_text())["model"]
+        if model.get("type") != "WordPiece":
+            raise ConversionError(f"{source}/tokenizer.json is not a WordPiece tokenizer.")
+        vocab = sorted(model["vocab"].items(), key=lambda item: item[1])
+        return BertTokenizer(vocabulary=[t for t, _ in vocab], **kwargs)
+    raise ConversionError(
+        f"{source} has no vocab.txt or tokenizer.json, so its tokenizer cannot be "
+        "converted. Fix: add the tokenizer files of the original model."
+    )
+
+
+def _sentence_transformers_head(source: Path) -> dict[str, Any] | None:
+    """Pooling/normalize settings of a sentence-transformers folder, if it is one."""
+    modules_file = source / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    pooling = "mean"
+    for module in modules:
+        if module["type"].endswith("Pooling"):
+            pooling_config = json.loads((source / module["path"] / "config.json").read_text())
+            if pooling_config.get("pooling_mode_cls_token"):
+                pooling = "cls"
+            elif not pooling_config.get("pooling_mode_mean_tokens", True):
+                raise ConversionError(f"{source}: only mean and CLS pooling are supported.")
+    normalize = any(m["type"].endswith("Normalize") for m in modules)
+    head = {"pooling": pooling, "normalize": normalize}
+    st_config = source / "sentence_bert_config.json"
+    if st_config.is_file():
+        head["sequence_length"] = json.loads(st_config.read_text()).get("max_seq_length")
+    return head
+
+
+def convert_transformers(source: Path, output: Path, handle: str) -> None:
+    """Convert a transformers (or sentence-transformers) BERT folder into a zoo preset.
+
+    Args:
+        source: the folder with config.json, weights and tokenizer files.
+        output: an empty directory to write the preset into.
+        handle: the source handle, recorded in metadata.json.
+
+    Raises:
+        ConversionError: the folder is incomplete, or holds weights zoo would drop.
+    """
+    source = Path(source)
+    hf_config = json.loads((source / "config.json").read_text())
+    weights = WeightReader(read_transformers_weights(source), str(source))
+    backbone = BertBackbone(**convert_backbone_config(hf_config))
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
+    port_backbone(backbone, weights, prefix)
+    tokenizer = convert_tokenizer(source)
+    sequence_length = min(hf_config.get("max_position_embeddings", 512), 512)
+    architectures = hf_config.get("architectures") or []
+    st_head = _sentence_transformers_head(source)
+    task = None
+    if "BertForSequenceClassification" in architectures:
+        num_classes = hf_config.get("num_labels") or len(hf_config.get("id2label", {})) or 2
+        dropout = hf_config.get("classifier_dropout") or hf_config.get("hidden_dropout_prob", 0.1)
+        task = BertTextClassifier(backbone, num_classes=num_classes, dropout=dropout,
+                                  preprocessor=BertPreprocessor(tokenizer, sequence_length))
+        port_classifier(task, weights)
+    elif {"BertForMaskedLM", "BertForPreTraining"} & set(architectures):
+        from zoo.nlp.bert.bert_masked_lm_preprocessor import BertMaskedLMPreprocessor
+
+        task = BertMaskedLM(backbone, BertMaskedLMPreprocessor(tokenizer, sequence_length))
+        port_masked_lm(task, weights)
+        for name in weights.unused():  # next-sentence head of BertForPreTraining
+            if name.startswith("cls.seq_relationship."):
+                weights.take(name)
+    elif st_head is not None:
+        sequence_length = min(st_head.pop("sequence_length") or sequence_length, sequence_length)
+        task = BertTextEmbedder(backbone, BertPreprocessor(tokenizer, sequence_length),
+                                **st_head)
+    preprocessor = task.preprocessor if task else BertPreprocessor(tokenizer, sequence_length)
+    unused = [n for n in weights.unused() if not n.endswith("position_ids")]
+    if unused:
+        raise ConversionError(
+            f"{source} has weights the converted model would drop: {unused[:5]}. "
+            "Its architecture is not one zoo's BERT supports yet."
+        )
+    write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task,
+                 source=handle)

@@ -1,0 +1,46 @@
+"""Preset handles, the catalog, the local hub, and upload.
+
+Example:
+
+>>> import zoo.presets
+>>> "all_minilm_l6_v2" in zoo.presets.list()
+True
+>>> zoo.presets.info("all_minilm_l6_v2")["family"]
+'bert'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zoo.presets.catalog import catalog
+from zoo.presets.formats import detect_format
+from zoo.presets.handles import resolve
+from zoo.presets.hub import zoo_home
+from zoo.presets.upload import upload, validate_preset
+
+
+def list_presets(family: str | None = None) -> list[str]:
+    """Names of the catalog's presets, optionally of one family (e.g. "bert")."""
+    return sorted(n for n, e in catalog().items() if family is None or e["family"] == family)
+
+
+def info(name: str) -> dict[str, Any]:
+    """A catalog entry: family, description, params, sources, license, and
+    `cached`: whether a converted copy of some source is already in the hub."""
+    from zoo.core.errors import PresetNotFoundError
+    from zoo.presets.catalog import unknown_name_message
+    from zoo.presets.hub import cached_preset_path
+
+    entries = catalog()
+    if name not in entries:
+        raise PresetNotFoundError(unknown_name_message(name))
+    entry = dict(entries[name])
+    entry["cached"] = any(cached_preset_path(s).is_dir() for s in entry["sources"])
+    return entry
+
+
+list = list_presets  # noqa: A001  (the documented name is zoo.presets.list)
+
+__all__ = ["detect_format", "info", "list", "list_presets", "resolve", "upload",
+           "validate_preset", "zoo_home"]

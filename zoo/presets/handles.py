@@ -1,0 +1,201 @@
+"""Resolve a preset handle to a local zoo preset directory.
+
+Handles:
+    "all_minilm_l6_v2"             a catalog name; its sources are tried in order
+    "hf://org/repo[@revision]"     a Hugging Face repo (zoo preset or raw checkpoint)
+    "pkg://python_package/sub/dir" files shipped inside an installed package
+    "/some/dir", Path(...)         a local zoo preset or raw checkpoint
+
+Raw checkpoints are converted once into the hub (`$ZOO_HOME`) and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from zoo.core.errors import ConversionError, PresetError, PresetNotFoundError, ZooError
+from zoo.presets import hub
+from zoo.presets.catalog import catalog, unknown_name_message
+from zoo.presets.formats import converter_for, detect_format
+
+logger = logging.getLogger(__name__)
+
+#: files never needed for conversion; skipped when downloading from the Hub
+HF_IGNORE = ["*.msgpack", "*.ot", "*.onnx", "*.tflite", "tf_model.h5", "flax_model*",
+             "rust_model*", "coreml/*", "onnx/*", "openvino/*", "*.mlmodel"]
+
+
+def resolve(handle: str | os.PathLike) -> Path:
+    """Return the directory of a ready zoo preset for `handle`.
+
+    Example:
+
+    >>> from zoo.presets import resolve
+    >>> path = resolve("all_minilm_l6_v2")  # doctest: +SKIP
+
+    Raises:
+        PresetNotFoundError: nothing was found (the message lists what was tried).
+        PresetError: something was found but it is broken or not convertible.
+    """
+    if isinstance(handle, os.PathLike):
+        return _resolve_local(Path(handle))
+    if not isinstance(handle, str) or not handle:
+        raise TypeError(
+            f"A preset handle is a non-empty string or path, got {handle!r}."
+        )
+    if handle.startswith("hf://"):
+        return _resolve_hf(handle)
+    if handle.startswith("pkg://"):
+        return _resolve_pkg(handle)
+    entries = catalog()
+    if handle in entries:
+        return _resolve_catalog(handle, entries[handle]["sources"])
+    if os.path.exists(handle) or os.sep in handle or handle.startswith("."):
+        return _resolve_local(Path(handle))
+    raise PresetNotFoundError(unknown_name_message(handle))
+
+
+def _resolve_catalog(name: str, sources: list[str]) -> Path:
+    failures = []
+    for source in sources:
+        try:
+            return resolve(source)
+        except PresetNotFoundError as e:
+            failures.append(f"  {source}: {e}")
+    raise PresetNotFoundError(
+        f"Preset {name!r} could not be found in any of its sources:\n"
+        + "\n".join(failures)
+        + "\nFix: install the package named above, or connect to the network (or fill "
+        "the Hugging Face cache) for hf:// sources."
+    )
+
+
+def _fingerprint(path: Path) -> str:
+    """Identify a local checkpoint's content cheaply (names, sizes, mtimes)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _resolve_local(path: Path, source: str | None = None, cache_source: str | None = None) -> Path:
+    path = path.expanduser()
+    if not path.exists():
+        raise PresetNotFoundError(
+            f"{path} does not exist. Fix: check the path, or use a catalog name "
+            "from zoo.presets.list()."
+        )
+    fmt = detect_format(path)
+    if fmt == "zoo":
+        return path
+    source = source or str(path.resolve())
+    cache_source = cache_source or f"{source}#{_fingerprint(path)}"
+    return convert_into_hub(path, fmt, source, cache_source)
+
+
+def convert_into_hub(path: Path, fmt: str, source: str, cache_source: str) -> Path:
+    """Convert the checkpoint at `path` into the hub once; return the preset dir."""
+    target = hub.cached_preset_path(cache_source)
+    if target.is_dir():
+        return target
+    convert = converter_for(path, fmt)
+    logger.info("Converting %s into %s", source, target)
+    try:
+        with hub.hub_write(cache_source) as work:
+            convert(path, work, source)
+    except ZooError:
+        raise
+    except Exception as e:  # a converter bug or a malformed checkpoint
+        raise ConversionError(
+            f"Converting {source} failed: {type(e).__name__}: {e}. Nothing was "
+            "written to the hub."
+        ) from e
+    return target
+
+
+def _resolve_pkg(handle: str) -> Path:
+    rest = handle[len("pkg://"):]
+    package, _, sub = rest.partition("/")
+    if not package:
+        raise PresetError(f"{handle!r} names no package. Fix: pkg://package/sub/path.")
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        dist = package.replace("_", "-")
+        raise PresetNotFoundError(
+            f"Python package {package!r} is not installed (needed by {handle}). "
+            f"Fix: pip install {dist}"
+        )
+    roots = list(spec.submodule_search_locations or [])
+    root = Path(roots[0]) if roots else Path(spec.origin).parent
+    try:
+        version = importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    path = root / sub
+    if not path.exists():
+        raise PresetNotFoundError(
+            f"{handle}: package {package!r} (version {version}) has no {sub!r}. "
+            "Fix: reinstall the package, or check the path."
+        )
+    return _resolve_local(path, source=handle,
+                          cache_source=f"{handle}@{version}#{_fingerprint(path)}")
+
+
+def parse_hf(handle: str) -> tuple[str, str | None]:
+    """`hf://org/repo[@revision]` -> (repo_id, revision)."""
+    rest = handle[len("hf://"):]
+    repo_id, _, revision = rest.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PresetError(
+            f"{handle!r} is not a Hugging Face handle. Fix: write hf://org/repo "
+            "(optionally @revision)."
+        )
+    return repo_id, revision or None
+
+
+def _resolve_hf(handle: str) -> Path:
+    repo_id, revision = parse_hf(handle)
+    cached = hub.cached_preset_path(handle)
+    if cached.is_dir():
+        return cached
+    local = _hf_snapshot(handle, repo_id, revision)
+    fmt = detect_format(local)
+    if fmt == "zoo":
+        return local
+    return convert_into_hub(local, fmt, handle, handle)
+
+
+def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:
+    """The repo's files from the Hugging Face cache, else from the network."""
+    import huggingface_hub
+
+    try:
+        return Path(huggingface_hub.snapshot_download(
+            repo_id, revision=revision, local_files_only=True))
+    except (huggingface_hub.errors.LocalEntryNotFoundError, FileNotFoundError):
+        pass
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    offline = huggingface_hub.constants.HF_HUB_OFFLINE
+    reason = "HF_HUB_OFFLINE is set"
+    if not offline:
+        try:
+            api = huggingface_hub.HfApi()
+            files = api.list_repo_files(repo_id, revision=revision)
+            ignore = list(HF_IGNORE)
+            if any(f.endswith(".safetensors") for f in files):
+                ignore += ["*.bin", "*.pt", "*.ckpt"]
+            return Path(huggingface_hub.snapshot_download(
+                repo_id, revision=revision, ignore_patterns=ignore))
+        except Exception as e:  # HTTP, connection and DNS errors come in many types
+            reason = f"the download failed: {type(e).__name__}: {str(e).splitlines()[0]}"
+    raise PresetNotFoundError(
+        f"{handle} is not in the Hugging Face cache ({cache}) and {reason}. Fix: "
+        "connect to the network, or set HF_HUB_CACHE/HF_HOME to a cache that holds "
+        "the repo, or pass a local directory."
+    )

@@ -1,0 +1,68 @@
+"""Publish a zoo preset to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from zoo.core import preset_io
+from zoo.core.errors import PresetError
+
+
+def validate_preset(directory: Path) -> None:
+    """Check a preset is complete and loadable before it is shared.
+
+    Verifies metadata.json, every recorded sha256, and that the backbone,
+    tokenizer, preprocessor and task configs name classes zoo knows.
+
+    Raises:
+        PresetError: what is wrong, and how to fix it.
+    """
+    from zoo.models import Backbone, Preprocessor, Task, Tokenizer
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PresetError(f"{directory} is not a directory. Fix: pass a preset directory.")
+    preset_io.verify_preset(directory)
+    data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
+    preset_io.get_class(data, Backbone, directory, "backbone")
+    for name, base in ((preset_io.TOKENIZER_FILE, Tokenizer),
+                       (preset_io.PREPROCESSOR_FILE, Preprocessor),
+                       (preset_io.TASK_FILE, Task)):
+        if (directory / name).is_file():
+            preset_io.get_class(preset_io.read_json(directory, name), base, directory, name)
+
+
+def upload(preset_dir: str | os.PathLike, handle: str, private: bool = False,
+           commit_message: str = "Upload zoo preset") -> str:
+    """Validate `preset_dir`, then upload it to `hf://org/repo`.
+
+    Nothing is sent unless validation passes.
+
+    Args:
+        preset_dir: a directory written by `save_to_preset`.
+        handle: `hf://org/repo` (created if missing).
+        private: create the repo as private.
+        commit_message: the Hub commit message.
+
+    Returns:
+        The commit URL reported by the Hub.
+
+    Example:
+
+    >>> import zoo.presets
+    >>> zoo.presets.upload("./my_preset", "hf://me/my-bert")  # doctest: +SKIP
+    """
+    from zoo.presets.handles import parse_hf
+
+    if not isinstance(handle, str) or not handle.startswith("hf://"):
+        raise PresetError(f"Upload target {handle!r} is not hf://org/repo.")
+    repo_id, revision = parse_hf(handle)
+    validate_preset(Path(preset_dir))
+    import huggingface_hub
+
+    api = huggingface_hub.HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(preset_dir),
+                             commit_message=commit_message, revision=revision)
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,56 @@
+"""Progress bars for long work (downloads, conversion, denoising).
+
+One library (tqdm) everywhere. Bars are shown only when stderr is a
+terminal, and can be turned off with `ZOO_PROGRESS=0` or
+`zoo.utils.progress.set_enabled(False)`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_enabled: bool | None = None
+
+
+def set_enabled(enabled: bool | None) -> None:
+    """Force progress bars on or off; `None` goes back to auto-detection."""
+    global _enabled
+    _enabled = enabled
+
+
+def enabled() -> bool:
+    """Whether progress bars are shown right now."""
+    if _enabled is not None:
+        return _enabled
+    if os.environ.get("ZOO_PROGRESS", "").strip().lower() in ("0", "false", "off", "no"):
+        return False
+    return sys.stderr.isatty()
+
+
+def progress(
+    iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it"
+) -> Iterator[T]:
+    """Wrap `iterable` in a progress bar when bars are enabled.
+
+    Args:
+        iterable: the items to iterate over.
+        desc: a short label shown before the bar.
+        total: number of items, when `len(iterable)` is not available.
+        unit: the unit name shown in the rate.
+
+    Example:
+
+    >>> list(progress([1, 2, 3], desc="demo"))
+    [1, 2, 3]
+    """
+    if not enabled():
+        yield from iterable
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False)
