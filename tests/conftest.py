@@ -39,7 +39,7 @@ def zoo_home(tmp_path, monkeypatch):
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):
     """A fresh, empty Hugging Face cache for one test."""
-    import huggingface_hub
+    import huggingface_hub.constants
 
     cache = tmp_path / "hf_cache"
     cache.mkdir()

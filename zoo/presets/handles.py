@@ -52,6 +52,9 @@ def resolve(handle: str | os.PathLike) -> Path:
         return _resolve_hf(handle)
     if handle.startswith("pkg://"):
         return _resolve_pkg(handle)
+    named = hub.presets_dir() / handle
+    if "/" not in handle and named.is_dir():  # converted with --name / `zoo convert`
+        return _resolve_local(named)
     entries = catalog()
     if handle in entries:
         return _resolve_catalog(handle, entries[handle]["sources"])
@@ -174,6 +177,8 @@ def _resolve_hf(handle: str) -> Path:
 def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:
     """The repo's files from the Hugging Face cache, else from the network."""
     import huggingface_hub
+    import huggingface_hub.constants
+    import huggingface_hub.errors
 
     try:
         return Path(huggingface_hub.snapshot_download(

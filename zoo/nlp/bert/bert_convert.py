@@ -203,3 +203,53 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
         )
     write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task,
                  source=handle)
+
+
+VERIFY_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Café crème, naïve façade — déjà vu!",
+    "東京は日本の首都です。",
+    "Short.",
+]
+
+
+def compare_with_transformers(preset_dir: Path, source: Path) -> float:
+    """Max abs difference between the zoo preset and transformers on sample text.
+
+    Compares classifier logits, masked-LM logits (every real position) or
+    last hidden states (real tokens), whichever the preset holds. Needs
+    `torch` and `transformers`.
+    """
+    import numpy as np
+    import torch
+    import transformers
+
+    from zoo.models import Backbone, Task
+
+    preset_dir, source = Path(preset_dir), Path(source)
+    preprocessor = BertPreprocessor.from_preset(preset_dir, padding="longest")
+    batch = preprocessor.encode(VERIFY_SENTENCES)
+    torch_batch = {
+        "input_ids": torch.tensor(batch["token_ids"]).long(),
+        "token_type_ids": torch.tensor(batch["segment_ids"]).long(),
+        "attention_mask": torch.tensor(batch["padding_mask"]).long(),
+    }
+    real = batch["padding_mask"].astype(bool)
+    has_task = (preset_dir / "task.json").is_file()
+    task = Task.from_preset(preset_dir) if has_task else None
+    with torch.no_grad():
+        if isinstance(task, BertTextClassifier):
+            ref = transformers.BertForSequenceClassification.from_pretrained(source).eval()
+            expected = ref(**torch_batch).logits.numpy()
+            ours = np.asarray(task.predict_on_batch(batch))
+        elif isinstance(task, BertMaskedLM):
+            ref = transformers.BertForMaskedLM.from_pretrained(source).eval()
+            expected = ref(**torch_batch).logits.numpy()[real]
+            positions = np.tile(np.arange(real.shape[1], dtype="int32"), (len(real), 1))
+            ours = np.asarray(task.predict_on_batch({**batch, "mask_positions": positions}))[real]
+        else:
+            ref = transformers.BertModel.from_pretrained(source).eval()
+            expected = ref(**torch_batch).last_hidden_state.numpy()[real]
+            backbone = task.backbone if task is not None else Backbone.from_preset(preset_dir)
+            ours = np.asarray(backbone.predict_on_batch(batch)["sequence_output"])[real]
+    return float(np.abs(ours.astype("float32") - expected).max())
