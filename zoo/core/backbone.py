@@ -64,8 +64,6 @@ class Backbone(keras.Model):
         data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
         backbone_cls = preset_io.get_class(data, cls, directory, "backbone")
         config = {**data["config"], **overrides}
-        if "dtype" in overrides and isinstance(overrides["dtype"], str):
-            config["dtype"] = overrides["dtype"]
         backbone = backbone_cls.from_config(config)
         if load_weights:
             preset_io.load_weights(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoo.core import preset_io
 from zoo.core.errors import PresetError
 
 
@@ -18,6 +17,7 @@ def validate_preset(directory: Path) -> None:
     Raises:
         PresetError: what is wrong, and how to fix it.
     """
+    from zoo.core import preset_io
     from zoo.models import Backbone, Preprocessor, Task, Tokenizer
 
     directory = Path(directory)

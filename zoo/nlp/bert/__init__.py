@@ -1,14 +1,25 @@
-"""BERT: backbone, tokenizer, preprocessors, classifier, masked LM, embedder."""
+"""BERT: backbone, tokenizer, preprocessors, classifier, masked LM, embedder.
 
-from zoo.nlp.bert.bert_backbone import BertBackbone
-from zoo.nlp.bert.bert_masked_lm import BertMaskedLM
-from zoo.nlp.bert.bert_masked_lm_preprocessor import BertMaskedLMPreprocessor
-from zoo.nlp.bert.bert_preprocessor import BertPreprocessor
-from zoo.nlp.bert.bert_text_classifier import BertTextClassifier
-from zoo.nlp.bert.bert_text_embedder import BertTextEmbedder
-from zoo.nlp.bert.bert_tokenizer import BertTokenizer
+Classes are imported on first use, so reading the catalog data in
+`bert_presets` does not import Keras.
+"""
 
-__all__ = [
-    "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
-    "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
-]
+import importlib
+
+_EXPORTS = {
+    "BertBackbone": "bert_backbone",
+    "BertMaskedLM": "bert_masked_lm",
+    "BertMaskedLMPreprocessor": "bert_masked_lm_preprocessor",
+    "BertPreprocessor": "bert_preprocessor",
+    "BertTextClassifier": "bert_text_classifier",
+    "BertTextEmbedder": "bert_text_embedder",
+    "BertTokenizer": "bert_tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,20 @@
+"""The runnable examples in public docstrings must run (examples marked
+`# doctest: +SKIP` need network or large weights)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "zoo", "zoo.models", "zoo.nlp", "zoo.presets", "zoo.presets.hub", "zoo.core.tokenizer",
+    "zoo.utils.progress", "zoo.nlp.bert.bert_backbone", "zoo.nlp.bert.bert_tokenizer",
+    "zoo.nlp.bert.bert_preprocessor",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
