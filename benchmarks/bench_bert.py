@@ -1,0 +1,638 @@
+"""BERT-base forward-pass benchmark: zoo on jax/tensorflow/torch vs transformers.
+
+What it measures: the wall-clock time of one inference forward pass of a
+BERT-base-size encoder (12 layers, 12 heads, hidden 768, MLP 3072, vocabulary
+30522) on a batch of 8 x 128 tokens, as milliseconds per batch: the median of
+``--runs`` timed calls after ``--warmup`` untimed calls. The first call (which
+traces / compiles) is timed on its own and reported as ``first_call_s``, with
+``compile_s = first_call_s - median`` as the compile-time estimate.
+
+* zoo: ``BertBackbone.predict_on_batch`` on each Keras backend, each in its own
+  subprocess (the backend is fixed when keras is imported). Every reasonable
+  fast path is tried and the fastest is kept (all are reported):
+  jax: ``compile(jit_compile=True)`` (jax.jit / XLA);
+  tensorflow: ``compile(jit_compile=False)`` (tf.function) and
+  ``compile(jit_compile=True)`` (tf.function + XLA);
+  torch: ``compile(jit_compile=False)`` (eager, ``torch.no_grad``) and
+  ``compile(jit_compile=True)`` (``torch.compile``).
+* transformers (the peer): ``BertModel`` on torch, eager, ``eval()`` mode,
+  under ``torch.inference_mode()``, with its default attention implementation.
+
+Fairness: the transformers model is built first (random init, seed 0); its
+weights are saved to a temporary safetensors file and ported into every zoo
+backbone with zoo's own BERT converter, so all runs use the same weights and
+the same inputs, and each zoo path's output is checked against transformers'
+(``max_abs_diff``). Speed does not depend on the weight values; sharing them is
+only a correctness check. Inputs: random token ids, two segments, and
+right-padding (row ``b`` keeps ``seq - b * seq // (2 * batch)`` real tokens),
+so both libraries process an attention mask. torch uses
+``torch.set_num_threads(os.cpu_count())`` in both the zoo-torch and the
+transformers process; jax and tensorflow use their default thread pools (all
+cores). Workers run one after another, never concurrently.
+
+The ratio is ``transformers_ms / zoo_ms`` per backend (> 1: zoo is faster).
+
+Busy machines: timings are only meaningful when nothing else runs. Before each
+worker the parent waits (``--wait-idle``, default 300 s) for the CPUs to go
+idle, each timed loop records how many cores other processes used meanwhile
+(``other_cpu_cores``) and the hypervisor's steal time (``steal_cores``), and a
+worker whose timed loop overlapped more than ``--max-other-cpu`` (0.25) cores
+of other work is rerun (``--retries``, default 3), keeping the cleanest run.
+
+Reproduce (from the repository root, with the venv that has all three
+backends and transformers installed)::
+
+    .venv/bin/python benchmarks/bench_bert.py
+    .venv/bin/python benchmarks/bench_bert.py --backends jax --runs 20
+    .venv/bin/python benchmarks/bench_bert.py --smoke --out /tmp/r.json  # tiny, seconds
+
+Options: ``--backends jax,tensorflow,torch --batch 8 --seq 128 --runs 10
+--warmup 2 --smoke --out benchmarks/results/bert.json`` (and ``--wait-idle``,
+``--max-other-cpu``, ``--retries``, ``--independent-weights``, ``--timeout``).
+``--smoke`` swaps in a tiny model (2 layers, 2 heads, hidden 64, MLP 256,
+vocabulary 1000) with batch 2, 16 tokens and 2 timed runs, and neither waits
+for idle CPUs nor retries, and skips the torch.compile path (30 s of
+compilation even for the tiny model); otherwise it runs the same code. It
+takes about 15 s per backend. Internally the script
+re-invokes itself as ``bench_bert.py --worker NAME ...``; a worker prints one
+``BENCH_RESULT {json}`` line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("jax", "tensorflow", "torch")
+PEER = "transformers"
+RESULT_PREFIX = "BENCH_RESULT "
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bert.json"
+# Targets (full-size run): zoo's best backend >= 1.3x faster than transformers,
+# and no backend more than 1.5x slower than transformers.
+TARGET_BEST_SPEEDUP = 1.3
+TARGET_MAX_SLOWDOWN = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """The architecture, in zoo's argument names (transformers' names in comments)."""
+
+    vocabulary_size: int  # vocab_size
+    num_layers: int  # num_hidden_layers
+    num_heads: int  # num_attention_heads
+    hidden_dim: int  # hidden_size
+    intermediate_dim: int  # intermediate_size
+    max_sequence_length: int  # max_position_embeddings
+
+
+BERT_BASE = ModelSize(30522, 12, 12, 768, 3072, 512)
+TINY = ModelSize(1000, 2, 2, 64, 256, 64)
+SMOKE_WORKLOAD = {"batch": 2, "seq": 16, "runs": 2}
+
+
+# --------------------------------------------------------------------------- #
+# Shared helpers (parent and workers).
+# --------------------------------------------------------------------------- #
+
+
+def model_size(smoke: bool) -> ModelSize:
+    return TINY if smoke else BERT_BASE
+
+
+def make_inputs(size: ModelSize, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic int32 inputs in zoo's format (padding_mask: 1 on real tokens)."""
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(1, size.vocabulary_size, size=(batch, seq), dtype=np.int32)
+    segment_ids = np.zeros((batch, seq), np.int32)
+    segment_ids[:, seq // 2:] = 1
+    lengths = np.array([seq - b * seq // (2 * batch) for b in range(batch)])
+    padding_mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int32)
+    token_ids *= padding_mask
+    segment_ids *= padding_mask
+    return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """Machine-wide (busy, steal) CPU-seconds since boot, from /proc/stat (Linux), else None.
+
+    busy: user + nice + system + irq + softirq of every process; steal: time the
+    hypervisor gave this VM's vCPUs to someone else.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    steal = int(fields[7]) if len(fields) > 7 else 0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def cpu_busy_seconds() -> float | None:
+    snapshot = cpu_seconds()
+    return None if snapshot is None else snapshot[0]
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, runs: int) -> dict[str, Any]:
+    """Time the first call, run `warmup` more untimed calls, then `runs` timed ones.
+
+    Also reports `other_cpu_cores`: the average number of cores that *other*
+    processes kept busy during the timed calls (machine-wide CPU time minus this
+    process's), and `steal_cores` (vCPU time the hypervisor gave to other VMs), so
+    a timing taken on a busy machine can be spotted.
+    """
+    start = time.perf_counter()
+    fn()
+    first_call_s = time.perf_counter() - start
+    for _ in range(warmup):
+        fn()
+    times_ms = []
+    cpu0, own0, wall0 = cpu_seconds(), time.process_time(), time.perf_counter()
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times_ms.append((time.perf_counter() - start) * 1e3)
+    cpu1, own1, wall1 = cpu_seconds(), time.process_time(), time.perf_counter()
+    other = steal = None
+    if cpu0 is not None and cpu1 is not None:
+        other = max((cpu1[0] - cpu0[0]) - (own1 - own0), 0.0) / (wall1 - wall0)
+        steal = (cpu1[1] - cpu0[1]) / (wall1 - wall0)
+    median = statistics.median(times_ms)
+    return {
+        "ms": median,
+        "min_ms": min(times_ms),
+        "mean_ms": statistics.fmean(times_ms),
+        "stdev_ms": statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
+        "times_ms": times_ms,
+        "first_call_s": first_call_s,
+        "compile_s": max(first_call_s - median / 1e3, 0.0),
+        "other_cpu_cores": other,
+        "steal_cores": steal,
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Workers (each in its own process).
+# --------------------------------------------------------------------------- #
+
+
+def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
+    """transformers BertModel, torch eager; optionally saves weights + reference output."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    size = model_size(args.smoke)
+    config = BertConfig(
+        vocab_size=size.vocabulary_size, num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads, hidden_size=size.hidden_dim,
+        intermediate_size=size.intermediate_dim,
+        max_position_embeddings=size.max_sequence_length,
+    )
+    model = BertModel(config).eval()
+    if args.share_dir:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(Path(args.share_dir) / "weights.safetensors"))
+    arrays = make_inputs(size, args.batch, args.seq)
+    inputs = {
+        "input_ids": torch.from_numpy(arrays["token_ids"].astype(np.int64)),
+        "token_type_ids": torch.from_numpy(arrays["segment_ids"].astype(np.int64)),
+        "attention_mask": torch.from_numpy(arrays["padding_mask"].astype(np.int64)),
+    }
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return model(**inputs)
+
+    timing = time_calls(forward, args.warmup, args.runs)
+    if args.share_dir:
+        np.save(Path(args.share_dir) / "reference.npy",
+                forward().last_hidden_state.numpy())
+    attn = getattr(model.config, "_attn_implementation", None) or "default"
+    return {
+        **timing,
+        "path": f"BertModel eager, eval, inference_mode, attn_implementation={attn}",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _zoo_candidates(backend: str, smoke: bool = False) -> list[tuple[str, bool]]:
+    """(description, jit_compile) for each zoo path worth trying on `backend`.
+
+    `--smoke` leaves out torch.compile: it costs ~30 s of compilation even on
+    the tiny model, and a smoke run must take seconds.
+    """
+    if backend == "jax":
+        return [("predict_on_batch, jit_compile=True (jax.jit, XLA)", True)]
+    if backend == "tensorflow":
+        return [("predict_on_batch, jit_compile=False (tf.function)", False),
+                ("predict_on_batch, jit_compile=True (tf.function + XLA)", True)]
+    if backend == "torch":
+        eager = [("predict_on_batch, jit_compile=False (eager, no_grad)", False)]
+        return eager if smoke else eager + [
+            ("predict_on_batch, jit_compile=True (torch.compile)", True)]
+    raise ValueError(f"Unknown backend {backend!r}; expected one of {BACKENDS}.")
+
+
+def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """zoo BertBackbone on `backend`: times every candidate path, keeps the fastest."""
+    if os.environ.get("KERAS_BACKEND") != backend:
+        raise RuntimeError(f"worker for {backend} started with KERAS_BACKEND="
+                           f"{os.environ.get('KERAS_BACKEND')!r}")
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+    import keras
+
+    from zoo.models import BertBackbone
+
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"keras picked {keras.backend.backend()!r}, not {backend!r}")
+    keras.utils.set_random_seed(0)
+    size = model_size(args.smoke)
+    backbone = BertBackbone(**dataclasses.asdict(size))
+    shared = bool(args.share_dir)
+    reference = None
+    if shared:
+        from zoo.nlp.bert.bert_convert import port_backbone
+        from zoo.presets.checkpoint_io import WeightReader, read_safetensors
+
+        weights_file = Path(args.share_dir) / "weights.safetensors"
+        port_backbone(backbone, WeightReader(read_safetensors(weights_file), str(weights_file)),
+                      prefix="")
+        reference = np.load(Path(args.share_dir) / "reference.npy")
+    inputs = make_inputs(size, args.batch, args.seq)
+
+    paths = []
+    for description, jit_compile in _zoo_candidates(backend, args.smoke):
+        entry: dict[str, Any] = {"path": description, "jit_compile_requested": jit_compile}
+        try:
+            backbone.compile(jit_compile=jit_compile)
+            entry["jit_compile_effective"] = bool(backbone.jit_compile)
+            entry.update(time_calls(lambda: backbone.predict_on_batch(inputs),
+                                    args.warmup, args.runs))
+            if reference is not None:
+                out = backbone.predict_on_batch(inputs)["sequence_output"]
+                entry["max_abs_diff"] = float(np.max(np.abs(out - reference)))
+        except Exception as e:  # noqa: BLE001 - a failing path is reported, not fatal
+            entry["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            traceback.print_exc()
+        paths.append(entry)
+    ok = [p for p in paths if "error" not in p]
+    if not ok:
+        raise RuntimeError(f"every zoo path failed on {backend}: {paths}")
+    best = min(ok, key=lambda p: p["ms"])
+    result = {k: v for k, v in best.items() if k != "times_ms"}
+    result["times_ms"] = best["times_ms"]
+    result["paths"] = paths
+    result["shared_weights"] = shared
+    if backend == "torch":
+        import torch
+
+        result["torch_threads"] = torch.get_num_threads()
+    return result
+
+
+def _loadavg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    name = args.worker
+    load_start = _loadavg()
+    if name == PEER:
+        result = worker_transformers(args)
+    else:
+        result = worker_zoo(args, name)
+    # 1-minute load average before/after: other processes on the machine skew timings.
+    result["loadavg_1min"] = [load_start, _loadavg()]
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Parent: launch workers, collect, report.
+# --------------------------------------------------------------------------- #
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": None,
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def versions() -> dict[str, str | None]:
+    return {
+        "zoo": _version("zoo"),
+        "keras": _version("keras"),
+        "jax": _version("jax"),
+        "jaxlib": _version("jaxlib"),
+        "tensorflow": _version("tensorflow") or _version("tensorflow-cpu"),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "numpy": _version("numpy"),
+    }
+
+
+def wait_for_idle(max_wait_s: float, threshold: float = 0.25, quiet_s: int = 3) -> float:
+    """Wait (at most `max_wait_s`) until other processes use < `threshold` cores for
+    `quiet_s` consecutive seconds; returns the seconds waited."""
+    if max_wait_s <= 0 or cpu_busy_seconds() is None:
+        return 0.0
+    start = time.perf_counter()
+    quiet = 0
+    announced = False
+    while time.perf_counter() - start < max_wait_s:
+        b0, t0 = cpu_busy_seconds(), time.perf_counter()
+        time.sleep(1.0)
+        load = (cpu_busy_seconds() - b0) / (time.perf_counter() - t0)  # type: ignore[operator]
+        quiet = quiet + 1 if load < threshold else 0
+        if quiet >= quiet_s:
+            break
+        if not announced and quiet == 0:
+            print(f"[bench_bert] machine busy ({load:.1f} cores used by other processes); "
+                  f"waiting up to {max_wait_s:.0f} s", file=sys.stderr, flush=True)
+            announced = True
+    return time.perf_counter() - start
+
+
+def _other_cpu(result: dict[str, Any]) -> float:
+    """The most CPU other processes used during any of a worker's timed loops."""
+    values = [result.get("other_cpu_cores")]
+    values += [p.get("other_cpu_cores") for p in result.get("paths", [])]
+    return max((v for v in values if v is not None), default=0.0)
+
+
+def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+    """Run one worker; rerun it (at most `--retries` times) if other processes took
+    more than `--max-other-cpu` cores during its timed runs. Keeps the cleanest run."""
+    attempts = []
+    for _ in range(args.retries + 1):
+        result = launch_once(name, args, share_dir)
+        attempts.append(result)
+        if "error" in result or _other_cpu(result) <= args.max_other_cpu:
+            break
+        print(f"[bench_bert] {name}: other processes used {_other_cpu(result):.2f} cores "
+              "during the timed runs; running it again", file=sys.stderr, flush=True)
+    ok = [a for a in attempts if "error" not in a]
+    best = min(ok, key=_other_cpu) if ok else attempts[-1]
+    best["attempts"] = len(attempts)
+    best["other_cpu_cores_per_attempt"] = [_other_cpu(a) if "error" not in a else None
+                                           for a in attempts]
+    return best
+
+
+def launch_once(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+    """Run one worker subprocess; return its result dict, or {"error": ...}."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+           "--batch", str(args.batch), "--seq", str(args.seq),
+           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    if args.smoke:
+        cmd.append("--smoke")
+    if share_dir:
+        cmd += ["--share-dir", share_dir]
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if name != PEER:
+        env["KERAS_BACKEND"] = name
+    waited = wait_for_idle(args.wait_idle)
+    print(f"[bench_bert] running {name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.timeout} s"}
+    elapsed = time.perf_counter() - start
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX):])
+            result["worker_wall_s"] = elapsed
+            result["waited_for_idle_s"] = waited
+            return result
+    tail = (proc.stderr or proc.stdout)[-2000:]
+    return {"error": f"worker exited with {proc.returncode}: {tail}"}
+
+
+def evaluate_targets(zoo: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ratios = {b: r["ratio"] for b, r in zoo.items() if "ratio" in r}
+    if not ratios:
+        return {"met": False, "reason": "no zoo result"}
+    best = max(ratios, key=ratios.__getitem__)
+    worst = min(ratios, key=ratios.__getitem__)
+    best_ok = ratios[best] >= TARGET_BEST_SPEEDUP
+    worst_ok = ratios[worst] >= 1 / TARGET_MAX_SLOWDOWN
+    return {
+        "best_backend": best, "best_ratio": ratios[best],
+        "best_backend_target": f"ratio >= {TARGET_BEST_SPEEDUP}", "best_backend_met": best_ok,
+        "worst_backend": worst, "worst_ratio": ratios[worst],
+        "all_backends_target": f"ratio >= 1/{TARGET_MAX_SLOWDOWN} "
+                               f"(= {1 / TARGET_MAX_SLOWDOWN:.3f})",
+        "all_backends_met": worst_ok,
+        "met": best_ok and worst_ok and len(ratios) == len(zoo),
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    peer = results[PEER]
+    rows = [
+        "| library | backend | path | ms / batch (median) | min ms | compile / first call (s)"
+        " | max abs diff vs HF | other procs' CPU (cores) | HF ms / zoo ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    if "error" in peer:
+        rows.append(f"| transformers | torch | error: {peer['error'][:80]} | - | - | - | - | - | - |")
+    else:
+        rows.append(
+            f"| transformers | torch | {peer['path']} | {peer['ms']:.1f} | {peer['min_ms']:.1f}"
+            f" | {peer['compile_s']:.2f} / {peer['first_call_s']:.2f} | (reference)"
+            f" | {_fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
+    for backend, res in results["zoo"].items():
+        if "error" in res and "paths" not in res:
+            rows.append(f"| zoo | {backend} | error: {res['error'][:80]} | - | - | - | - | - | - |")
+            continue
+        for p in res["paths"]:
+            best = p["path"] == res["path"]
+            label = ("**" + p["path"] + "** (best)") if best else p["path"]
+            if "error" in p:
+                rows.append(f"| zoo | {backend} | {p['path']}: error: {p['error'][:80]}"
+                            " | - | - | - | - | - | - |")
+                continue
+            ratio = peer["ms"] / p["ms"] if "ms" in peer else None
+            ms = f"**{p['ms']:.1f}**" if best else f"{p['ms']:.1f}"
+            rows.append(
+                f"| zoo | {backend} | {label} | {ms} | {p['min_ms']:.1f}"
+                f" | {p['compile_s']:.2f} / {p['first_call_s']:.2f}"
+                f" | {_fmt(p.get('max_abs_diff'), '.1e')}"
+                f" | {_fmt(p.get('other_cpu_cores'), '.2f')} | {_fmt(ratio, '.2f')} |")
+    return "\n".join(rows)
+
+
+def run_parent(args: argparse.Namespace) -> int:
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(BACKENDS)}")
+    size = model_size(args.smoke)
+    results: dict[str, Any] = {
+        "benchmark": "bert_forward",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bench_bert.py", *sys.argv[1:]]),
+        "machine": machine_info(),
+        "versions": versions(),
+        "workload": {
+            "model": dataclasses.asdict(size),
+            "model_name": "tiny (smoke)" if args.smoke else "BERT-base",
+            "batch": args.batch, "seq": args.seq, "runs": args.runs, "warmup": args.warmup,
+            "smoke": args.smoke, "dtype": "float32",
+            "statistic": "median ms over `runs` timed calls after the first call and "
+                         "`warmup` more untimed calls",
+            "padding": "row b keeps seq - b * seq // (2 * batch) real tokens",
+            "shared_weights": not args.independent_weights,
+            "weights_note": "random init; transformers' weights ported into zoo"
+                            if not args.independent_weights
+                            else "random init, independent per library",
+        },
+        "ratio_definition": "transformers_ms / zoo_ms (> 1: zoo faster)",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_bert_") as tmp:
+        share_dir = None if args.independent_weights else tmp
+        results[PEER] = launch(PEER, args, share_dir)
+        if "error" in results[PEER] and share_dir:
+            share_dir = None  # no weights/reference to share; still time zoo
+        zoo: dict[str, dict[str, Any]] = {}
+        for backend in backends:
+            res = launch(backend, args, share_dir)
+            if "ms" in res and "ms" in results[PEER]:
+                res["ratio"] = results[PEER]["ms"] / res["ms"]
+            zoo[backend] = res
+        results["zoo"] = zoo
+    results["machine"]["loadavg_end"] = (list(os.getloadavg())
+                                         if hasattr(os, "getloadavg") else None)
+    results["targets"] = evaluate_targets(zoo)
+    table = markdown_table(results)
+    results["markdown_table"] = table
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(out.name + ".tmp")
+    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
+    tmp_out.replace(out)
+
+    w = results["workload"]
+    print(f"\nBERT forward, {w['model_name']}, batch {args.batch} x {args.seq} tokens, "
+          f"median of {args.runs} runs after {args.warmup} warm-up "
+          f"({results['machine']['cpu_count']} CPUs)\n")
+    print(table)
+    t = results["targets"]
+    if "best_backend" in t:
+        print(f"\nbest: zoo/{t['best_backend']} {t['best_ratio']:.2f}x "
+              f"(target >= {TARGET_BEST_SPEEDUP}: {'met' if t['best_backend_met'] else 'MISSED'});"
+              f" worst: zoo/{t['worst_backend']} {t['worst_ratio']:.2f}x "
+              f"(target >= {1 / TARGET_MAX_SLOWDOWN:.2f}: "
+              f"{'met' if t['all_backends_met'] else 'MISSED'})")
+    print(f"results written to {out}")
+    failed = [PEER] * ("error" in results[PEER]) + [b for b, r in zoo.items() if "error" in r]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated zoo backends (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=10, help="timed calls per path")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed calls after the (separately timed) first call")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    parser.add_argument("--independent-weights", action="store_true",
+                        help="do not port transformers' weights into zoo (skips the "
+                             "output check)")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds allowed per worker process")
+    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
+                        help="before each worker, wait up to SECONDS for other processes to "
+                             "leave the CPUs idle (default: 300, or 0 with --smoke)")
+    parser.add_argument("--max-other-cpu", type=float, default=0.25, metavar="CORES",
+                        help="rerun a worker whose timed runs overlapped other processes "
+                             "using more than CORES cores (default: %(default)s)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="reruns allowed per worker (default: 3, or 0 with --smoke)")
+    parser.add_argument("--worker", choices=(PEER, *BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--share-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke and not args.worker:
+        explicit = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for key, value in SMOKE_WORKLOAD.items():
+            if f"--{key}" not in explicit:
+                setattr(args, key, value)
+    if args.retries is None:
+        args.retries = 0 if args.smoke else 3
+    if args.wait_idle is None:
+        args.wait_idle = 0.0 if args.smoke else 300.0
+    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or args.seq < 1:
+        parser.error("--runs, --batch and --seq must be >= 1; --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    return run_parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
