@@ -35,6 +35,11 @@ def assert_trees_close(a: Any, b: Any, atol: float, rtol: float = 0.0) -> None:
         np.testing.assert_allclose(a, b, atol=atol, rtol=rtol)
 
 
+def as_dict(out: Any) -> dict:
+    """Backbones return a dict of outputs or a single tensor (named "output")."""
+    return out if isinstance(out, dict) else {"output": out}
+
+
 def check_backbone(
     cls: type[Backbone],
     init_kwargs: dict,
@@ -43,7 +48,9 @@ def check_backbone(
     tmp_path: Path,
     bfloat16_tolerance: float = 0.1,
 ) -> Backbone:
-    """Run the backbone contract; `make_inputs(batch, length)` builds inputs."""
+    """Run the backbone contract; `make_inputs(batch, length)` builds inputs and
+    `expected_shapes(batch, length)` gives the output shapes by name (a
+    single-tensor output is named "output")."""
     backbone = cls(**init_kwargs)
 
     # Config round trip: from_config(get_config()) rebuilds the same config.
@@ -54,7 +61,7 @@ def check_backbone(
 
     # Forward pass at several sequence lengths (variable length).
     for batch, length in ((2, 7), (1, 12), (3, 5)):
-        out = backbone.predict_on_batch(make_inputs(batch, length))
+        out = as_dict(backbone.predict_on_batch(make_inputs(batch, length)))
         shapes = {k: tuple(v.shape) for k, v in out.items()}
         assert shapes == expected_shapes(batch, length), (batch, length, shapes)
 
@@ -78,8 +85,8 @@ def check_backbone(
     # bfloat16 load: every variable is bfloat16 and outputs stay close.
     low = cls.from_preset(preset, dtype="bfloat16")
     assert all(v.dtype == "bfloat16" for v in low.weights)
-    out = to_numpy(low(inputs))
-    ref = to_numpy(reference)
+    out = to_numpy(as_dict(low(inputs)))
+    ref = to_numpy(as_dict(reference))
     for key in ref:
         scale = np.abs(ref[key]).max() + 1e-6
         assert np.abs(out[key] - ref[key]).max() / scale < bfloat16_tolerance, key

@@ -23,10 +23,12 @@ from zoo.nlp.bert import (
     BertTextEmbedder,
     BertTokenizer,
 )
+from zoo.nlp.opt import OPTBackbone, OPTCausalLM
 
 __all__ = [
     "Backbone", "MaskedLM", "Preprocessor", "Task", "TextClassifier", "TextEmbedder",
     "Tokenizer",
     "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
     "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
+    "OPTBackbone", "OPTCausalLM",
 ]

@@ -76,6 +76,8 @@ class MultiHeadAttention(keras.layers.Layer):
         query: Any,
         context: Any = None,
         attention_mask: Any = None,
+        cache: Any = None,
+        cache_update_index: Any = None,
         training: bool | None = None,
     ) -> Any:
         """Attend from `query` to `context` (self-attention when `context` is None).
@@ -84,12 +86,26 @@ class MultiHeadAttention(keras.layers.Layer):
             query: `(batch, q_len, dim)`.
             context: `(batch, kv_len, dim)`, or None.
             attention_mask: boolean, broadcastable to `(batch, heads, q_len,
-                kv_len)`; True where attention is allowed.
+                kv_len)`; True where attention is allowed. With a cache,
+                `kv_len` is the cache length.
+            cache: optional static key/value cache `(batch, 2, max_len, heads,
+                head_dim)`. The new keys/values are written at
+                `cache_update_index` and attention runs over the whole cache.
+            cache_update_index: where the new keys/values go (an int scalar).
+
+        Returns:
+            The attention output `(batch, q_len, output_dim)`; with a cache,
+            a tuple `(output, updated_cache)`.
         """
         context = query if context is None else context
         q = self._split_heads(self.query_dense(query))
         k = self._split_heads(self.key_dense(context))
         v = self._split_heads(self.value_dense(context))
+        if cache is not None:
+            start = (0, cache_update_index, 0, 0)
+            k = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))
+            v = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
+            cache = ops.stack([k, v], axis=1)
         scale = 1.0 / math.sqrt(self.head_dim)
         if training and self.dropout > 0:
             scores = ops.einsum("btnh,bsnh->bnts", q, k) * ops.cast(scale, q.dtype)
@@ -101,7 +117,8 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             out = ops.dot_product_attention(q, k, v, mask=attention_mask, scale=scale)
         out = ops.reshape(out, ops.shape(out)[:-2] + (self.num_heads * self.head_dim,))
-        return self.output_dense(out)
+        out = self.output_dense(out)
+        return out if cache is None else (out, cache)
 
     def compute_output_shape(self, query_shape: tuple, context_shape: tuple | None = None) -> tuple:
         return tuple(query_shape[:-1]) + (self.output_dim,)

@@ -26,6 +26,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         layer_norm_epsilon: epsilon of both layer norms.
         normalize_first: pre-layer-norm instead of post-layer-norm.
         kernel_initializer: initializer for every kernel.
+        use_bias: whether projections and MLP layers have biases.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         layer_norm_epsilon: float = 1e-5,
         normalize_first: bool = False,
         kernel_initializer: Any = "glorot_uniform",
+        use_bias: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,11 +56,13 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.normalize_first = normalize_first
+        self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         init = keras.initializers.serialize(self.kernel_initializer)
         policy = self.dtype_policy
         self.self_attention = MultiHeadAttention(
-            num_heads, hidden_dim // num_heads, hidden_dim, dropout=attention_dropout,
+            num_heads, hidden_dim // num_heads, hidden_dim, use_bias=use_bias,
+            dropout=attention_dropout,
             kernel_initializer=init, dtype=policy, name="self_attention",
         )
         self.self_attention_layer_norm = keras.layers.LayerNormalization(
@@ -67,9 +71,10 @@ class TransformerEncoderLayer(keras.layers.Layer):
             dropout, dtype=policy, name="self_attention_dropout")
         self.intermediate_dense = keras.layers.Dense(
             intermediate_dim, activation=activation, kernel_initializer=init,
-            dtype=policy, name="intermediate_dense")
+            use_bias=use_bias, dtype=policy, name="intermediate_dense")
         self.output_dense = keras.layers.Dense(
-            hidden_dim, kernel_initializer=init, dtype=policy, name="output_dense")
+            hidden_dim, kernel_initializer=init, use_bias=use_bias, dtype=policy,
+            name="output_dense")
         self.output_dropout = keras.layers.Dropout(dropout, dtype=policy, name="output_dropout")
         self.output_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="output_layer_norm")
@@ -86,10 +91,18 @@ class TransformerEncoderLayer(keras.layers.Layer):
         mask = None
         if padding_mask is not None:
             mask = ops.cast(padding_mask, "bool")[:, None, None, :]  # (batch, 1, 1, length)
+        return self._block(x, mask, training=training)
+
+    def _block(self, x: Any, mask: Any, cache: Any = None, cache_update_index: Any = None,
+               training: bool | None = None) -> Any:
+        """Attention and MLP sub-blocks with residuals; returns `x` or `(x, cache)`."""
         residual = x
         if self.normalize_first:
             x = self.self_attention_layer_norm(x)
-        x = self.self_attention(x, attention_mask=mask, training=training)
+        x = self.self_attention(x, attention_mask=mask, cache=cache,
+                                cache_update_index=cache_update_index, training=training)
+        if cache is not None:
+            x, cache = x
         x = residual + self.self_attention_dropout(x, training=training)
         if not self.normalize_first:
             x = self.self_attention_layer_norm(x)
@@ -100,7 +113,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         x = residual + self.output_dropout(x, training=training)
         if not self.normalize_first:
             x = self.output_layer_norm(x)
-        return x
+        return x if cache is None else (x, cache)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
@@ -116,5 +129,6 @@ class TransformerEncoderLayer(keras.layers.Layer):
             "attention_dropout": self.attention_dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "normalize_first": self.normalize_first,
+            "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }

@@ -12,6 +12,7 @@ from zoo.core.errors import ConversionError, PresetError
 #: transformers `model_type` -> "module:function" converting such a folder.
 TRANSFORMERS_CONVERTERS: dict[str, str] = {
     "bert": "zoo.nlp.bert.bert_convert:convert_transformers",
+    "opt": "zoo.nlp.opt.opt_convert:convert_transformers",
 }
 
 SUPPORTED = "zoo presets and transformers folders (model types: {})"

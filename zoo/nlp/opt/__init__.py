@@ -1,0 +1,20 @@
+"""OPT: backbone, causal LM (tokenizer, preprocessor and generation in progress).
+
+Classes are imported on first use, so reading the catalog data in
+`opt_presets` does not import Keras.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "OPTBackbone": "opt_backbone",
+    "OPTCausalLM": "opt_causal_lm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,105 @@
+"""transformers OPT -> zoo: a config map plus one explicit port per weight.
+
+Handles every OPT variant: pre-LN (opt-125m, 1.3b, ...) and post-LN
+(`do_layer_norm_before=False`, opt-350m), and `word_embed_proj_dim !=
+hidden_size` with `project_in`/`project_out` (opt-350m).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from zoo.core.errors import ConversionError
+from zoo.core.preset_io import write_preset
+from zoo.nlp.opt.opt_backbone import OPTBackbone
+from zoo.nlp.opt.opt_causal_lm import OPTCausalLM
+from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
+from zoo.utils.progress import progress
+
+
+def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:
+    """Map a transformers `OPTConfig` dict to `OPTBackbone` arguments."""
+    if hf.get("activation_function", "relu") != "relu":
+        raise ConversionError(
+            f"activation_function={hf['activation_function']!r} is not supported yet.")
+    if not hf.get("layer_norm_elementwise_affine", True):
+        raise ConversionError("layer_norm_elementwise_affine=False is not supported yet.")
+    pre_ln = hf.get("do_layer_norm_before", True)
+    return {
+        "vocabulary_size": hf["vocab_size"],
+        "num_layers": hf["num_hidden_layers"],
+        "num_heads": hf["num_attention_heads"],
+        "hidden_dim": hf["hidden_size"],
+        "intermediate_dim": hf["ffn_dim"],
+        "max_sequence_length": hf["max_position_embeddings"],
+        "embedding_dim": hf.get("word_embed_proj_dim") or hf["hidden_size"],
+        "normalize_first": pre_ln,
+        "final_layer_norm": pre_ln and not hf.get("_remove_final_layer_norm", False),
+        "dropout": hf.get("dropout", 0.1),
+        "activation": "relu",
+        "layer_norm_epsilon": 1e-5,
+        "use_bias": hf.get("enable_bias", True),
+    }
+
+
+def _port_dense(layer: Any, weights: WeightReader, prefix: str, bias: bool = True) -> None:
+    # torch Linear stores (out, in); Keras Dense (in, out).
+    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
+    if bias:
+        port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def _port_layer_norm(layer: Any, weights: WeightReader, prefix: str) -> None:
+    port_weight(layer.gamma, weights.take(f"{prefix}.weight"), name=prefix)
+    port_weight(layer.beta, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def port_backbone(backbone: OPTBackbone, weights: WeightReader, prefix: str) -> None:
+    """Copy `OPTModel` weights (keys under `prefix`, e.g. `model.decoder.`)."""
+    port_weight(backbone.token_embedding.embeddings, weights.take(f"{prefix}embed_tokens.weight"),
+                name="embed_tokens")
+    port_weight(backbone.position_embedding.embeddings,
+                weights.take(f"{prefix}embed_positions.weight"), name="embed_positions")
+    if backbone.project_in is not None:
+        _port_dense(backbone.project_in, weights, f"{prefix}project_in", bias=False)
+        _port_dense(backbone.project_out, weights, f"{prefix}project_out", bias=False)
+    if backbone.output_layer_norm is not None:
+        _port_layer_norm(backbone.output_layer_norm, weights, f"{prefix}final_layer_norm")
+    bias = backbone.use_bias
+    layers = backbone.transformer_layers
+    for i, layer in enumerate(progress(layers, desc="Converting OPT", total=len(layers))):
+        p = f"{prefix}layers.{i}"
+        attention = layer.self_attention
+        _port_dense(attention.query_dense, weights, f"{p}.self_attn.q_proj", bias)
+        _port_dense(attention.key_dense, weights, f"{p}.self_attn.k_proj", bias)
+        _port_dense(attention.value_dense, weights, f"{p}.self_attn.v_proj", bias)
+        _port_dense(attention.output_dense, weights, f"{p}.self_attn.out_proj", bias)
+        _port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.self_attn_layer_norm")
+        _port_dense(layer.intermediate_dense, weights, f"{p}.fc1", bias)
+        _port_dense(layer.output_dense, weights, f"{p}.fc2", bias)
+        _port_layer_norm(layer.output_layer_norm, weights, f"{p}.final_layer_norm")
+
+
+def convert_transformers(source: Path, output: Path, handle: str) -> None:
+    """Convert a transformers OPT folder (`OPTModel`/`OPTForCausalLM`) to a zoo preset.
+
+    Raises:
+        ConversionError: the folder is incomplete or holds weights zoo would drop.
+    """
+    source = Path(source)
+    hf_config = json.loads((source / "config.json").read_text())
+    weights = WeightReader(read_transformers_weights(source), str(source))
+    backbone = OPTBackbone(**convert_backbone_config(hf_config))
+    prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in weights else "decoder."
+    port_backbone(backbone, weights, prefix)
+    if "lm_head.weight" in weights:  # tied to embed_tokens in every OPT
+        weights.take("lm_head.weight")
+    unused = weights.unused()
+    if unused:
+        raise ConversionError(
+            f"{source} has weights the converted model would drop: {unused[:5]}.")
+    # The tokenizer and preprocessor are not converted yet (issue 3, in progress).
+    task = OPTCausalLM(backbone)
+    write_preset(output, backbone=backbone, task=task, source=handle)
