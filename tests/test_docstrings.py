@@ -9,7 +9,8 @@ import pytest
 MODULES = [
     "zoo", "zoo.models", "zoo.nlp", "zoo.presets", "zoo.presets.hub", "zoo.core.tokenizer",
     "zoo.utils.progress", "zoo.nlp.bert.bert_backbone", "zoo.nlp.bert.bert_tokenizer",
-    "zoo.nlp.bert.bert_preprocessor",
+    "zoo.nlp.bert.bert_preprocessor", "zoo.nlp.opt.opt_backbone", "zoo.nlp.opt.opt_causal_lm",
+    "zoo.nlp.opt.opt_tokenizer", "zoo.tokenizers.byte_pair", "zoo.samplers",
 ]
 
 

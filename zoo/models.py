@@ -8,6 +8,7 @@ True
 """
 
 from zoo.core.backbone import Backbone
+from zoo.core.causal_lm import CausalLM
 from zoo.core.masked_lm import MaskedLM
 from zoo.core.preprocessor import Preprocessor
 from zoo.core.task import Task
@@ -23,12 +24,12 @@ from zoo.nlp.bert import (
     BertTextEmbedder,
     BertTokenizer,
 )
-from zoo.nlp.opt import OPTBackbone, OPTCausalLM
+from zoo.nlp.opt import OPTBackbone, OPTCausalLM, OPTCausalLMPreprocessor, OPTTokenizer
 
 __all__ = [
-    "Backbone", "MaskedLM", "Preprocessor", "Task", "TextClassifier", "TextEmbedder",
+    "Backbone", "CausalLM", "MaskedLM", "Preprocessor", "Task", "TextClassifier", "TextEmbedder",
     "Tokenizer",
     "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
     "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
-    "OPTBackbone", "OPTCausalLM",
+    "OPTBackbone", "OPTCausalLM", "OPTCausalLMPreprocessor", "OPTTokenizer",
 ]

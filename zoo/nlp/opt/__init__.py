@@ -1,4 +1,4 @@
-"""OPT: backbone, causal LM (tokenizer, preprocessor and generation in progress).
+"""OPT: backbone, tokenizer, causal-LM preprocessor and causal LM.
 
 Classes are imported on first use, so reading the catalog data in
 `opt_presets` does not import Keras.
@@ -9,6 +9,8 @@ import importlib
 _EXPORTS = {
     "OPTBackbone": "opt_backbone",
     "OPTCausalLM": "opt_causal_lm",
+    "OPTCausalLMPreprocessor": "opt_causal_lm_preprocessor",
+    "OPTTokenizer": "opt_tokenizer",
 }
 
 __all__ = sorted(_EXPORTS)

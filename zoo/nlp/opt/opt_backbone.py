@@ -53,7 +53,7 @@ class OPTBackbone(Backbone):
     >>> backbone = OPTBackbone(vocabulary_size=50, num_layers=2, num_heads=2,
     ...                        hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
     >>> ids = np.array([[2, 7, 9]], "int32")
-    >>> backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)}).shape
+    >>> tuple(backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)}).shape)
     (1, 3, 8)
     """
 

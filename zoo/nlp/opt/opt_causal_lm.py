@@ -6,13 +6,14 @@ from typing import Any
 
 import keras
 
-from zoo.core.task import Task
+from zoo.core.causal_lm import CausalLM
 from zoo.layers.tied_logits import TiedLogits
 from zoo.nlp.opt.opt_backbone import OPTBackbone
+from zoo.nlp.opt.opt_causal_lm_preprocessor import OPTCausalLMPreprocessor
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class OPTCausalLM(Task):
+class OPTCausalLM(CausalLM):
     """Next-token logits from an OPT backbone; the LM head is the tied embedding.
 
     Inputs are the backbone's (`token_ids`, `padding_mask`); the output is
@@ -34,9 +35,10 @@ class OPTCausalLM(Task):
     """
 
     backbone_cls = OPTBackbone
-    preprocessor_cls = None
+    preprocessor_cls = OPTCausalLMPreprocessor
 
-    def __init__(self, backbone: OPTBackbone, preprocessor: Any = None, **kwargs: Any) -> None:
+    def __init__(self, backbone: OPTBackbone,
+                 preprocessor: OPTCausalLMPreprocessor | None = None, **kwargs: Any) -> None:
         head = TiedLogits(backbone.token_embedding, dtype=backbone.dtype_policy, name="lm_head")
         inputs = backbone.input
         outputs = head(backbone(inputs))
@@ -49,3 +51,6 @@ class OPTCausalLM(Task):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
+
+    def logits_from_hidden(self, hidden: Any) -> Any:
+        return self.lm_head(hidden)

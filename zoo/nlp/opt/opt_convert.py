@@ -15,6 +15,8 @@ from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.nlp.opt.opt_backbone import OPTBackbone
 from zoo.nlp.opt.opt_causal_lm import OPTCausalLM
+from zoo.nlp.opt.opt_causal_lm_preprocessor import OPTCausalLMPreprocessor
+from zoo.nlp.opt.opt_tokenizer import OPTTokenizer
 from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
 from zoo.utils.progress import progress
 
@@ -100,6 +102,10 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     if unused:
         raise ConversionError(
             f"{source} has weights the converted model would drop: {unused[:5]}.")
-    # The tokenizer and preprocessor are not converted yet (issue 3, in progress).
-    task = OPTCausalLM(backbone)
-    write_preset(output, backbone=backbone, task=task, source=handle)
+    preprocessor = None
+    if any((source / name).is_file() for name in ("vocab.json", "tokenizer.json")):
+        tokenizer = OPTTokenizer.from_huggingface(source)
+        preprocessor = OPTCausalLMPreprocessor(
+            tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
+    task = OPTCausalLM(backbone, preprocessor=preprocessor)
+    write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle)

@@ -1,0 +1,106 @@
+"""Token samplers: pure functions from logits to the next token ids.
+
+Randomness comes from a counter-based hash of `(seed, step, row, token)` in
+int32 `keras.ops`, so sampling is reproducible run to run and identical on
+JAX, TensorFlow and PyTorch, and needs no random state inside compiled loops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from keras import ops
+
+
+def _mix(x: Any) -> Any:
+    """A 32-bit integer hash (xorshift-multiply), in wrapping int32 arithmetic."""
+    x = ops.bitwise_xor(x, ops.bitwise_and(ops.right_shift(x, 16), 0xFFFF))
+    x = x * 0x7FEB352D
+    x = ops.bitwise_xor(x, ops.bitwise_and(ops.right_shift(x, 15), 0x1FFFF))
+    x = x * -2069978485  # 0x846CA68B as int32
+    return ops.bitwise_xor(x, ops.bitwise_and(ops.right_shift(x, 16), 0xFFFF))
+
+
+def uniform_noise(seed: Any, step: Any, shape: tuple[int, int]) -> Any:
+    """Uniform floats in (0, 1) of `shape` (batch, vocabulary), fixed by (seed, step)."""
+    rows = ops.arange(shape[0], dtype="int32")[:, None] * shape[1]
+    counter = rows + ops.arange(shape[1], dtype="int32")[None, :]
+    key = _mix(ops.cast(seed, "int32") * 1000003 + ops.cast(step, "int32"))
+    bits = _mix(counter + key)
+    mantissa = ops.cast(ops.bitwise_and(ops.right_shift(bits, 8), 0xFFFFFF), "float32")
+    return (mantissa + 0.5) / 16777216.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """Base sampler: samples from the (filtered) softmax of `logits / temperature`."""
+
+    # Divide logits by this before sampling; lower is greedier.
+    temperature: float = 1.0
+
+    def filter(self, logits: Any) -> Any:
+        """Return logits with excluded tokens set to -inf (subclasses)."""
+        return logits
+
+    def __call__(self, logits: Any, seed: Any, step: Any) -> Any:
+        """Next token ids `(batch,)` from float32 logits `(batch, vocabulary)`."""
+        logits = self.filter(ops.cast(logits, "float32") / self.temperature)
+        u = uniform_noise(seed, step, tuple(logits.shape))
+        gumbel = -ops.log(-ops.log(u))  # argmax(logits + Gumbel) ~ softmax(logits)
+        return ops.cast(ops.argmax(logits + gumbel, axis=-1), "int32")
+
+
+@dataclasses.dataclass(frozen=True)
+class GreedySampler(Sampler):
+    """Always the most likely token (temperature is irrelevant)."""
+
+    def __call__(self, logits: Any, seed: Any, step: Any) -> Any:
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSampler(Sampler):
+    """Sample from the whole distribution."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKSampler(Sampler):
+    """Sample among the `k` most likely tokens."""
+
+    # Number of candidate tokens kept.
+    k: int = 5
+
+    def filter(self, logits: Any) -> Any:
+        kth = ops.top_k(logits, self.k, sorted=True)[0][:, -1:]
+        return ops.where(logits >= kth, logits, -float("inf"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TopPSampler(Sampler):
+    """Nucleus sampling: the smallest set of tokens whose probability reaches `p`."""
+
+    # Cumulative probability kept.
+    p: float = 0.9
+
+    def filter(self, logits: Any) -> Any:
+        ordered = -ops.sort(-logits, axis=-1)  # descending
+        probs = ops.softmax(ordered, axis=-1)
+        before = ops.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+        cutoff = ops.min(ops.where(before < self.p, ordered, float("inf")), axis=-1,
+                         keepdims=True)
+        return ops.where(logits >= cutoff, logits, -float("inf"))
+
+
+SAMPLERS = {"greedy": GreedySampler, "random": RandomSampler, "top_k": TopKSampler,
+            "top_p": TopPSampler}
+
+
+def get(sampler: str | Sampler) -> Sampler:
+    """A sampler from a name (`"greedy"`, `"random"`, `"top_k"`, `"top_p"`) or instance."""
+    if isinstance(sampler, Sampler):
+        return sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; use one of {sorted(SAMPLERS)} "
+                         "or a zoo.samplers.Sampler instance.")
+    return SAMPLERS[sampler]()
