@@ -109,3 +109,29 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
             tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
     task = OPTCausalLM(backbone, preprocessor=preprocessor)
     write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle)
+
+
+def compare_with_transformers(preset_dir: Path, source: Path) -> float:
+    """Max abs difference of logits (real tokens) against `OPTForCausalLM`.
+
+    Uses fixed pseudo-random token ids with left padding, so it needs no
+    tokenizer; requires `torch` and `transformers`.
+    """
+    import numpy as np
+    import torch
+    import transformers
+
+    lm = OPTCausalLM.from_preset(preset_dir)
+    rng = np.random.default_rng(0)
+    vocab = lm.backbone.vocabulary_size
+    token_ids = rng.integers(4, vocab, size=(3, 16)).astype("int32")
+    padding_mask = (np.arange(16)[None, :] >= np.array([[0], [5], [11]])).astype("int32")
+    token_ids = np.where(padding_mask == 1, token_ids, 1).astype("int32")
+    reference = transformers.OPTForCausalLM.from_pretrained(source).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(token_ids).long(),
+                             attention_mask=torch.tensor(padding_mask).long()).logits.numpy()
+    ours = np.asarray(lm.predict_on_batch({"token_ids": token_ids,
+                                           "padding_mask": padding_mask}), "float32")
+    real = padding_mask.astype(bool)
+    return float(np.abs(ours[real] - expected[real]).max())

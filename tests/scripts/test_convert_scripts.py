@@ -55,3 +55,17 @@ def test_script_fails_above_tolerance_and_writes_nothing(tmp_path, zoo_home, mon
 def test_script_rejects_non_transformers_folder(tmp_path, zoo_home):
     (tmp_path / "empty").mkdir()
     assert load_script().main([str(tmp_path / "empty"), "--name", "x"]) == 2
+
+
+def test_opt_script_converts_and_verifies(tmp_path, zoo_home):
+    from tests.nlp.opt.reference import VARIANTS, make_hf_opt
+
+    folder = make_hf_opt(tmp_path / "hf", **VARIANTS["post_ln_projection"])
+    script = ROOT / "scripts" / "convert_weights" / "convert_opt.py"
+    env = {**os.environ, "ZOO_HOME": str(zoo_home)}
+    result = subprocess.run([sys.executable, str(script), str(folder), "--name", "tiny_opt"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    diff = float(result.stdout.split("max abs difference vs transformers: ")[1].split()[0])
+    assert diff <= 1e-4
+    assert type(Task.from_preset("tiny_opt")).__name__ == "OPTCausalLM"
