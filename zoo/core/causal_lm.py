@@ -77,7 +77,8 @@ class CausalLM(Task):
                 tokenizer). Default: the tokenizer's end token, if any.
             seed: seed of random samplers (same seed, same output).
             sampler: override the sampler set by `compile(sampler=...)`.
-            stream: called with each step's new token ids `(batch,)` as numpy.
+            stream: called with each step's new token ids `(batch,)` as numpy
+                (with beam search: the newest token of the current best beam).
 
         Returns:
             With string prompts, the prompt plus generated text per prompt
@@ -100,8 +101,21 @@ class CausalLM(Task):
         pad_id = self._pad_token_id()
         if stop_token_ids is None:
             stop_token_ids = self._default_stop_ids()
-        # Left-pad the prompt to a bucketed length so similar prompts share one
-        # compiled function, then reserve room for the new tokens.
+        token_ids, full_mask, length = self._pad_prompts(token_ids, padding_mask,
+                                                         max_new_tokens, pad_id)
+        chosen = samplers.get(sampler or self.sampler)
+        run = self._beam_search if isinstance(chosen, samplers.BeamSampler) else self._sample
+        out = run(chosen, token_ids, full_mask, length, max_new_tokens,
+                  np.asarray(list(stop_token_ids), "int32"), pad_id, np.int32(seed), stream)
+        if not from_text:
+            return out
+        texts = self.preprocessor.generate_postprocess(inputs, out)
+        return texts[0] if single else texts
+
+    def _pad_prompts(self, token_ids: np.ndarray, padding_mask: np.ndarray,
+                     max_new_tokens: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Left-pad prompts to a bucketed length (so similar prompts share one
+        compiled function) and extend the mask over the tokens to generate."""
         batch, prompt_len = token_ids.shape
         limit = self.backbone.max_sequence_length
         length = bucket_length(prompt_len, max(limit - max_new_tokens, prompt_len))
@@ -115,30 +129,94 @@ class CausalLM(Task):
         token_ids = np.concatenate([np.full((batch, extra), pad_id, "int32"), token_ids], 1)
         padding_mask = np.concatenate([np.zeros((batch, extra), "int32"), padding_mask], 1)
         full_mask = np.concatenate([padding_mask, np.ones((batch, max_new_tokens), "int32")], 1)
-        prefill, decode = self._steps(samplers.get(sampler or self.sampler))
-        cache = ops.zeros(self.backbone.cache_shape(batch, length + max_new_tokens),
-                          dtype=self.backbone.compute_dtype)
-        seed_t = np.int32(seed)
-        mask_t = ops.convert_to_tensor(full_mask)
-        token, cache = prefill(ops.convert_to_tensor(token_ids), mask_t, cache, seed_t)
+        return token_ids, full_mask, length
+
+    def _new_cache(self, batch: int, length: int) -> Any:
+        return ops.zeros(self.backbone.cache_shape(batch, length),
+                         dtype=self.backbone.compute_dtype)
+
+    def _sample(self, sampler: samplers.Sampler, token_ids: np.ndarray, full_mask: np.ndarray,
+                length: int, max_new_tokens: int, stops: np.ndarray, pad_id: int,
+                seed: np.int32, stream: Callable | None) -> np.ndarray:
+        """Greedy / random sampling: one compiled decode step per token."""
+        batch = token_ids.shape[0]
+        prefill, decode = self._steps(sampler)
+        mask = ops.convert_to_tensor(full_mask)
+        cache = self._new_cache(batch, full_mask.shape[1])
+        token, cache = prefill(ops.convert_to_tensor(token_ids), mask, cache, seed)
         out = np.full((batch, max_new_tokens), pad_id, "int32")
         done = np.zeros(batch, bool)
-        stops = np.asarray(list(stop_token_ids), "int32")
         for i in range(max_new_tokens):
-            new = np.asarray(ops.convert_to_numpy(token)).astype("int32")
-            new = np.where(done, pad_id, new)
+            new = np.where(done, pad_id, np.asarray(ops.convert_to_numpy(token), "int32"))
             out[:, i] = new
             done |= np.isin(new, stops)
             if stream is not None:
                 stream(new)
             if done.all() or i == max_new_tokens - 1:
                 break
-            token, cache = decode(ops.convert_to_tensor(new), mask_t, cache,
-                                  np.int32(length + i), seed_t)
-        if not from_text:
-            return out
-        texts = self.preprocessor.generate_postprocess(inputs, out)
-        return texts[0] if single else texts
+            token, cache = decode(ops.convert_to_tensor(new), mask, cache,
+                                  np.int32(length + i), seed)
+        return out
+
+    def _beam_search(self, sampler: samplers.BeamSampler, token_ids: np.ndarray,
+                     full_mask: np.ndarray, length: int, max_new_tokens: int,
+                     stops: np.ndarray, pad_id: int, seed: np.int32,
+                     stream: Callable | None) -> np.ndarray:
+        """Beam search; the model step is compiled, beam bookkeeping is numpy."""
+        batch, beams = token_ids.shape[0], sampler.num_beams
+        prefill, decode = self._steps(sampler)
+        rows = np.repeat(np.arange(batch), beams)  # beam b of prompt p is row p*beams+b
+        mask = ops.convert_to_tensor(full_mask[rows])
+        cache = self._new_cache(batch * beams, full_mask.shape[1])
+        (values, indices), cache = prefill(ops.convert_to_tensor(token_ids[rows]), mask,
+                                           cache, seed)
+        scores = np.full((batch, beams), -1e9, "float64")
+        scores[:, 0] = 0.0  # all beams start identical: expand only the first
+        history = np.full((batch, beams, max_new_tokens), pad_id, "int32")
+        finished: list[list[tuple[float, np.ndarray]]] = [[] for _ in range(batch)]
+        for i in range(max_new_tokens):
+            values = np.asarray(ops.convert_to_numpy(values), "float64")
+            indices = np.asarray(ops.convert_to_numpy(indices), "int32")
+            total = scores[:, :, None] + values.reshape(batch, beams, -1)
+            total = total.reshape(batch, -1)  # (batch, beams * candidates)
+            candidate_tokens = indices.reshape(batch, -1)
+            order = np.argsort(-total, axis=1, kind="stable")
+            parents = np.zeros((batch, beams), "int64")
+            tokens = np.full((batch, beams), pad_id, "int32")
+            for p in range(batch):
+                scores[p] = -1e9  # slots left unfilled stay dead
+                kept = 0
+                for c in order[p]:
+                    parent, token = c // (2 * beams), candidate_tokens[p, c]
+                    if total[p, c] < -1e8:
+                        break
+                    if token in stops:
+                        seq = history[p, parent].copy()
+                        seq[i] = token
+                        norm = total[p, c] / (i + 1) ** sampler.length_penalty
+                        finished[p].append((norm, seq))
+                        continue
+                    parents[p, kept], tokens[p, kept] = parent, token
+                    scores[p, kept] = total[p, c]
+                    kept += 1
+                    if kept == beams:
+                        break
+            history = np.take_along_axis(history, parents[:, :, None], axis=1)
+            history[:, :, i] = tokens
+            if stream is not None:
+                stream(history[:, 0, i].copy())
+            if i == max_new_tokens - 1:
+                break
+            flat = (np.arange(batch)[:, None] * beams + parents).reshape(-1)
+            cache = ops.take(cache, ops.convert_to_tensor(flat.astype("int32")), axis=0)
+            (values, indices), cache = decode(ops.convert_to_tensor(tokens.reshape(-1)), mask,
+                                              cache, np.int32(length + i), seed)
+        out = np.zeros((batch, max_new_tokens), "int32")
+        for p in range(batch):
+            norm = scores[p] / max_new_tokens ** sampler.length_penalty
+            candidates = finished[p] + [(norm[b], history[p, b]) for b in range(beams)]
+            out[p] = max(candidates, key=lambda item: item[0])[1]
+        return out
 
     def _pad_token_id(self) -> int:
         tokenizer = getattr(self.preprocessor, "tokenizer", None)

@@ -12,6 +12,7 @@ Example:
 """
 
 from zoo.samplers.samplers import (
+    BeamSampler,
     GreedySampler,
     RandomSampler,
     Sampler,
@@ -21,5 +22,5 @@ from zoo.samplers.samplers import (
     uniform_noise,
 )
 
-__all__ = ["GreedySampler", "RandomSampler", "Sampler", "TopKSampler", "TopPSampler", "get",
+__all__ = ["BeamSampler", "GreedySampler", "RandomSampler", "Sampler", "TopKSampler", "TopPSampler", "get",
            "uniform_noise"]

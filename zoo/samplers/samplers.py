@@ -92,15 +92,38 @@ class TopPSampler(Sampler):
         return ops.where(logits >= cutoff, logits, -float("inf"))
 
 
-SAMPLERS = {"greedy": GreedySampler, "random": RandomSampler, "top_k": TopKSampler,
-            "top_p": TopPSampler}
-
-
-def get(sampler: str | Sampler) -> Sampler:
-    """A sampler from a name (`"greedy"`, `"random"`, `"top_k"`, `"top_p"`) or instance."""
-    if isinstance(sampler, Sampler):
+def get(sampler: str | Sampler | BeamSampler) -> Sampler | BeamSampler:
+    """A sampler from a name (`"greedy"`, `"random"`, `"top_k"`, `"top_p"`,
+    `"beam"`) or an instance."""
+    if isinstance(sampler, (Sampler, BeamSampler)):
         return sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; use one of {sorted(SAMPLERS)} "
                          "or a zoo.samplers.Sampler instance.")
     return SAMPLERS[sampler]()
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamSampler:
+    """Beam search: keep the `num_beams` most likely continuations.
+
+    Scores are summed log-probabilities. A beam that emits a stop token is
+    finished; the result per prompt is the finished or running beam with the
+    best score divided by `generated_length ** length_penalty`. Without stop
+    tokens this is exactly transformers' beam search.
+    """
+
+    # Number of beams kept per prompt.
+    num_beams: int = 3
+    # Exponent of the length normalisation of finished beams.
+    length_penalty: float = 1.0
+
+    def __call__(self, logits: Any, seed: Any, step: Any) -> Any:
+        """Top `2 * num_beams` log-probabilities and their token ids per row."""
+        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        values, indices = ops.top_k(log_probs, 2 * self.num_beams, sorted=True)
+        return values, ops.cast(indices, "int32")
+
+
+SAMPLERS = {"greedy": GreedySampler, "random": RandomSampler, "top_k": TopKSampler,
+            "top_p": TopPSampler, "beam": BeamSampler}

@@ -7,7 +7,7 @@ import torch
 
 from tests.nlp.opt.reference import make_hf_opt
 from zoo.models import OPTCausalLM, Task
-from zoo.samplers import TopKSampler, TopPSampler
+from zoo.samplers import BeamSampler, TopKSampler, TopPSampler
 
 PROMPTS = [[2, 10, 11, 12, 13, 14, 15, 16], [2, 20, 21], [2, 30, 31, 32, 33]]
 
@@ -87,3 +87,29 @@ def test_clear_errors(models):
                      "padding_mask": np.zeros((1, 4), "int32")})
     with pytest.raises(ValueError, match="max_new_tokens"):
         lm.generate(left_padded(PROMPTS), max_new_tokens=0)
+
+
+def test_beam_search_matches_transformers(models):
+    lm, reference = models
+    batch = left_padded(PROMPTS)
+    with torch.no_grad():
+        expected = reference.generate(
+            input_ids=torch.tensor(batch["token_ids"]).long(),
+            attention_mask=torch.tensor(batch["padding_mask"]).long(),
+            max_new_tokens=16, do_sample=False, num_beams=3, eos_token_id=None,
+            pad_token_id=1, early_stopping=False,
+        )[:, batch["token_ids"].shape[1]:].numpy()
+    ours = lm.generate(batch, max_new_tokens=16, stop_token_ids=(), sampler="beam")
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_beam_search_with_stop_token_returns_a_finished_beam(models):
+    lm, _ = models
+    batch = left_padded(PROMPTS)
+    free = lm.generate(batch, max_new_tokens=10, stop_token_ids=(), sampler=BeamSampler(3))
+    stop = int(free[1, 2])
+    out = lm.generate(batch, max_new_tokens=10, stop_token_ids=[stop], sampler=BeamSampler(3))
+    for row in out:
+        hits = np.flatnonzero(row == stop)
+        if len(hits):  # nothing but padding after the first stop token
+            assert (row[hits[0] + 1:] == 0).all()
