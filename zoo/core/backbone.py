@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import numbers
 import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import h5py
 import keras
+import ml_dtypes
+import numpy as np
 
-from zoo.core import preset_io
+from zoo.core import preset_io, weights_io
+from zoo.core.errors import PresetError
+
+#: the Dense layers `enable_lora` adapts by default: attention queries and values
+DEFAULT_LORA_TARGETS: tuple[str, ...] = ("query", "value")
+#: marker and version of the files `save_lora_weights` writes
+LORA_FORMAT = "zoo.lora"
+LORA_FORMAT_VERSION = 1
+#: layer classes whose Keras `enable_lora(rank)` LoRA uses
+_LORA_LAYER_TYPES = (keras.layers.Dense, keras.layers.EinsumDense)
 
 
 class Backbone(keras.Model):
@@ -20,25 +37,323 @@ class Backbone(keras.Model):
 
     `Backbone.from_preset(handle)` on the base class returns whatever subclass
     the preset holds; on a subclass it checks the preset holds that class.
+
+    Every backbone supports LoRA fine-tuning (`enable_lora`): low-rank
+    adapters on the attention projections, saved with the preset or on their
+    own (`save_lora_weights` / `load_lora_weights`).
     """
 
     def __init__(self, *args: Any, dtype: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, dtype=dtype, **kwargs)
+        if dtype is not None:
+            # A functional model drops `dtype`; set it so `dtype_policy` (read by
+            # task heads) and `get_config()` report the backbone's real policy.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
+        self._lora_rank: int | None = None
+        self._lora_target_names: tuple[str, ...] = ()
 
+    # -- LoRA -----------------------------------------------------------------
+    @property
+    def lora_rank(self) -> int | None:
+        """The LoRA rank, or None when LoRA is not enabled."""
+        return getattr(self, "_lora_rank", None)
+
+    @property
+    def lora_target_names(self) -> tuple[str, ...]:
+        """Names of the layers carrying adapters (empty when LoRA is off)."""
+        return getattr(self, "_lora_target_names", ())
+
+    def _lora_candidates(self) -> list[keras.layers.Layer]:
+        return [layer for layer in self._flatten_layers(include_self=False)
+                if isinstance(layer, _LORA_LAYER_TYPES)]
+
+    @property
+    def lora_weights(self) -> list[keras.Variable]:
+        """The adapter variables (`lora_kernel_a`/`lora_kernel_b` of every
+        adapted layer), in `self.weights` order; empty when LoRA is off."""
+        ids = set()
+        for layer in self._lora_candidates():
+            if getattr(layer, "lora_enabled", False):
+                ids.update((id(layer.lora_kernel_a), id(layer.lora_kernel_b)))
+        return [v for v in self.weights if id(v) in ids]
+
+    def enable_lora(
+        self, rank: int, target_names: Sequence[str] = DEFAULT_LORA_TARGETS
+    ) -> None:
+        """Add LoRA adapters and make them the only trainable variables.
+
+        Every `Dense` (or `EinsumDense`) layer in the backbone whose name is in
+        `target_names` gets Keras' low-rank adapter (`layer.enable_lora(rank)`:
+        `kernel + A @ B`, `A` random, `B` zero, so outputs do not change until
+        training). Then every variable of the backbone except the adapters is
+        frozen (`variable.trainable = False`); a task's own head stays
+        trainable. The rank and targets become part of `get_config()`, so a
+        preset saved afterwards reloads with the adapters in place.
+
+        Enable LoRA before the task's first `fit` or `generate`. A task
+        compiled but not yet used picks the change up by itself (its optimizer
+        is built on the first `fit`). A task already trained or used for
+        generation holds an optimizer and compiled steps built for the old
+        variables: call its `compile(...)` again with a new optimizer.
+        Otherwise `fit` raises on JAX and PyTorch and silently keeps training
+        the old variables on TensorFlow, and `generate` ignores the adapters
+        on JAX and TensorFlow. Setting `backbone.trainable = True` later
+        makes every variable trainable again.
+
+        Args:
+            rank: the adapter rank, a positive int.
+            target_names: names of the layers to adapt; by default the query
+                and value projections of every attention layer.
+
+        Raises:
+            ValueError: LoRA is already enabled, `rank` is not a positive int,
+                or a target name matches no Dense layer.
+
+        Example:
+
+        >>> from zoo.models import BertBackbone
+        >>> backbone = BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
+        ...                         hidden_dim=8, intermediate_dim=16)
+        >>> backbone.enable_lora(rank=2)
+        >>> [v.path for v in backbone.trainable_weights]  # doctest: +NORMALIZE_WHITESPACE
+        ['transformer_layer_0/self_attention/query/lora_kernel_a',
+         'transformer_layer_0/self_attention/query/lora_kernel_b',
+         'transformer_layer_0/self_attention/value/lora_kernel_a',
+         'transformer_layer_0/self_attention/value/lora_kernel_b']
+        >>> backbone.get_config()["lora_rank"]
+        2
+        """
+        if self.lora_rank is not None:
+            raise ValueError(
+                f"LoRA is already enabled on this {type(self).__name__} (rank "
+                f"{self.lora_rank}, targets {list(self.lora_target_names)}); it can be "
+                "enabled only once. Fix: to change the rank or targets, build a fresh "
+                "backbone from the base weights (without LoRA) and enable it there."
+            )
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+            raise ValueError(f"LoRA rank must be a positive int, got {rank!r}.")
+        rank = int(rank)
+        if isinstance(target_names, str):
+            target_names = (target_names,)
+        targets = tuple(dict.fromkeys(target_names))  # unique, in order
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(
+                f"target_names must be a non-empty sequence of layer names, got "
+                f"{target_names!r}."
+            )
+        candidates = self._lora_candidates()
+        matched = [layer for layer in candidates if layer.name in targets]
+        found = {layer.name for layer in matched}
+        unmatched = [t for t in targets if t not in found]
+        if unmatched:
+            available = sorted({layer.name for layer in candidates})
+            raise ValueError(
+                f"No Dense layer of this {type(self).__name__} is named "
+                f"{', '.join(map(repr, unmatched))} (targets: {list(targets)}). "
+                f"Dense layers available: {available}."
+            )
+        adapted = [layer.name for layer in matched if getattr(layer, "lora_enabled", False)]
+        if adapted:
+            raise ValueError(
+                f"Layers {sorted(set(adapted))} already carry LoRA adapters (enabled "
+                "directly on the layers). Fix: build a fresh backbone and call "
+                "Backbone.enable_lora only."
+            )
+        unbuilt = sorted({layer.name for layer in matched if not layer.built})
+        if unbuilt:
+            raise ValueError(
+                f"Layers {unbuilt} are not built yet, so LoRA cannot be added to them."
+            )
+        for layer in matched:
+            layer.enable_lora(rank)
+        lora_ids = {id(v) for v in self.lora_weights}
+        for variable in self.weights:
+            variable.trainable = id(variable) in lora_ids
+        self._lora_rank = rank
+        self._lora_target_names = targets
+
+    def _require_lora(self, action: str) -> list[keras.Variable]:
+        if self.lora_rank is None:
+            raise ValueError(
+                f"{action} needs LoRA enabled on this {type(self).__name__}. Fix: call "
+                "backbone.enable_lora(rank=...) first."
+            )
+        return self.lora_weights
+
+    def save_lora_weights(self, path: str | os.PathLike) -> Path:
+        """Save only the LoRA adapters to one small HDF5 file (atomically).
+
+        The file holds each adapter variable under its path plus the rank and
+        target names; load it with `load_lora_weights` into a backbone of the
+        same architecture with the same LoRA rank and targets.
+
+        Args:
+            path: the file to write (e.g. `"adapters.lora.h5"`); an existing
+                file is replaced only once the new one is complete.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ValueError: LoRA is not enabled.
+
+        Example:
+
+        >>> import os, tempfile
+        >>> import keras
+        >>> import numpy as np
+        >>> from zoo.models import BertBackbone
+        >>> def tiny():
+        ...     return BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
+        ...                         hidden_dim=8, intermediate_dim=16)
+        >>> trained, fresh = tiny(), tiny()
+        >>> trained.enable_lora(rank=2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "adapters.lora.h5")
+        >>> _ = trained.save_lora_weights(path)
+        >>> fresh.enable_lora(rank=2)
+        >>> fresh.load_lora_weights(path)
+        >>> all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+        ...     for a, b in zip(trained.lora_weights, fresh.lora_weights))
+        True
+        """
+        variables = self._require_lora("save_lora_weights")
+        path = Path(path)
+        weights_io._unique_paths(variables)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = LORA_FORMAT
+                f.attrs["format_version"] = LORA_FORMAT_VERSION
+                f.attrs["lora_rank"] = self.lora_rank
+                f.attrs["target_names"] = json.dumps(list(self.lora_target_names))
+                f.attrs["backbone_class"] = type(self).__name__
+                for variable in variables:
+                    data = np.asarray(keras.ops.convert_to_numpy(variable))
+                    dtype = str(data.dtype)
+                    if dtype == "bfloat16":
+                        data = data.view(np.uint16)
+                    f.create_dataset(variable.path, data=data).attrs["dtype"] = dtype
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    def load_lora_weights(self, path: str | os.PathLike) -> None:
+        """Load adapters written by `save_lora_weights` into this backbone.
+
+        Everything is checked before any variable changes: the file is a zoo
+        LoRA file, its rank equals this backbone's LoRA rank, and it holds
+        exactly this backbone's adapter variables with the same shapes.
+
+        Args:
+            path: a file written by `save_lora_weights`.
+
+        Raises:
+            ValueError: LoRA is not enabled on this backbone.
+            FileNotFoundError: `path` does not exist.
+            PresetError: the file is not a zoo LoRA file, or its rank,
+                variable paths or shapes do not match this backbone.
+
+        Example: see `save_lora_weights`.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No LoRA weight file at {path}.")
+        try:
+            with h5py.File(path, "r") as f:
+                attrs = dict(f.attrs)
+                arrays: dict[str, np.ndarray] = {}
+
+                def visit(name: str, item: object) -> None:
+                    if isinstance(item, h5py.Dataset):
+                        data = np.asarray(item[()])
+                        if item.attrs.get("dtype") == "bfloat16":
+                            data = data.view(ml_dtypes.bfloat16)
+                        arrays[name] = data
+
+                if attrs.get("format") == LORA_FORMAT:
+                    f.visititems(visit)
+        except (OSError, KeyError) as e:
+            raise PresetError(
+                f"Cannot read LoRA weight file {path}: it is truncated or not HDF5 "
+                f"({e}). Fix: save the adapters again with save_lora_weights()."
+            ) from None
+        if attrs.get("format") != LORA_FORMAT or "lora_rank" not in attrs:
+            raise PresetError(
+                f"{path} is not a zoo LoRA file (no '{LORA_FORMAT}' marker). Fix: pass "
+                "a file written by save_lora_weights()."
+            )
+        saved_rank = int(attrs["lora_rank"])
+        saved_targets = json.loads(attrs.get("target_names", "[]"))
+        if self.lora_rank is None:
+            raise ValueError(
+                f"load_lora_weights needs LoRA enabled on this {type(self).__name__}. "
+                f"Fix: call backbone.enable_lora(rank={saved_rank}, "
+                f"target_names={saved_targets}) first."
+            )
+        if saved_rank != self.lora_rank:
+            raise PresetError(
+                f"The adapters in {path} have rank {saved_rank} (targets "
+                f"{saved_targets}), but this backbone has LoRA rank {self.lora_rank} "
+                f"(targets {list(self.lora_target_names)}). Fix: enable LoRA with "
+                f"rank={saved_rank} on a fresh backbone."
+            )
+        variables = self.lora_weights
+        paths = [v.path for v in variables]
+        missing = [p for p in paths if p not in arrays]
+        unexpected = sorted(set(arrays) - set(paths))
+        if missing or unexpected:
+            raise PresetError(
+                f"The adapters in {path} (saved from a "
+                f"{attrs.get('backbone_class', '?')} with targets {saved_targets}) do "
+                f"not fit this {type(self).__name__} (targets "
+                f"{list(self.lora_target_names)}): missing {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                f"{'...' if len(unexpected) > 5 else ''}. Fix: load them into the "
+                "architecture and LoRA targets they were trained with."
+            )
+        for p, variable in zip(paths, variables):
+            if tuple(arrays[p].shape) != tuple(variable.shape):
+                raise PresetError(
+                    f"LoRA weight {p!r} in {path} has shape {tuple(arrays[p].shape)}, "
+                    f"but this backbone expects {tuple(variable.shape)}. Fix: load them "
+                    "into the architecture they were trained with."
+                )
+        for p, variable in zip(paths, variables):
+            variable.assign(arrays[p].astype(weights_io.numpy_dtype(variable.dtype)))
+
+    # -- config ---------------------------------------------------------------
     def get_config(self) -> dict:
         # Subclasses extend this with their constructor arguments.
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
+        if self.lora_rank is not None:
+            config["lora_rank"] = self.lora_rank
+            config["lora_target_names"] = list(self.lora_target_names)
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> Backbone:
         config = dict(config)
+        lora_rank = config.pop("lora_rank", None)
+        lora_target_names = config.pop("lora_target_names", None)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        backbone = cls(**config)
+        if lora_rank is not None:
+            # Before any weights are loaded, so the adapters' variables exist.
+            backbone.enable_lora(
+                lora_rank,
+                DEFAULT_LORA_TARGETS if lora_target_names is None else lora_target_names,
+            )
+        return backbone
 
     @classmethod
     def from_preset(
