@@ -13,7 +13,7 @@ written atomically to $ZOO_HOME/presets/NAME, loadable as
 
 import sys
 
-from zoo.presets.conversion_script import main as run
+from zoo.cli_convert import main as run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ and optionally uploaded.
 
 import sys
 
-from zoo.presets.conversion_script import main as run
+from zoo.cli_convert import main as run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The shared driver of `scripts/convert_weights/convert_<family>.py`.
+"""The shared command-line driver of `scripts/convert_weights/convert_<family>.py`.
 
 Every family script does the same: fetch the original checkpoint, convert
 it into a temporary preset, compare against the reference library when it is
