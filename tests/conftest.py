@@ -24,6 +24,12 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, so results do not depend on test order."""
+    keras.utils.set_random_seed(1234)
+
+
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
 

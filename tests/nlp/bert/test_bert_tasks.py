@@ -34,13 +34,16 @@ def tiny_preprocessor(cls=BertPreprocessor, **kwargs):
 
 
 def test_classifier_fit_on_raw_strings_lowers_loss():
-    clf = BertTextClassifier(tiny_backbone(), num_classes=2, preprocessor=tiny_preprocessor())
-    clf.compile(optimizer=keras.optimizers.Adam(1e-2), loss=clf.loss, metrics=["accuracy"])
+    clf = BertTextClassifier(tiny_backbone(dropout=0.0), num_classes=2, dropout=0.0,
+                             preprocessor=tiny_preprocessor())
+    # Adam(3e-3) for 20 epochs, no dropout: over seeds 0-5 on every backend the
+    # loss ends at 0.7-8% of where it started (Adam(1e-2) sometimes diverged).
+    clf.compile(optimizer=keras.optimizers.Adam(3e-3), loss=clf.loss, metrics=["accuracy"])
     before = clf.evaluate(TEXTS, LABELS, verbose=0, return_dict=True)["loss"]
-    history = clf.fit(TEXTS, LABELS, batch_size=4, epochs=12, verbose=0)
+    history = clf.fit(TEXTS, LABELS, batch_size=4, epochs=20, verbose=0)
     after = clf.evaluate(TEXTS, LABELS, verbose=0, return_dict=True)["loss"]
-    assert len(history.history["loss"]) == 12
-    assert after < 0.7 * before, (before, after)
+    assert len(history.history["loss"]) == 20
+    assert after < 0.5 * before, (before, after)
     probs = clf.predict(TEXTS)
     assert probs.shape == (8, 2)
 
