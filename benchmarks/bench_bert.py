@@ -62,26 +62,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import importlib.metadata
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py: workers, timing, idle-wait, reruns)
+from common import fmt as _fmt  # noqa: E402
+from common import (  # noqa: E402,F401  (re-exported: the names bench_bert always had)
+    RESULT_PREFIX,
+    cpu_busy_seconds,
+    cpu_seconds,
+    machine_info,
+    time_calls,
+    versions,
+    wait_for_idle,
+)
+
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "transformers"
-RESULT_PREFIX = "BENCH_RESULT "
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bert.json"
 # Targets (full-size run): zoo's best backend >= 1.3x faster than transformers,
 # and no backend more than 1.5x slower than transformers.
@@ -126,65 +131,6 @@ def make_inputs(size: ModelSize, batch: int, seq: int, seed: int = 0) -> dict[st
     token_ids *= padding_mask
     segment_ids *= padding_mask
     return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-
-
-def cpu_seconds() -> tuple[float, float] | None:
-    """Machine-wide (busy, steal) CPU-seconds since boot, from /proc/stat (Linux), else None.
-
-    busy: user + nice + system + irq + softirq of every process; steal: time the
-    hypervisor gave this VM's vCPUs to someone else.
-    """
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
-    steal = int(fields[7]) if len(fields) > 7 else 0
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
-def cpu_busy_seconds() -> float | None:
-    snapshot = cpu_seconds()
-    return None if snapshot is None else snapshot[0]
-
-
-def time_calls(fn: Callable[[], Any], warmup: int, runs: int) -> dict[str, Any]:
-    """Time the first call, run `warmup` more untimed calls, then `runs` timed ones.
-
-    Also reports `other_cpu_cores`: the average number of cores that *other*
-    processes kept busy during the timed calls (machine-wide CPU time minus this
-    process's), and `steal_cores` (vCPU time the hypervisor gave to other VMs), so
-    a timing taken on a busy machine can be spotted.
-    """
-    start = time.perf_counter()
-    fn()
-    first_call_s = time.perf_counter() - start
-    for _ in range(warmup):
-        fn()
-    times_ms = []
-    cpu0, own0, wall0 = cpu_seconds(), time.process_time(), time.perf_counter()
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times_ms.append((time.perf_counter() - start) * 1e3)
-    cpu1, own1, wall1 = cpu_seconds(), time.process_time(), time.perf_counter()
-    other = steal = None
-    if cpu0 is not None and cpu1 is not None:
-        other = max((cpu1[0] - cpu0[0]) - (own1 - own0), 0.0) / (wall1 - wall0)
-        steal = (cpu1[1] - cpu0[1]) / (wall1 - wall0)
-    median = statistics.median(times_ms)
-    return {
-        "ms": median,
-        "min_ms": min(times_ms),
-        "mean_ms": statistics.fmean(times_ms),
-        "stdev_ms": statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
-        "times_ms": times_ms,
-        "first_call_s": first_call_s,
-        "compile_s": max(first_call_s - median / 1e3, 0.0),
-        "other_cpu_cores": other,
-        "steal_cores": steal,
-    }
 
 
 # --------------------------------------------------------------------------- #
@@ -313,21 +259,14 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     return result
 
 
-def _loadavg() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
 def run_worker(args: argparse.Namespace) -> int:
     name = args.worker
-    load_start = _loadavg()
+    load_start = common.loadavg()
     if name == PEER:
         result = worker_transformers(args)
     else:
         result = worker_zoo(args, name)
-    # 1-minute load average before/after: other processes on the machine skew timings.
-    result["loadavg_1min"] = [load_start, _loadavg()]
-    sys.stdout.flush()
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    common.emit_result(result, load_start)
     return 0
 
 
@@ -336,95 +275,17 @@ def run_worker(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "gpu": None,
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def versions() -> dict[str, str | None]:
-    return {
-        "zoo": _version("zoo"),
-        "keras": _version("keras"),
-        "jax": _version("jax"),
-        "jaxlib": _version("jaxlib"),
-        "tensorflow": _version("tensorflow") or _version("tensorflow-cpu"),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "numpy": _version("numpy"),
-    }
-
-
-def wait_for_idle(max_wait_s: float, threshold: float = 0.25, quiet_s: int = 3) -> float:
-    """Wait (at most `max_wait_s`) until other processes use < `threshold` cores for
-    `quiet_s` consecutive seconds; returns the seconds waited."""
-    if max_wait_s <= 0 or cpu_busy_seconds() is None:
-        return 0.0
-    start = time.perf_counter()
-    quiet = 0
-    announced = False
-    while time.perf_counter() - start < max_wait_s:
-        b0, t0 = cpu_busy_seconds(), time.perf_counter()
-        time.sleep(1.0)
-        load = (cpu_busy_seconds() - b0) / (time.perf_counter() - t0)  # type: ignore[operator]
-        quiet = quiet + 1 if load < threshold else 0
-        if quiet >= quiet_s:
-            break
-        if not announced and quiet == 0:
-            print(f"[bench_bert] machine busy ({load:.1f} cores used by other processes); "
-                  f"waiting up to {max_wait_s:.0f} s", file=sys.stderr, flush=True)
-            announced = True
-    return time.perf_counter() - start
-
-
-def _other_cpu(result: dict[str, Any]) -> float:
-    """The most CPU other processes used during any of a worker's timed loops."""
-    values = [result.get("other_cpu_cores")]
-    values += [p.get("other_cpu_cores") for p in result.get("paths", [])]
-    return max((v for v in values if v is not None), default=0.0)
-
-
 def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
     """Run one worker; rerun it (at most `--retries` times) if other processes took
     more than `--max-other-cpu` cores during its timed runs. Keeps the cleanest run."""
-    attempts = []
-    for _ in range(args.retries + 1):
-        result = launch_once(name, args, share_dir)
-        attempts.append(result)
-        if "error" in result or _other_cpu(result) <= args.max_other_cpu:
-            break
-        print(f"[bench_bert] {name}: other processes used {_other_cpu(result):.2f} cores "
-              "during the timed runs; running it again", file=sys.stderr, flush=True)
-    ok = [a for a in attempts if "error" not in a]
-    best = min(ok, key=_other_cpu) if ok else attempts[-1]
-    best["attempts"] = len(attempts)
-    best["other_cpu_cores_per_attempt"] = [_other_cpu(a) if "error" not in a else None
-                                           for a in attempts]
-    return best
+    return common.launch(name, worker_command(name, args, share_dir),
+                         keras_backend=None if name == PEER else name,
+                         retries=args.retries, max_other_cpu=args.max_other_cpu,
+                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_bert")
 
 
-def launch_once(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
-    """Run one worker subprocess; return its result dict, or {"error": ...}."""
+def worker_command(name: str, args: argparse.Namespace, share_dir: str | None) -> list[str]:
+    """The command line of worker `name`: this script again, with ``--worker``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
            "--batch", str(args.batch), "--seq", str(args.seq),
            "--runs", str(args.runs), "--warmup", str(args.warmup)]
@@ -432,27 +293,7 @@ def launch_once(name: str, args: argparse.Namespace, share_dir: str | None) -> d
         cmd.append("--smoke")
     if share_dir:
         cmd += ["--share-dir", share_dir]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if name != PEER:
-        env["KERAS_BACKEND"] = name
-    waited = wait_for_idle(args.wait_idle)
-    print(f"[bench_bert] running {name} ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {args.timeout} s"}
-    elapsed = time.perf_counter() - start
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX):])
-            result["worker_wall_s"] = elapsed
-            result["waited_for_idle_s"] = waited
-            return result
-    tail = (proc.stderr or proc.stdout)[-2000:]
-    return {"error": f"worker exited with {proc.returncode}: {tail}"}
+    return cmd
 
 
 def evaluate_targets(zoo: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -472,10 +313,6 @@ def evaluate_targets(zoo: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "all_backends_met": worst_ok,
         "met": best_ok and worst_ok and len(ratios) == len(zoo),
     }
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -521,7 +358,7 @@ def run_parent(args: argparse.Namespace) -> int:
     size = model_size(args.smoke)
     results: dict[str, Any] = {
         "benchmark": "bert_forward",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": common.utc_now(),
         "command": " ".join(["python", "benchmarks/bench_bert.py", *sys.argv[1:]]),
         "machine": machine_info(),
         "versions": versions(),
@@ -558,11 +395,7 @@ def run_parent(args: argparse.Namespace) -> int:
     table = markdown_table(results)
     results["markdown_table"] = table
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
-    tmp_out.replace(out)
+    out = common.write_json(args.out, results)
 
     w = results["workload"]
     print(f"\nBERT forward, {w['model_name']}, batch {args.batch} x {args.seq} tokens, "

@@ -1,0 +1,499 @@
+"""OPT-125m greedy generation benchmark: zoo on jax/tensorflow/torch vs transformers.
+
+What it measures: tokens per second of greedy generation with an OPT-125m-size
+decoder (12 layers, 12 heads, hidden 768, MLP 3072, vocabulary 50272, 2048
+positions, float32, random weights): a 32-token prompt, 128 new tokens, at
+batch 1 and batch 8. ``tokens/s = batch * new_tokens / seconds`` per
+``generate`` call, from the median of ``--runs`` timed calls after a
+separately timed first call (``first_call_s``: tracing / compilation plus one
+generation; ``compile_s = first_call_s - median``) and ``--warmup`` untimed
+calls with the same shapes.
+
+* zoo: ``OPTCausalLM.generate(inputs, max_new_tokens=128, stop_token_ids=())``
+  on each Keras backend, each in its own subprocess. ``generate`` runs one
+  prefill step and then one compiled decode step per token from a Python loop
+  (``zoo/core/compiled_loop.py``: jax ``jax.jit``; tensorflow
+  ``tf.function(jit_compile=True)``; torch eager under ``torch.inference_mode``).
+* transformers (the peer): ``OPTForCausalLM.generate(input_ids, attention_mask,
+  max_new_tokens=128, do_sample=False, eos_token_id=None)`` on torch, eager,
+  ``eval()``, under ``torch.inference_mode()``, default attention and cache.
+
+Fairness and correctness: the transformers model is built first (random init,
+seed 0) and saved with ``save_pretrained``; every zoo worker loads that
+directory with ``OPTCausalLM.from_preset`` (zoo's own converter), so all runs
+use the same weights and the same prompts, and every zoo run's generated ids
+are compared with transformers' (``ids_match``; a random-weight model has no
+end token, so all 128 tokens are generated). Prompts: random token ids; at
+batch > 1 the rows are left-padded (row ``b`` keeps ``prompt - b * prompt //
+(2 * batch)`` real tokens), so both libraries handle a padding mask. torch uses
+``torch.set_num_threads(os.cpu_count())`` in the zoo-torch and the transformers
+process; jax and tensorflow use their default thread pools (all cores).
+
+The ratio is ``zoo_tokens_per_s / transformers_tokens_per_s`` per backend and
+batch size (> 1: zoo is faster). Targets: the best backend >= 1.5x, the torch
+backend >= 1.0x (at every batch size).
+
+Busy machines: as in ``bench_bert.py`` (shared code in ``common.py``), the
+parent waits (``--wait-idle``, default 300 s) for idle CPUs before each
+worker, records the cores other processes used during every timed loop
+(``other_cpu_cores``), and reruns a worker that overlapped more than
+``--max-other-cpu`` (0.25) cores of other work (``--retries``, default 2).
+
+Reproduce (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_opt.py
+    .venv/bin/python benchmarks/bench_opt.py --backends jax --batches 1 --runs 5
+    .venv/bin/python benchmarks/bench_opt.py --smoke --out /tmp/r.json  # tiny, seconds
+
+Options: ``--backends jax,tensorflow,torch --batches 1,8 --prompt 32
+--new-tokens 128 --runs 3 --warmup 1 --out benchmarks/results/opt.json`` (and
+``--wait-idle``, ``--max-other-cpu``, ``--retries``, ``--timeout``).
+``--smoke`` swaps in a tiny model (2 layers, 2 heads, hidden 64, MLP 256,
+vocabulary 1000, 64 positions) with batches 1 and 2, an 8-token prompt, 8 new
+tokens and 2 timed runs, and neither waits for idle CPUs nor retries;
+otherwise it runs the same code. Internally the script re-invokes itself as
+``bench_opt.py --worker NAME ...``; a worker prints one ``BENCH_RESULT {json}``
+line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/common.py: workers, timing, idle-wait, reruns)
+from common import fmt  # noqa: E402
+
+BACKENDS = ("jax", "tensorflow", "torch")
+PEER = "transformers"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "opt.json"
+HF_DIR = "hf_opt"  # subdirectory of the share dir holding transformers' save_pretrained
+PAD_ID = 1  # OPT's padding id (only ever at masked positions)
+# Targets (full-size run, every batch size): the best zoo backend >= 1.5x
+# transformers' tokens/s, and zoo's torch backend >= 1.0x.
+TARGET_BEST_SPEEDUP = 1.5
+TARGET_TORCH_SPEEDUP = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """The architecture, in zoo's argument names (transformers' names in comments)."""
+
+    vocabulary_size: int  # vocab_size
+    num_layers: int  # num_hidden_layers
+    num_heads: int  # num_attention_heads
+    hidden_dim: int  # hidden_size (= word_embed_proj_dim)
+    intermediate_dim: int  # ffn_dim
+    max_sequence_length: int  # max_position_embeddings
+
+
+OPT_125M = ModelSize(50272, 12, 12, 768, 3072, 2048)
+TINY = ModelSize(1000, 2, 2, 64, 256, 64)
+SMOKE_WORKLOAD = {"batches": "1,2", "prompt": 8, "new_tokens": 8, "runs": 2}
+
+
+# --------------------------------------------------------------------------- #
+# Shared helpers (parent and workers).
+# --------------------------------------------------------------------------- #
+
+
+def model_size(smoke: bool) -> ModelSize:
+    return TINY if smoke else OPT_125M
+
+
+def parse_batches(text: str) -> list[int]:
+    return [int(b) for b in text.split(",") if b.strip()]
+
+
+def make_prompts(size: ModelSize, batch: int, prompt: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic left-padded int32 prompts in zoo's format (padding_mask: 1 = real).
+
+    Row `b` keeps `prompt - b * prompt // (2 * batch)` real tokens (all of them at
+    batch 1); ids avoid OPT's special tokens 0-2.
+    """
+    rng = np.random.default_rng(seed + batch)
+    token_ids = rng.integers(3, size.vocabulary_size, size=(batch, prompt), dtype=np.int32)
+    lengths = np.array([prompt - b * prompt // (2 * batch) for b in range(batch)])
+    padding_mask = (np.arange(prompt)[None, :] >= (prompt - lengths)[:, None]).astype(np.int32)
+    token_ids = np.where(padding_mask == 1, token_ids, PAD_ID).astype(np.int32)
+    return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+
+def tokens_per_s(batch: int, new_tokens: int, ms: float) -> float:
+    return batch * new_tokens / (ms / 1e3)
+
+
+# --------------------------------------------------------------------------- #
+# Workers (each in its own process).
+# --------------------------------------------------------------------------- #
+
+
+def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
+    """transformers OPTForCausalLM.generate, torch eager; saves the model + reference ids."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    size = model_size(args.smoke)
+    config = OPTConfig(
+        vocab_size=size.vocabulary_size, num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads, hidden_size=size.hidden_dim,
+        word_embed_proj_dim=size.hidden_dim, ffn_dim=size.intermediate_dim,
+        max_position_embeddings=size.max_sequence_length,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+    )
+    model = OPTForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None  # always generate all new tokens
+    if args.share_dir:
+        model.save_pretrained(Path(args.share_dir) / HF_DIR)
+
+    batches: dict[str, Any] = {}
+    for batch in parse_batches(args.batches):
+        arrays = make_prompts(size, batch, args.prompt)
+        input_ids = torch.from_numpy(arrays["token_ids"].astype(np.int64))
+        attention_mask = torch.from_numpy(arrays["padding_mask"].astype(np.int64))
+
+        def generate() -> Any:
+            with torch.inference_mode():
+                return model.generate(  # noqa: B023 - called within this iteration
+                    input_ids=input_ids, attention_mask=attention_mask,  # noqa: B023
+                    max_new_tokens=args.new_tokens, do_sample=False,
+                    eos_token_id=None, pad_token_id=PAD_ID)
+
+        entry = common.time_calls(generate, args.warmup, args.runs)
+        new_ids = generate()[:, args.prompt:].numpy().astype(np.int32)
+        if new_ids.shape != (batch, args.new_tokens):
+            raise RuntimeError(f"transformers generated {new_ids.shape}, expected "
+                               f"{(batch, args.new_tokens)}")
+        if args.share_dir:
+            np.save(Path(args.share_dir) / f"reference_b{batch}.npy", new_ids)
+        entry["tokens_per_s"] = tokens_per_s(batch, args.new_tokens, entry["ms"])
+        batches[str(batch)] = entry
+    attn = getattr(model.config, "_attn_implementation", None) or "default"
+    return {
+        "path": f"OPTForCausalLM.generate greedy, eager, eval, inference_mode, "
+                f"attn_implementation={attn}, default (dynamic) KV cache",
+        "batches": batches,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+ZOO_PATHS = {
+    "jax": "generate: prefill + per-token decode step, jax.jit (XLA)",
+    "tensorflow": "generate: prefill + per-token decode step, tf.function(jit_compile=True) (XLA)",
+    "torch": "generate: prefill + per-token decode step, eager, inference_mode",
+}
+
+
+def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """zoo OPTCausalLM.generate on `backend`, on transformers' weights when shared."""
+    if os.environ.get("KERAS_BACKEND") != backend:
+        raise RuntimeError(f"worker for {backend} started with KERAS_BACKEND="
+                           f"{os.environ.get('KERAS_BACKEND')!r}")
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+    import keras
+
+    from zoo.models import OPTBackbone, OPTCausalLM
+
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"keras picked {keras.backend.backend()!r}, not {backend!r}")
+    keras.utils.set_random_seed(0)
+    size = model_size(args.smoke)
+    start = time.perf_counter()
+    if args.share_dir:
+        lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR))
+    else:
+        lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0))
+    load_s = time.perf_counter() - start
+
+    batches: dict[str, Any] = {}
+    for batch in parse_batches(args.batches):
+        inputs = make_prompts(size, batch, args.prompt)
+
+        def generate() -> np.ndarray:
+            return lm.generate(inputs, max_new_tokens=args.new_tokens,  # noqa: B023
+                               stop_token_ids=())
+
+        entry = common.time_calls(generate, args.warmup, args.runs)
+        entry["tokens_per_s"] = tokens_per_s(batch, args.new_tokens, entry["ms"])
+        reference_file = Path(args.share_dir or "/nonexistent") / f"reference_b{batch}.npy"
+        if reference_file.is_file():
+            ids = np.asarray(generate())
+            reference = np.load(reference_file)
+            same = ids == reference
+            entry["ids_match"] = bool(same.all())
+            entry["ids_match_fraction"] = float(same.mean())
+            if not same.all():
+                row, step = (int(i) for i in np.argwhere(~same)[0])
+                entry["first_mismatch"] = {"row": row, "step": step}
+        batches[str(batch)] = entry
+    result: dict[str, Any] = {
+        "path": ZOO_PATHS[backend],
+        "batches": batches,
+        "load_s": load_s,
+        "shared_weights": bool(args.share_dir),
+    }
+    if backend == "torch":
+        import torch
+
+        result["torch_threads"] = torch.get_num_threads()
+    return result
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    load_start = common.loadavg()
+    if args.worker == PEER:
+        result = worker_transformers(args)
+    else:
+        result = worker_zoo(args, args.worker)
+    common.emit_result(result, load_start)
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Parent: launch workers, collect, report.
+# --------------------------------------------------------------------------- #
+
+
+def worker_command(name: str, args: argparse.Namespace, share_dir: str | None) -> list[str]:
+    """The command line of worker `name`: this script again, with ``--worker``."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+           "--batches", args.batches, "--prompt", str(args.prompt),
+           "--new-tokens", str(args.new_tokens),
+           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    if args.smoke:
+        cmd.append("--smoke")
+    if share_dir:
+        cmd += ["--share-dir", share_dir]
+    return cmd
+
+
+def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+    return common.launch(name, worker_command(name, args, share_dir),
+                         keras_backend=None if name == PEER else name,
+                         retries=args.retries, max_other_cpu=args.max_other_cpu,
+                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_opt")
+
+
+def add_ratios(peer: dict[str, Any], zoo: dict[str, dict[str, Any]]) -> None:
+    """`ratio` = zoo tokens/s / transformers tokens/s, per backend and batch size."""
+    for res in zoo.values():
+        for batch, entry in res.get("batches", {}).items():
+            peer_entry = peer.get("batches", {}).get(batch, {})
+            if "tokens_per_s" in entry and "tokens_per_s" in peer_entry:
+                entry["ratio"] = entry["tokens_per_s"] / peer_entry["tokens_per_s"]
+
+
+def evaluate_targets(zoo: dict[str, dict[str, Any]], batches: list[int]) -> dict[str, Any]:
+    """Per batch size: the best backend's ratio vs 1.5, and torch's vs 1.0."""
+    per_batch: dict[str, Any] = {}
+    for batch in map(str, batches):
+        ratios = {b: r["batches"][batch]["ratio"] for b, r in zoo.items()
+                  if "ratio" in r.get("batches", {}).get(batch, {})}
+        if not ratios:
+            per_batch[batch] = {"met": False, "reason": "no zoo result"}
+            continue
+        best = max(ratios, key=ratios.__getitem__)
+        entry: dict[str, Any] = {
+            "best_backend": best, "best_ratio": ratios[best],
+            "best_backend_target": f"ratio >= {TARGET_BEST_SPEEDUP}",
+            "best_backend_met": ratios[best] >= TARGET_BEST_SPEEDUP,
+        }
+        if "torch" in ratios:
+            entry["torch_ratio"] = ratios["torch"]
+            entry["torch_target"] = f"ratio >= {TARGET_TORCH_SPEEDUP}"
+            entry["torch_met"] = ratios["torch"] >= TARGET_TORCH_SPEEDUP
+        entry["met"] = (entry["best_backend_met"] and entry.get("torch_met", False)
+                        and len(ratios) == len(zoo))
+        per_batch[batch] = entry
+    return {"per_batch": per_batch,
+            "met": bool(per_batch) and all(e["met"] for e in per_batch.values())}
+
+
+def _match(entry: dict[str, Any]) -> str:
+    if "ids_match" not in entry:
+        return "-"
+    if entry["ids_match"]:
+        return "yes"
+    where = entry.get("first_mismatch", {})
+    return (f"**no** ({entry['ids_match_fraction']:.0%} equal; first at row "
+            f"{where.get('row')}, step {where.get('step')})")
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    peer = results[PEER]
+    rows = [
+        "| batch | library | backend | path | tokens/s (median) | ms / generate (median)"
+        " | compile / first call (s) | greedy ids = HF | other procs' CPU (cores)"
+        " | zoo / HF tokens/s |",
+        "|---:|---|---|---|---:|---:|---:|---|---:|---:|",
+    ]
+    empty = " | - | - | - | - | - | - |"
+    for batch in map(str, results["workload"]["batches"]):
+        p = peer.get("batches", {}).get(batch)
+        if p is None:
+            rows.append(f"| {batch} | transformers | torch | error: "
+                        f"{peer.get('error', 'missing')[:80]}{empty}")
+        else:
+            rows.append(
+                f"| {batch} | transformers | torch | {peer['path']} | {p['tokens_per_s']:.1f}"
+                f" | {p['ms']:.1f} | {p['compile_s']:.2f} / {p['first_call_s']:.2f}"
+                f" | (reference) | {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
+        for backend, res in results["zoo"].items():
+            e = res.get("batches", {}).get(batch)
+            if e is None:
+                rows.append(f"| {batch} | zoo | {backend} | error: "
+                            f"{res.get('error', 'missing')[:80]}{empty}")
+                continue
+            rows.append(
+                f"| {batch} | zoo | {backend} | {res['path']} | **{e['tokens_per_s']:.1f}**"
+                f" | {e['ms']:.1f} | {e['compile_s']:.2f} / {e['first_call_s']:.2f}"
+                f" | {_match(e)} | {fmt(e.get('other_cpu_cores'), '.2f')}"
+                f" | **{fmt(e.get('ratio'), '.2f')}** |")
+    return "\n".join(rows)
+
+
+def run_parent(args: argparse.Namespace) -> int:
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(BACKENDS)}")
+    batches = parse_batches(args.batches)
+    size = model_size(args.smoke)
+    results: dict[str, Any] = {
+        "benchmark": "opt_generate",
+        "date_utc": common.utc_now(),
+        "command": " ".join(["python", "benchmarks/bench_opt.py", *sys.argv[1:]]),
+        "machine": common.machine_info(),
+        "versions": common.versions(),
+        "workload": {
+            "model": dataclasses.asdict(size),
+            "model_name": "tiny (smoke)" if args.smoke else "OPT-125m size",
+            "batches": batches, "prompt": args.prompt, "new_tokens": args.new_tokens,
+            "runs": args.runs, "warmup": args.warmup, "smoke": args.smoke,
+            "dtype": "float32", "decoding": "greedy, no stop token",
+            "statistic": "median seconds per generate call over `runs` timed calls after "
+                         "the first call and `warmup` more untimed calls; "
+                         "tokens/s = batch * new_tokens / seconds",
+            "padding": "left padding; row b keeps prompt - b * prompt // (2 * batch) "
+                       "real tokens",
+            "weights_note": "random init (seed 0) in transformers, saved with "
+                            "save_pretrained and loaded by zoo's converter",
+        },
+        "ratio_definition": "zoo_tokens_per_s / transformers_tokens_per_s (> 1: zoo faster)",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_opt_") as tmp:
+        results[PEER] = launch(PEER, args, tmp)
+        share_dir = None if "error" in results[PEER] else tmp
+        zoo = {backend: launch(backend, args, share_dir) for backend in backends}
+    add_ratios(results[PEER], zoo)
+    results["zoo"] = zoo
+    results["machine"]["loadavg_end"] = (list(os.getloadavg())
+                                         if hasattr(os, "getloadavg") else None)
+    results["targets"] = evaluate_targets(zoo, batches)
+    table = markdown_table(results)
+    results["markdown_table"] = table
+    out = common.write_json(args.out, results)
+
+    w = results["workload"]
+    print(f"\nOPT greedy generation, {w['model_name']}, {args.prompt}-token prompt, "
+          f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} "
+          f"warm-up ({results['machine']['cpu_count']} CPUs)\n")
+    print(table)
+    for batch, t in results["targets"]["per_batch"].items():
+        if "best_backend" not in t:
+            continue
+        line = (f"\nbatch {batch}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x "
+                f"(target >= {TARGET_BEST_SPEEDUP}: "
+                f"{'met' if t['best_backend_met'] else 'MISSED'})")
+        if "torch_ratio" in t:
+            line += (f"; zoo/torch {t['torch_ratio']:.2f}x (target >= {TARGET_TORCH_SPEEDUP}:"
+                     f" {'met' if t['torch_met'] else 'MISSED'})")
+        print(line, end="")
+    print(f"\nresults written to {out}")
+    failed = [PEER] * ("error" in results[PEER]) + [b for b, r in zoo.items() if "error" in r]
+    mismatched = [f"{b}@batch{n}" for b, r in zoo.items()
+                  for n, e in r.get("batches", {}).items() if e.get("ids_match") is False]
+    if mismatched:
+        print(f"greedy ids differ from transformers: {', '.join(mismatched)}", file=sys.stderr)
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated zoo backends (default: %(default)s)")
+    parser.add_argument("--batches", default="1,8",
+                        help="comma-separated batch sizes (default: %(default)s)")
+    parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
+    parser.add_argument("--runs", type=int, default=3, help="timed generate calls per batch")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed calls after the (separately timed) first call")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds allowed per worker process")
+    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
+                        help="before each worker, wait up to SECONDS for other processes to "
+                             "leave the CPUs idle (default: 300, or 0 with --smoke)")
+    parser.add_argument("--max-other-cpu", type=float, default=0.25, metavar="CORES",
+                        help="rerun a worker whose timed runs overlapped other processes "
+                             "using more than CORES cores (default: %(default)s)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="reruns allowed per worker (default: 2, or 0 with --smoke)")
+    parser.add_argument("--worker", choices=(PEER, *BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--share-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke and not args.worker:
+        explicit = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for key, value in SMOKE_WORKLOAD.items():
+            if f"--{key.replace('_', '-')}" not in explicit:
+                setattr(args, key, value)
+    if args.retries is None:
+        args.retries = 0 if args.smoke else 2
+    if args.wait_idle is None:
+        args.wait_idle = 0.0 if args.smoke else 300.0
+    try:
+        batches = parse_batches(args.batches)
+    except ValueError:
+        parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
+    if (args.runs < 1 or args.warmup < 0 or args.prompt < 1 or args.new_tokens < 1
+            or not batches or min(batches) < 1):
+        parser.error("--runs, --prompt, --new-tokens and every batch must be >= 1; "
+                     "--warmup >= 0")
+    size = model_size(args.smoke)
+    if args.prompt + args.new_tokens > size.max_sequence_length:
+        parser.error(f"--prompt + --new-tokens exceeds the model's "
+                     f"{size.max_sequence_length} positions")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    return run_parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

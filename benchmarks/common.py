@@ -1,0 +1,268 @@
+"""Shared machinery of the benchmark scripts (``bench_bert.py``, ``bench_opt.py``).
+
+Every benchmark runs each library / Keras backend in its own worker process
+(the Keras backend is fixed when keras is imported), one after another. A
+worker prints one ``BENCH_RESULT {json}`` line on stdout; the parent collects
+them, computes ratios and writes a JSON file plus a markdown table.
+
+Because the machine is shared, the parent waits for the CPUs to go idle before
+each worker (:func:`wait_for_idle`), every timed loop records how many cores
+*other* processes used meanwhile (:func:`time_calls`: ``other_cpu_cores``,
+``steal_cores``), and a worker whose timed loops overlapped more than a given
+amount of other work is rerun, keeping the cleanest attempt (:func:`launch`).
+
+Nothing here knows about a particular model. Scripts import it as ``common``
+(their own directory is ``sys.path[0]`` when run as a script).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "BENCH_RESULT "
+DEFAULT_DISTRIBUTIONS = ("zoo", "keras", "jax", "jaxlib", "tensorflow", "torch",
+                         "transformers", "numpy")
+
+
+# --------------------------------------------------------------------------- #
+# Measuring (workers).
+# --------------------------------------------------------------------------- #
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """Machine-wide (busy, steal) CPU-seconds since boot, from /proc/stat (Linux), else None.
+
+    busy: user + nice + system + irq + softirq of every process; steal: time the
+    hypervisor gave this VM's vCPUs to someone else.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    steal = int(fields[7]) if len(fields) > 7 else 0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def cpu_busy_seconds() -> float | None:
+    snapshot = cpu_seconds()
+    return None if snapshot is None else snapshot[0]
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, runs: int) -> dict[str, Any]:
+    """Time the first call, run `warmup` more untimed calls, then `runs` timed ones.
+
+    Also reports `other_cpu_cores`: the average number of cores that *other*
+    processes kept busy during the timed calls (machine-wide CPU time minus this
+    process's), and `steal_cores` (vCPU time the hypervisor gave to other VMs), so
+    a timing taken on a busy machine can be spotted.
+    """
+    start = time.perf_counter()
+    fn()
+    first_call_s = time.perf_counter() - start
+    for _ in range(warmup):
+        fn()
+    times_ms = []
+    cpu0, own0, wall0 = cpu_seconds(), time.process_time(), time.perf_counter()
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times_ms.append((time.perf_counter() - start) * 1e3)
+    cpu1, own1, wall1 = cpu_seconds(), time.process_time(), time.perf_counter()
+    other = steal = None
+    if cpu0 is not None and cpu1 is not None:
+        other = max((cpu1[0] - cpu0[0]) - (own1 - own0), 0.0) / (wall1 - wall0)
+        steal = (cpu1[1] - cpu0[1]) / (wall1 - wall0)
+    median = statistics.median(times_ms)
+    return {
+        "ms": median,
+        "min_ms": min(times_ms),
+        "mean_ms": statistics.fmean(times_ms),
+        "stdev_ms": statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
+        "times_ms": times_ms,
+        "first_call_s": first_call_s,
+        "compile_s": max(first_call_s - median / 1e3, 0.0),
+        "other_cpu_cores": other,
+        "steal_cores": steal,
+    }
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average, or None where the OS has none."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def emit_result(result: dict[str, Any], load_start: float | None) -> None:
+    """Print a worker's result as the one ``BENCH_RESULT {json}`` line the parent reads."""
+    # 1-minute load average before/after: other processes on the machine skew timings.
+    result["loadavg_1min"] = [load_start, loadavg()]
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- #
+# Describing the run (parent).
+# --------------------------------------------------------------------------- #
+
+
+def version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions(dists: Iterable[str] = DEFAULT_DISTRIBUTIONS) -> dict[str, str | None]:
+    """Installed versions; tensorflow falls back to the tensorflow-cpu distribution."""
+    found = {d: version(d) for d in dists}
+    if "tensorflow" in found and found["tensorflow"] is None:
+        found["tensorflow"] = version("tensorflow-cpu")
+    return found
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": None,
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def fmt(value: Any, spec: str) -> str:
+    """`format(value, spec)`, or "-" for None (markdown table cells)."""
+    return "-" if value is None else format(value, spec)
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write `data` to `path` atomically (a temporary file, then a rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(out.name + ".tmp")
+    tmp_out.write_text(json.dumps(data, indent=2) + "\n")
+    tmp_out.replace(out)
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Launching workers (parent).
+# --------------------------------------------------------------------------- #
+
+
+def wait_for_idle(max_wait_s: float, threshold: float = 0.25, quiet_s: int = 3,
+                  tag: str = "bench") -> float:
+    """Wait (at most `max_wait_s`) until other processes use < `threshold` cores for
+    `quiet_s` consecutive seconds; returns the seconds waited."""
+    if max_wait_s <= 0 or cpu_busy_seconds() is None:
+        return 0.0
+    start = time.perf_counter()
+    quiet = 0
+    announced = False
+    while time.perf_counter() - start < max_wait_s:
+        b0, t0 = cpu_busy_seconds(), time.perf_counter()
+        time.sleep(1.0)
+        load = (cpu_busy_seconds() - b0) / (time.perf_counter() - t0)  # type: ignore[operator]
+        quiet = quiet + 1 if load < threshold else 0
+        if quiet >= quiet_s:
+            break
+        if not announced and quiet == 0:
+            print(f"[{tag}] machine busy ({load:.1f} cores used by other processes); "
+                  f"waiting up to {max_wait_s:.0f} s", file=sys.stderr, flush=True)
+            announced = True
+    return time.perf_counter() - start
+
+
+def other_cpu(result: Any) -> float:
+    """The most CPU other processes used during any timed loop recorded in `result`
+    (every ``other_cpu_cores`` value, at any depth of nested dicts and lists)."""
+    values: list[float] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "other_cpu_cores" and isinstance(value, (int, float)):
+                    values.append(float(value))
+                else:
+                    visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(result)
+    return max(values, default=0.0)
+
+
+def launch_once(name: str, cmd: Sequence[str], *, keras_backend: str | None,
+                timeout: float, wait_idle: float, tag: str) -> dict[str, Any]:
+    """Wait for idle CPUs, run one worker subprocess; return its result dict, or
+    ``{"error": ...}``. `keras_backend` sets ``KERAS_BACKEND`` for it (None: unset
+    nothing, e.g. for a torch-only peer)."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if keras_backend is not None:
+        env["KERAS_BACKEND"] = keras_backend
+    waited = wait_for_idle(wait_idle, tag=tag)
+    print(f"[{tag}] running {name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(list(cmd), env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    elapsed = time.perf_counter() - start
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX):])
+            result["worker_wall_s"] = elapsed
+            result["waited_for_idle_s"] = waited
+            return result
+    tail = (proc.stderr or proc.stdout)[-2000:]
+    return {"error": f"worker exited with {proc.returncode}: {tail}"}
+
+
+def launch(name: str, cmd: Sequence[str], *, keras_backend: str | None, retries: int,
+           max_other_cpu: float, timeout: float, wait_idle: float,
+           tag: str = "bench") -> dict[str, Any]:
+    """Run one worker; rerun it (at most `retries` times) if other processes took
+    more than `max_other_cpu` cores during its timed runs. Keeps the cleanest run."""
+    attempts = []
+    for attempt in range(retries + 1):
+        result = launch_once(name, cmd, keras_backend=keras_backend, timeout=timeout,
+                             wait_idle=wait_idle, tag=tag)
+        attempts.append(result)
+        if "error" in result or other_cpu(result) <= max_other_cpu or attempt == retries:
+            break
+        print(f"[{tag}] {name}: other processes used {other_cpu(result):.2f} cores "
+              "during the timed runs; running it again", file=sys.stderr, flush=True)
+    ok = [a for a in attempts if "error" not in a]
+    best = min(ok, key=other_cpu) if ok else attempts[-1]
+    best["attempts"] = len(attempts)
+    best["other_cpu_cores_per_attempt"] = [other_cpu(a) if "error" not in a else None
+                                           for a in attempts]
+    return best
