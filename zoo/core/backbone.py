@@ -90,14 +90,13 @@ class Backbone(keras.Model):
         trainable. The rank and targets become part of `get_config()`, so a
         preset saved afterwards reloads with the adapters in place.
 
-        Enable LoRA before the task's first `fit` or `generate`. A task
-        compiled but not yet used picks the change up by itself (its optimizer
-        is built on the first `fit`). A task already trained or used for
-        generation holds an optimizer and compiled steps built for the old
-        variables: call its `compile(...)` again with a new optimizer.
+        Enable LoRA before the task's first `fit`. A task compiled but not
+        yet trained picks the change up by itself (its optimizer is built on
+        the first `fit`). A task already trained holds an optimizer built for
+        the old variables: call its `compile(...)` again with a new optimizer.
         Otherwise `fit` raises on JAX and PyTorch and silently keeps training
-        the old variables on TensorFlow, and `generate` ignores the adapters
-        on JAX and TensorFlow. Setting `backbone.trainable = True` later
+        the old variables on TensorFlow. `generate` needs nothing: its
+        compiled steps are keyed by the model's variables and rebuilt. Setting `backbone.trainable = True` later
         makes every variable trainable again.
 
         Args:

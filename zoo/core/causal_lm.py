@@ -19,8 +19,9 @@ class CausalLM(Task):
     """Base class for decoder-only language models.
 
     Subclasses build `logits = head(backbone(inputs))` and implement
-    `logits_from_hidden`. The backbone provides `cache_shape(batch, length)`
-    and `call_with_cache(token_ids, padding_mask, cache, index)`.
+    `logits_from_hidden`. The backbone provides `init_cache(batch, length)`
+    (a nested tuple of tensors) and `call_with_cache(token_ids, padding_mask,
+    cache, index)`.
     `generate()` runs a prefill step and then one compiled decode step per
     token over a static key/value cache.
     """
@@ -36,9 +37,16 @@ class CausalLM(Task):
         raise NotImplementedError
 
     # -- compiled steps -------------------------------------------------------
-    def _steps(self, sampler: samplers.Sampler) -> tuple[Callable, Callable]:
-        if sampler in self._generate_steps:
-            return self._generate_steps[sampler]
+    def _steps(self, sampler: samplers.Sampler) -> dict[str, Callable]:
+        """Compiled `prefill`, `decode` and (jax, tensorflow) the whole `loop`.
+
+        Cached per sampler and per set of variables, so adding LoRA adapters
+        after a first `generate` builds fresh steps that read them.
+        """
+        variables = self.variables
+        key = (sampler, tuple(id(v) for v in variables))
+        if key in self._generate_steps:
+            return self._generate_steps[key]
         backbone = self.backbone
 
         def prefill(token_ids: Any, padding_mask: Any, cache: Any, seed: Any) -> Any:
@@ -52,8 +60,39 @@ class CausalLM(Task):
             logits = self.logits_from_hidden(hidden[:, -1, :])
             return sampler(logits, seed, index + 1), cache
 
-        steps = (compile_step(prefill, self.variables), compile_step(decode, self.variables))
-        self._generate_steps[sampler] = steps
+        def loop(token_ids: Any, padding_mask: Any, cache: Any, seed: Any, stops: Any,
+                 pad_id: Any) -> Any:
+            # The whole generation in one compiled function: prefill, then a
+            # while loop of decode steps that ends when every row has stopped.
+            batch, length = ops.shape(token_ids)
+            max_new = ops.shape(padding_mask)[1] - length
+
+            def record(i: Any, token: Any, out: Any, done: Any) -> tuple:
+                new = ops.where(done, pad_id, ops.cast(token, "int32"))
+                out = ops.slice_update(out, (0, i), new[:, None])
+                hit = ops.any(ops.equal(new[:, None], stops[None, :]), axis=1)
+                return new, out, ops.logical_or(done, hit)
+
+            first, cache = prefill(token_ids, padding_mask, cache, seed)
+            out = ops.full((batch, max_new), pad_id, dtype="int32")
+            token, out, done = record(0, first, out, ops.zeros((batch,), dtype="bool"))
+
+            def cond(i: Any, token: Any, cache: Any, out: Any, done: Any) -> Any:
+                return ops.logical_and(i < max_new, ops.logical_not(ops.all(done)))
+
+            def body(i: Any, token: Any, cache: Any, out: Any, done: Any) -> tuple:
+                nxt, cache = decode(token, padding_mask, cache, length + i - 1, seed)
+                token, out, done = record(i, nxt, out, done)
+                return i + 1, token, cache, out, done
+
+            state = (ops.convert_to_tensor(1, "int32"), token, cache, out, done)
+            return ops.while_loop(cond, body, state)[3]
+
+        steps = {"prefill": compile_step(prefill, variables),
+                 "decode": compile_step(decode, variables)}
+        if keras.backend.backend() != "torch":
+            steps["loop"] = compile_step(loop, variables)
+        self._generate_steps[key] = steps
         return steps
 
     # -- generation -----------------------------------------------------------
@@ -132,17 +171,20 @@ class CausalLM(Task):
         return token_ids, full_mask, length
 
     def _new_cache(self, batch: int, length: int) -> Any:
-        return ops.zeros(self.backbone.cache_shape(batch, length),
-                         dtype=self.backbone.compute_dtype)
+        return self.backbone.init_cache(batch, length)
 
     def _sample(self, sampler: samplers.Sampler, token_ids: np.ndarray, full_mask: np.ndarray,
                 length: int, max_new_tokens: int, stops: np.ndarray, pad_id: int,
                 seed: np.int32, stream: Callable | None) -> np.ndarray:
         """Greedy / random sampling: one compiled decode step per token."""
         batch = token_ids.shape[0]
-        prefill, decode = self._steps(sampler)
-        mask = ops.convert_to_tensor(full_mask)
+        steps = self._steps(sampler)
         cache = self._new_cache(batch, full_mask.shape[1])
+        if stream is None and "loop" in steps:
+            out = steps["loop"](token_ids, full_mask, cache, seed, stops, np.int32(pad_id))
+            return np.asarray(ops.convert_to_numpy(out), "int32")
+        prefill, decode = steps["prefill"], steps["decode"]
+        mask = ops.convert_to_tensor(full_mask)
         token, cache = prefill(ops.convert_to_tensor(token_ids), mask, cache, seed)
         out = np.full((batch, max_new_tokens), pad_id, "int32")
         done = np.zeros(batch, bool)
@@ -164,7 +206,8 @@ class CausalLM(Task):
                      stream: Callable | None) -> np.ndarray:
         """Beam search; the model step is compiled, beam bookkeeping is numpy."""
         batch, beams = token_ids.shape[0], sampler.num_beams
-        prefill, decode = self._steps(sampler)
+        steps = self._steps(sampler)
+        prefill, decode = steps["prefill"], steps["decode"]
         rows = np.repeat(np.arange(batch), beams)  # beam b of prompt p is row p*beams+b
         mask = ops.convert_to_tensor(full_mask[rows])
         cache = self._new_cache(batch * beams, full_mask.shape[1])
@@ -208,7 +251,8 @@ class CausalLM(Task):
             if i == max_new_tokens - 1:
                 break
             flat = (np.arange(batch)[:, None] * beams + parents).reshape(-1)
-            cache = ops.take(cache, ops.convert_to_tensor(flat.astype("int32")), axis=0)
+            flat = ops.convert_to_tensor(flat.astype("int32"))
+            cache = keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache)
             (values, indices), cache = decode(ops.convert_to_tensor(tokens.reshape(-1)), mask,
                                               cache, np.int32(length + i), seed)
         out = np.zeros((batch, max_new_tokens), "int32")

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.core.compiled_loop import update_cache
+
 
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head scaled dot-product attention with separate q/k/v projections.
@@ -88,9 +90,11 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_mask: boolean, broadcastable to `(batch, heads, q_len,
                 kv_len)`; True where attention is allowed. With a cache,
                 `kv_len` is the cache length.
-            cache: optional static key/value cache `(batch, 2, max_len, heads,
-                head_dim)`. The new keys/values are written at
-                `cache_update_index` and attention runs over the whole cache.
+            cache: optional static cache, a `(keys, values)` pair, each
+                `(batch, heads, max_len, head_dim)`. The new keys/values are
+                written at `cache_update_index` (one in-place update per
+                tensor inside a compiled loop, no copy of the cache) and
+                attention runs over the whole cache.
             cache_update_index: where the new keys/values go (an int scalar).
 
         Returns:
@@ -102,10 +106,15 @@ class MultiHeadAttention(keras.layers.Layer):
         k = self._split_heads(self.key_dense(context))
         v = self._split_heads(self.value_dense(context))
         if cache is not None:
-            start = (0, cache_update_index, 0, 0)
-            k = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))
-            v = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
-            cache = ops.stack([k, v], axis=1)
+            # Cached heads-first, (batch, heads, len, head_dim): the layout
+            # fused attention kernels read, so no copy of the cache per step.
+            key_cache, value_cache = cache
+            start = (0, 0, cache_update_index, 0)
+            key_cache = update_cache(key_cache, start, ops.transpose(k, (0, 2, 1, 3)))
+            value_cache = update_cache(value_cache, start, ops.transpose(v, (0, 2, 1, 3)))
+            cache = (key_cache, value_cache)
+            k = ops.transpose(key_cache, (0, 2, 1, 3))
+            v = ops.transpose(value_cache, (0, 2, 1, 3))
         scale = 1.0 / math.sqrt(self.head_dim)
         if training and self.dropout > 0:
             scores = ops.einsum("btnh,bsnh->bnts", q, k) * ops.cast(scale, q.dtype)

@@ -34,8 +34,9 @@ class TransformerDecoderLayer(TransformerEncoderLayer):
     - `layer(x, padding_mask)`: full-sequence (training / prompt) pass.
     - `layer(x, padding_mask, cache=c, cache_update_index=i)`: incremental
       decoding. `x` holds the tokens at positions `i..i+len-1`, `padding_mask`
-      covers the whole cache `(batch, max_len)`, `c` is
-      `(batch, 2, max_len, heads, head_dim)`; returns `(x, updated_cache)`.
+      covers the whole cache `(batch, max_len)`, `c` is a `(keys, values)`
+      pair, each `(batch, heads, max_len, head_dim)`; returns
+      `(x, updated_cache)`.
     """
 
     def call(self, x: Any, padding_mask: Any = None, cache: Any = None,
@@ -46,7 +47,7 @@ class TransformerDecoderLayer(TransformerEncoderLayer):
                 padding_mask = ops.ones(ops.shape(x)[:2], "bool")
             mask = causal_mask(padding_mask, length, length)
             return self._block(x, mask, training=training)
-        mask = causal_mask(padding_mask, length, ops.shape(cache)[2], cache_update_index)
+        mask = causal_mask(padding_mask, length, ops.shape(cache[0])[2], cache_update_index)
         return self._block(x, mask, cache=cache, cache_update_index=cache_update_index,
                            training=training)
 

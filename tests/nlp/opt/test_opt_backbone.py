@@ -28,7 +28,7 @@ def test_cached_decoding_equals_full_forward():
     batch = random_batch(2, 10, 50, seed=3)  # left padded
     full = np.asarray(backbone.predict_on_batch(batch))
     prompt = 6
-    cache = ops.zeros(backbone.cache_shape(2, 10))
+    cache = backbone.init_cache(2, 10)
     mask = ops.convert_to_tensor(batch["padding_mask"])
     ids = ops.convert_to_tensor(batch["token_ids"])
     hidden, cache = backbone.call_with_cache(ids[:, :prompt], mask, cache, 0)

@@ -152,9 +152,15 @@ class OPTBackbone(Backbone):
         self.use_bias = use_bias
 
     def cache_shape(self, batch_size: int, max_length: int) -> tuple[int, ...]:
-        """Shape of the key/value cache: `(batch, layers, 2, max_length, heads, head_dim)`."""
+        """Shape of each cached key or value tensor: `(batch, heads, max_length, head_dim)`."""
         head_dim = self.hidden_dim // self.num_heads
-        return (batch_size, self.num_layers, 2, max_length, self.num_heads, head_dim)
+        return (batch_size, self.num_heads, max_length, head_dim)
+
+    def init_cache(self, batch_size: int, max_length: int) -> tuple:
+        """An empty cache: one `(keys, values)` pair of zeros per layer."""
+        shape = self.cache_shape(batch_size, max_length)
+        return tuple((ops.zeros(shape, self.compute_dtype), ops.zeros(shape, self.compute_dtype))
+                     for _ in range(self.num_layers))
 
     def call_with_cache(self, token_ids: Any, padding_mask: Any, cache: Any,
                         cache_update_index: Any) -> tuple[Any, Any]:
@@ -163,7 +169,8 @@ class OPTBackbone(Backbone):
         Args:
             token_ids: `(batch, length)` new tokens.
             padding_mask: `(batch, max_length)`, the mask of the whole cache.
-            cache: `(batch, layers, 2, max_length, heads, head_dim)`.
+            cache: from `init_cache`: per layer a `(keys, values)` pair,
+                each `(batch, heads, max_length, head_dim)`.
             cache_update_index: position of `token_ids[:, 0]` (int scalar).
 
         Returns:
@@ -179,14 +186,14 @@ class OPTBackbone(Backbone):
         x = x + self.position_embedding(positions)
         caches = []
         for i, layer in enumerate(self.transformer_layers):
-            x, layer_cache = layer(x, padding_mask=padding_mask, cache=cache[:, i],
+            x, layer_cache = layer(x, padding_mask=padding_mask, cache=cache[i],
                                    cache_update_index=cache_update_index)
             caches.append(layer_cache)
         if self.output_layer_norm is not None:
             x = self.output_layer_norm(x)
         if self.project_out is not None:
             x = self.project_out(x)
-        return x, ops.stack(caches, axis=1)
+        return x, tuple(caches)
 
     def get_config(self) -> dict:
         return {
