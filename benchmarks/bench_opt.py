@@ -10,10 +10,13 @@ generation; ``compile_s = first_call_s - median``) and ``--warmup`` untimed
 calls with the same shapes.
 
 * zoo: ``OPTCausalLM.generate(inputs, max_new_tokens=128, stop_token_ids=())``
-  on each Keras backend, each in its own subprocess. ``generate`` runs one
-  prefill step and then one compiled decode step per token from a Python loop
-  (``zoo/core/compiled_loop.py``: jax ``jax.jit``; tensorflow
-  ``tf.function(jit_compile=True)``; torch eager under ``torch.inference_mode``).
+  on each Keras backend, each in its own subprocess (``zoo/core/compiled_loop.py``).
+  jax and tensorflow compile the whole generation, prefill plus a while loop
+  of decode steps, into one XLA program (``jax.jit``,
+  ``tf.function(jit_compile=True)``); torch runs a prefill step and then one
+  ``torch.jit.trace``-d decode step per token under ``torch.inference_mode``.
+  The key/value cache is one heads-first (key, value) pair per layer, updated
+  in place.
 * transformers (the peer): ``OPTForCausalLM.generate(input_ids, attention_mask,
   max_new_tokens=128, do_sample=False, eos_token_id=None)`` on torch, eager,
   ``eval()``, under ``torch.inference_mode()``, default attention and cache.
@@ -190,9 +193,10 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 ZOO_PATHS = {
-    "jax": "generate: prefill + per-token decode step, jax.jit (XLA)",
-    "tensorflow": "generate: prefill + per-token decode step, tf.function(jit_compile=True) (XLA)",
-    "torch": "generate: prefill + per-token decode step, eager, inference_mode",
+    "jax": "generate: prefill + decode while loop in one jax.jit (XLA)",
+    "tensorflow": "generate: prefill + decode while loop in one "
+                  "tf.function(jit_compile=True) (XLA)",
+    "torch": "generate: prefill + per-token decode step, torch.jit.trace, inference_mode",
 }
 
 
