@@ -455,28 +455,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
-    parser.add_argument("--timeout", type=float, default=3600.0,
-                        help="seconds allowed per worker process")
-    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
-                        help="before each worker, wait up to SECONDS for other processes to "
-                             "leave the CPUs idle (default: 300, or 0 with --smoke)")
-    parser.add_argument("--max-other-cpu", type=float, default=0.25, metavar="CORES",
-                        help="rerun a worker whose timed runs overlapped other processes "
-                             "using more than CORES cores (default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=None,
-                        help="reruns allowed per worker (default: 2, or 0 with --smoke)")
-    parser.add_argument("--worker", choices=(PEER, *BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--share-dir", help=argparse.SUPPRESS)
+    common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=2)
     args = parser.parse_args(argv)
-    if args.smoke and not args.worker:
-        explicit = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
-        for key, value in SMOKE_WORKLOAD.items():
-            if f"--{key.replace('_', '-')}" not in explicit:
-                setattr(args, key, value)
-    if args.retries is None:
-        args.retries = 0 if args.smoke else 2
-    if args.wait_idle is None:
-        args.wait_idle = 0.0 if args.smoke else 300.0
+    common.apply_run_defaults(args, argv, SMOKE_WORKLOAD, retries=2)
     try:
         batches = parse_batches(args.batches)
     except ValueError:

@@ -17,6 +17,7 @@ Nothing here knows about a particular model. Scripts import it as ``common``
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import json
@@ -266,3 +267,41 @@ def launch(name: str, cmd: Sequence[str], *, keras_backend: str | None, retries:
     best["other_cpu_cores_per_attempt"] = [other_cpu(a) if "error" not in a else None
                                            for a in attempts]
     return best
+
+
+# --------------------------------------------------------------------------- #
+# Command-line options every benchmark shares.
+# --------------------------------------------------------------------------- #
+
+
+def add_run_options(parser: Any, workers: Sequence[str], timeout: float,
+                    retries: int) -> None:
+    """Add --timeout, --wait-idle, --max-other-cpu, --retries and the hidden
+    --worker / --share-dir options (defaults: `timeout` s, `retries` reruns)."""
+    parser.add_argument("--timeout", type=float, default=timeout,
+                        help="seconds allowed per worker process")
+    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
+                        help="before each worker, wait up to SECONDS for other processes to "
+                             "leave the CPUs idle (default: 300, or 0 with --smoke)")
+    parser.add_argument("--max-other-cpu", type=float, default=0.25, metavar="CORES",
+                        help="rerun a worker whose timed runs overlapped other processes "
+                             "using more than CORES cores (default: %(default)s)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help=f"reruns allowed per worker (default: {retries}, or 0 with --smoke)")
+    parser.add_argument("--worker", choices=tuple(workers), help=argparse.SUPPRESS)
+    parser.add_argument("--share-dir", help=argparse.SUPPRESS)
+
+
+def apply_run_defaults(args: Any, argv: Sequence[str] | None, smoke_workload: dict[str, Any],
+                       retries: int) -> None:
+    """With --smoke (parent only), swap in `smoke_workload` for every option not
+    given explicitly; then fill the --retries / --wait-idle defaults."""
+    if args.smoke and not args.worker:
+        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for key, value in smoke_workload.items():
+            if f"--{key.replace('_', '-')}" not in given:
+                setattr(args, key, value)
+    if args.retries is None:
+        args.retries = 0 if args.smoke else retries
+    if args.wait_idle is None:
+        args.wait_idle = 0.0 if args.smoke else 300.0
