@@ -116,10 +116,11 @@ def test_task_base_without_saved_task_is_ambiguous(tmp_path):
 
 def test_hf_classifier_fine_tunes_from_preset(tmp_path, zoo_home):
     folder = make_hf_bert(tmp_path / "hf", "BertModel", vocab_size=64)
-    clf = BertTextClassifier.from_preset(str(folder), num_classes=2)
-    clf.compile(optimizer=keras.optimizers.Adam(1e-2), loss=clf.loss)
+    clf = BertTextClassifier.from_preset(str(folder), num_classes=2, dropout=0.0)
+    # Adam(1e-2) diverged on some runs (CI, tensorflow); same recipe as above.
+    clf.compile(optimizer=keras.optimizers.Adam(3e-3), loss=clf.loss)
     before = clf.evaluate(TEXTS, LABELS, verbose=0)
-    clf.fit(TEXTS, LABELS, batch_size=4, epochs=12, verbose=0)
+    clf.fit(TEXTS, LABELS, batch_size=4, epochs=20, verbose=0)
     assert clf.evaluate(TEXTS, LABELS, verbose=0) < before
 
 
