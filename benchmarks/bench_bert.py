@@ -201,20 +201,8 @@ def _zoo_candidates(backend: str, smoke: bool = False) -> list[tuple[str, bool]]
 
 def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     """zoo BertBackbone on `backend`: times every candidate path, keeps the fastest."""
-    if os.environ.get("KERAS_BACKEND") != backend:
-        raise RuntimeError(f"worker for {backend} started with KERAS_BACKEND="
-                           f"{os.environ.get('KERAS_BACKEND')!r}")
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
-    import keras
-
+    common.start_zoo_worker(backend)
     from zoo.models import BertBackbone
-
-    if keras.backend.backend() != backend:
-        raise RuntimeError(f"keras picked {keras.backend.backend()!r}, not {backend!r}")
-    keras.utils.set_random_seed(0)
     size = model_size(args.smoke)
     backbone = BertBackbone(**dataclasses.asdict(size))
     shared = bool(args.share_dir)

@@ -202,20 +202,8 @@ ZOO_PATHS = {
 
 def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     """zoo OPTCausalLM.generate on `backend`, on transformers' weights when shared."""
-    if os.environ.get("KERAS_BACKEND") != backend:
-        raise RuntimeError(f"worker for {backend} started with KERAS_BACKEND="
-                           f"{os.environ.get('KERAS_BACKEND')!r}")
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
-    import keras
-
+    common.start_zoo_worker(backend)
     from zoo.models import OPTBackbone, OPTCausalLM
-
-    if keras.backend.backend() != backend:
-        raise RuntimeError(f"keras picked {keras.backend.backend()!r}, not {backend!r}")
-    keras.utils.set_random_seed(0)
     size = model_size(args.smoke)
     start = time.perf_counter()
     if args.share_dir:

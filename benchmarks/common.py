@@ -305,3 +305,24 @@ def apply_run_defaults(args: Any, argv: Sequence[str] | None, smoke_workload: di
         args.retries = 0 if args.smoke else retries
     if args.wait_idle is None:
         args.wait_idle = 0.0 if args.smoke else 300.0
+
+
+def start_zoo_worker(backend: str) -> Any:
+    """Set up a zoo worker process for `backend` and return the `keras` module.
+
+    Checks that KERAS_BACKEND names `backend` and that keras picked it, gives
+    torch every core (as the transformers worker has), and seeds Keras.
+    """
+    if os.environ.get("KERAS_BACKEND") != backend:
+        raise RuntimeError(f"worker for {backend} started with KERAS_BACKEND="
+                           f"{os.environ.get('KERAS_BACKEND')!r}")
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+    import keras
+
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"keras picked {keras.backend.backend()!r}, not {backend!r}")
+    keras.utils.set_random_seed(0)
+    return keras

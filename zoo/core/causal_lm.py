@@ -22,8 +22,10 @@ class CausalLM(Task):
     `logits_from_hidden`. The backbone provides `init_cache(batch, length)`
     (a nested tuple of tensors) and `call_with_cache(token_ids, padding_mask,
     cache, index)`.
-    `generate()` runs a prefill step and then one compiled decode step per
-    token over a static key/value cache.
+    `generate()` runs over a static key/value cache: on JAX and TensorFlow
+    the whole generation (prefill and a while loop of decode steps) is one
+    compiled program; on PyTorch, with a `stream` callback, and for beam
+    search, one compiled step runs per token.
     """
 
     def compile(self, *args: Any, sampler: str | samplers.Sampler = "greedy",
