@@ -35,8 +35,15 @@ class CausalLM(Task):
         self.sampler = samplers.get(sampler)
         self._generate_steps: dict = {}
 
-    def logits_from_hidden(self, hidden: Any) -> Any:
+    def logits_from_hidden(self, hidden: Any, head_inputs: tuple = ()) -> Any:
+        """Logits from the backbone's last hidden states; `head_inputs` are
+        what `generation_head_inputs()` returned (during `generate`)."""
         raise NotImplementedError
+
+    def generation_head_inputs(self) -> tuple:
+        """Tensors passed to `logits_from_hidden` during `generate` (default
+        none): a head can precompute a faster layout of its weights here."""
+        return ()
 
     # -- compiled steps -------------------------------------------------------
     def _steps(self, sampler: samplers.Sampler) -> dict[str, Callable]:
@@ -51,19 +58,21 @@ class CausalLM(Task):
             return self._generate_steps[key]
         backbone = self.backbone
 
-        def prefill(token_ids: Any, padding_mask: Any, cache: Any, seed: Any) -> Any:
+        def prefill(token_ids: Any, padding_mask: Any, cache: Any, seed: Any,
+                    head: tuple) -> Any:
             hidden, cache = backbone.call_with_cache(token_ids, padding_mask, cache, 0)
-            logits = self.logits_from_hidden(hidden[:, -1, :])
+            logits = self.logits_from_hidden(hidden[:, -1, :], head)
             step = ops.cast(ops.shape(token_ids)[1], "int32")
             return sampler(logits, seed, step), cache
 
-        def decode(token: Any, padding_mask: Any, cache: Any, index: Any, seed: Any) -> Any:
+        def decode(token: Any, padding_mask: Any, cache: Any, index: Any, seed: Any,
+                   head: tuple) -> Any:
             hidden, cache = backbone.call_with_cache(token[:, None], padding_mask, cache, index)
-            logits = self.logits_from_hidden(hidden[:, -1, :])
+            logits = self.logits_from_hidden(hidden[:, -1, :], head)
             return sampler(logits, seed, index + 1), cache
 
-        def loop(token_ids: Any, padding_mask: Any, cache: Any, seed: Any, stops: Any,
-                 pad_id: Any) -> Any:
+        def loop(token_ids: Any, padding_mask: Any, cache: Any, seed: Any, head: tuple,
+                 stops: Any, pad_id: Any) -> Any:
             # The whole generation in one compiled function: prefill, then a
             # while loop of decode steps that ends when every row has stopped.
             batch, length = ops.shape(token_ids)
@@ -75,7 +84,7 @@ class CausalLM(Task):
                 hit = ops.any(ops.equal(new[:, None], stops[None, :]), axis=1)
                 return new, out, ops.logical_or(done, hit)
 
-            first, cache = prefill(token_ids, padding_mask, cache, seed)
+            first, cache = prefill(token_ids, padding_mask, cache, seed, head)
             out = ops.full((batch, max_new), pad_id, dtype="int32")
             token, out, done = record(0, first, out, ops.zeros((batch,), dtype="bool"))
 
@@ -83,7 +92,7 @@ class CausalLM(Task):
                 return ops.logical_and(i < max_new, ops.logical_not(ops.all(done)))
 
             def body(i: Any, token: Any, cache: Any, out: Any, done: Any) -> tuple:
-                nxt, cache = decode(token, padding_mask, cache, length + i - 1, seed)
+                nxt, cache = decode(token, padding_mask, cache, length + i - 1, seed, head)
                 token, out, done = record(i, nxt, out, done)
                 return i + 1, token, cache, out, done
 
@@ -182,12 +191,14 @@ class CausalLM(Task):
         batch = token_ids.shape[0]
         steps = self._steps(sampler)
         cache = self._new_cache(batch, full_mask.shape[1])
+        head = self.generation_head_inputs()
         if stream is None and "loop" in steps:
-            out = steps["loop"](token_ids, full_mask, cache, seed, stops, np.int32(pad_id))
+            out = steps["loop"](token_ids, full_mask, cache, seed, head, stops,
+                                np.int32(pad_id))
             return np.asarray(ops.convert_to_numpy(out), "int32")
         prefill, decode = steps["prefill"], steps["decode"]
         mask = ops.convert_to_tensor(full_mask)
-        token, cache = prefill(ops.convert_to_tensor(token_ids), mask, cache, seed)
+        token, cache = prefill(ops.convert_to_tensor(token_ids), mask, cache, seed, head)
         out = np.full((batch, max_new_tokens), pad_id, "int32")
         done = np.zeros(batch, bool)
         for i in range(max_new_tokens):
@@ -199,7 +210,7 @@ class CausalLM(Task):
             if done.all() or i == max_new_tokens - 1:
                 break
             token, cache = decode(ops.convert_to_tensor(new), mask, cache,
-                                  np.int32(length + i), seed)
+                                  np.int32(length + i), seed, head)
         return out
 
     def _beam_search(self, sampler: samplers.BeamSampler, token_ids: np.ndarray,
@@ -213,8 +224,9 @@ class CausalLM(Task):
         rows = np.repeat(np.arange(batch), beams)  # beam b of prompt p is row p*beams+b
         mask = ops.convert_to_tensor(full_mask[rows])
         cache = self._new_cache(batch * beams, full_mask.shape[1])
+        head = self.generation_head_inputs()
         (values, indices), cache = prefill(ops.convert_to_tensor(token_ids[rows]), mask,
-                                           cache, seed)
+                                           cache, seed, head)
         scores = np.full((batch, beams), -1e9, "float64")
         scores[:, 0] = 0.0  # all beams start identical: expand only the first
         history = np.full((batch, beams, max_new_tokens), pad_id, "int32")
@@ -256,7 +268,7 @@ class CausalLM(Task):
             flat = ops.convert_to_tensor(flat.astype("int32"))
             cache = keras.tree.map_structure(lambda c: ops.take(c, flat, axis=0), cache)
             (values, indices), cache = decode(ops.convert_to_tensor(tokens.reshape(-1)), mask,
-                                              cache, np.int32(length + i), seed)
+                                              cache, np.int32(length + i), seed, head)
         out = np.zeros((batch, max_new_tokens), "int32")
         for p in range(batch):
             norm = scores[p] / max_new_tokens ** sampler.length_penalty

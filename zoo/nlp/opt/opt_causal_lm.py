@@ -52,5 +52,8 @@ class OPTCausalLM(CausalLM):
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
 
-    def logits_from_hidden(self, hidden: Any) -> Any:
-        return self.lm_head(hidden)
+    def logits_from_hidden(self, hidden: Any, head_inputs: tuple = ()) -> Any:
+        return self.lm_head(hidden, *head_inputs)
+
+    def generation_head_inputs(self) -> tuple:
+        return self.lm_head.inference_weights()
