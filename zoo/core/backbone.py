@@ -15,7 +15,7 @@ import keras
 import ml_dtypes
 import numpy as np
 
-from zoo.core import preset_io, weights_io
+from zoo.core import deferred, preset_io, weights_io
 from zoo.core.errors import PresetError
 
 #: the Dense layers `enable_lora` adapts by default: attention queries and values
@@ -378,11 +378,14 @@ class Backbone(keras.Model):
         data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
         backbone_cls = preset_io.get_class(data, cls, directory, "backbone")
         config = {**data["config"], **overrides}
-        backbone = backbone_cls.from_config(config)
-        if load_weights:
-            preset_io.load_weights(
-                backbone.weights, directory, preset_io.BACKBONE_WEIGHTS
-            )
+        if not load_weights:
+            return backbone_cls.from_config(config)
+        # Built without allocating (no random initial values), then each
+        # variable gets its stored value once (into its shards under a
+        # keras.distribution scope): see zoo/core/deferred.py.
+        backbone, created = deferred.abstract_build(lambda: backbone_cls.from_config(config))
+        preset_io.load_weights(backbone.weights, directory, preset_io.BACKBONE_WEIGHTS)
+        deferred.initialize_rest(created)  # state that is not a weight (seed generators)
         return backbone
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:

@@ -124,9 +124,9 @@ def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
     return np.asarray(data)
 
 
-def read_weights(directory: Path, base: str) -> dict[str, np.ndarray]:
-    """Read every array stored under `base` into a `{path: array}` dict."""
-    out: dict[str, np.ndarray] = {}
+def _index(directory: Path, base: str) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """`{path: (file, shape)}` of every array stored under `base` (no data read)."""
+    out: dict[str, tuple[Path, tuple[int, ...]]] = {}
     for name in weight_files(directory, base):
         if not name.endswith(".h5"):
             continue
@@ -141,7 +141,7 @@ def read_weights(directory: Path, base: str) -> dict[str, np.ndarray]:
 
                 def visit(path: str, item: object) -> None:
                     if isinstance(item, h5py.Dataset):
-                        out[path] = _read_dataset(item)
+                        out[path] = (file, tuple(item.shape))
 
                 f.visititems(visit)
         except (OSError, KeyError) as e:
@@ -157,14 +157,22 @@ def load_weights(
 ) -> None:
     """Assign the arrays stored under `base` to `variables`, matched by path.
 
+    Arrays are read one at a time, so loading needs the model's memory plus
+    the largest single weight. A variable built by
+    `zoo.core.deferred.abstract_build` gets its first value here (straight
+    into its shards under a `keras.distribution` scope).
+
     Raises:
         PresetError: a variable is missing from the file, the file holds
-            weights no variable takes, or a shape differs.
+            weights no variable takes, or a shape differs (checked for every
+            weight before any is read).
     """
-    arrays = read_weights(directory, base)
+    from zoo.core import deferred
+
+    stored = _index(directory, base)
     paths = _unique_paths(variables)
-    missing = [p for p in paths if p not in arrays]
-    unexpected = sorted(set(arrays) - set(paths))
+    missing = [p for p in paths if p not in stored]
+    unexpected = sorted(set(stored) - set(paths))
     if missing or unexpected:
         raise PresetError(
             f"Weights in {directory} do not fit the model: "
@@ -173,11 +181,32 @@ def load_weights(
             "Fix: load the preset with the class and config it was saved with."
         )
     for path, variable in zip(paths, variables):
-        array = arrays[path]
-        if tuple(array.shape) != tuple(variable.shape):
+        shape = stored[path][1]
+        if shape != tuple(variable.shape):
             raise PresetError(
-                f"Weight {path!r} in {directory} has shape {tuple(array.shape)}, "
+                f"Weight {path!r} in {directory} has shape {shape}, "
                 f"but the model expects {tuple(variable.shape)}. Fix: load the "
                 "preset with the config it was saved with."
             )
-        variable.assign(array.astype(numpy_dtype(variable.dtype)))
+    handles: dict[Path, h5py.File] = {}
+    try:
+        for path, variable in zip(paths, variables):
+            file = stored[path][0]
+            if file not in handles:
+                handles[file] = h5py.File(file, "r")
+            try:
+                array = _read_dataset(handles[file][path])
+            except (OSError, KeyError) as e:
+                raise PresetError(
+                    f"Cannot read {path!r} from {file}: it is truncated or corrupt ({e}). "
+                    "Fix: delete the preset directory and convert or download it again."
+                ) from None
+            array = array.astype(numpy_dtype(variable.dtype), copy=False)
+            if deferred.is_deferred(variable):
+                deferred.materialize(variable, array)
+            else:
+                variable.assign(array)
+            del array
+    finally:
+        for handle in handles.values():
+            handle.close()

@@ -1,0 +1,86 @@
+"""Build models without allocating their weights; give each weight its value once.
+
+Loading a preset the plain way builds the model (every variable gets a random
+initial value: a full copy of the weights, plus the initializers' scratch
+memory), then overwrites each variable with the stored array. For
+OPT-350m-size that peaks at about 1.4x the weight bytes before the file is
+even opened, and the random numbers are wasted time.
+
+`abstract_build()` builds inside a `keras.StatelessScope` that leaves new
+variables *deferred* (shape and dtype known, no value), and `materialize()`
+gives a deferred variable its first value straight from the file's array.
+Under a `keras.distribution` scope that value goes directly into the
+variable's shards (`keras.distribution.distribute_tensor`), so no device
+ever holds the whole model. The same abstract build lets zoo check a layout
+map against the model's real variable paths before anything is placed.
+
+Keras has no public API for "create this variable from this value later":
+this module is the only place that reaches into Keras' variable internals
+(pinned Keras version; `tests/core/test_deferred.py` covers every backend).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import contextlib
+from typing import Any, TypeVar
+
+import keras
+from keras.src.backend.common import global_state
+
+T = TypeVar("T")
+
+_PENDING = "uninitialized_variables"
+
+
+def is_deferred(variable: keras.Variable) -> bool:
+    """Whether `variable` was created by `abstract_build` and has no value yet."""
+    return getattr(variable, "_value", True) is None and getattr(
+        variable, "_initializer", None) is not None
+
+
+@contextlib.contextmanager
+def _deferred_scope() -> Iterator[list]:
+    before = list(global_state.get_global_attribute(_PENDING, []) or [])
+    global_state.set_global_attribute(_PENDING, [])
+    created: list = []
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield created
+    finally:
+        created.extend(global_state.get_global_attribute(_PENDING, []) or [])
+        # Keras would initialize these with their random initializers when the
+        # next stateless scope closes; zoo gives them their values instead.
+        global_state.set_global_attribute(_PENDING, before)
+
+
+def abstract_build(build: Callable[[], T]) -> tuple[T, list[keras.Variable]]:
+    """Run `build()` with variable allocation deferred.
+
+    Returns what `build` returned and the variables it created, none of
+    which holds a value yet: give each one a value with `materialize` (or
+    `initialize_rest` for random initial values) before using the model.
+    """
+    with _deferred_scope() as created:
+        result = build()
+    return result, created
+
+
+def materialize(variable: keras.Variable, array: Any) -> None:
+    """Give a deferred variable its first value (sharded when a distribution
+    with a layout for it is active)."""
+    distribution = keras.distribution.distribution()
+    layout = distribution.get_variable_layout(variable) if distribution is not None else None
+    if layout is not None and keras.backend.backend() == "jax":
+        value = keras.distribution.distribute_tensor(array, layout)
+    else:
+        value = variable._convert_to_tensor(array, dtype=variable.dtype)
+    variable._initialize(value)
+    variable._initializer = None
+
+
+def initialize_rest(variables: list[keras.Variable]) -> None:
+    """Initialize, with their own initializers, the variables still deferred."""
+    for variable in variables:
+        if is_deferred(variable):
+            variable._deferred_initialize()
