@@ -51,6 +51,12 @@ class Backbone(keras.Model):
             self.dtype_policy = keras.dtype_policies.get(dtype)
         self._lora_rank: int | None = None
         self._lora_target_names: tuple[str, ...] = ()
+        from zoo.layout import check_distribution
+
+        # Under a keras.distribution scope: a clear error off jax, and the
+        # layout map checked against these variables (from_preset builds
+        # abstractly first, so this runs before any weight is placed).
+        check_distribution(self)
 
     # -- LoRA -----------------------------------------------------------------
     @property
@@ -324,6 +330,52 @@ class Backbone(keras.Model):
                 )
         for p, variable in zip(paths, variables):
             variable.assign(arrays[p].astype(weights_io.numpy_dtype(variable.dtype)))
+
+    # -- sharding -------------------------------------------------------------
+    @classmethod
+    def layout_rules(cls) -> list:
+        """The family's `zoo.layout.ShardRule`s (model-parallel sharding)."""
+        from zoo.layout import LayoutError
+
+        raise LayoutError(
+            f"{cls.__name__} has no layout rules yet, so it cannot be sharded. Fix: "
+            "use keras.distribution.DataParallel, or build a keras LayoutMap by hand."
+        )
+
+    @classmethod
+    def get_layout_map(cls, device_mesh: keras.distribution.DeviceMesh,
+                       model_dim: str = "model", batch_dim: str = "batch") -> Any:
+        """A layout map that shards this family over `device_mesh` (jax only).
+
+        Attention and MLP kernels split along `model_dim` (Megatron-style
+        column / row parallelism), embeddings along the vocabulary or hidden
+        axis; everything else is replicated. Building the model under the
+        distribution checks the map against the real variables first (every
+        rule must match, heads and sizes must divide the axis).
+
+        Args:
+            device_mesh: a `keras.distribution.DeviceMesh`
+                (`zoo.layout.make_mesh((1, 8))`).
+            model_dim: the mesh axis weights are split over.
+            batch_dim: the mesh axis the batch is split over.
+
+        Returns:
+            A `zoo.layout.ZooLayoutMap` (a `keras.distribution.LayoutMap`).
+
+        Example:
+
+        >>> import keras, zoo.layout
+        >>> from zoo.models import OPTBackbone
+        >>> if keras.backend.backend() == "jax":
+        ...     layout_map = OPTBackbone.get_layout_map(zoo.layout.make_mesh((1, -1)))
+        ...     with zoo.layout.model_parallel(layout_map).scope():
+        ...         backbone = OPTBackbone(vocabulary_size=64, num_layers=1, num_heads=2,
+        ...                                hidden_dim=8, intermediate_dim=16)
+        """
+        from zoo.layout import build_layout_map
+
+        return build_layout_map(cls.__name__, cls.layout_rules(), device_mesh,
+                                model_dim, batch_dim)
 
     # -- config ---------------------------------------------------------------
     def get_config(self) -> dict:

@@ -6,6 +6,8 @@ from typing import Any
 
 import keras
 
+from zoo import layout
+
 from zoo.core.backbone import Backbone
 from zoo.layers.embeddings import PositionEmbedding
 from zoo.layers.transformer_encoder import TransformerEncoderLayer
@@ -131,6 +133,18 @@ class BertBackbone(Backbone):
         self.num_segments = num_segments
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
+
+    @classmethod
+    def layout_rules(cls) -> list[layout.ShardRule]:
+        """Transformer blocks split Megatron-style; token and position
+        embeddings by hidden columns (BERT's 30522-word vocabulary divides
+        no even mesh axis); the pooler column-parallel."""
+        return [
+            *layout.transformer_block_rules(),
+            layout.embedding("token_embedding", "hidden"),
+            layout.embedding("position_embedding", "hidden"),
+            layout.column_parallel("pooled_dense"),
+        ]
 
     def get_config(self) -> dict:
         return {

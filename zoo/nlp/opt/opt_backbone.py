@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo import layout
 from zoo.core.backbone import Backbone
 from zoo.layers.transformer_decoder import TransformerDecoderLayer
 
@@ -194,6 +195,20 @@ class OPTBackbone(Backbone):
         if self.project_out is not None:
             x = self.project_out(x)
         return x, tuple(caches)
+
+    @classmethod
+    def layout_rules(cls) -> list[layout.ShardRule]:
+        """Transformer blocks split Megatron-style; the token embedding (and
+        the tied LM head with it) by vocabulary rows, positions by hidden
+        columns; `project_in`/`project_out` (only when `embedding_dim !=
+        hidden_dim`, as in opt-350m) column- and row-parallel."""
+        return [
+            *layout.transformer_block_rules(),
+            layout.embedding("token_embedding", "vocabulary"),
+            layout.embedding("position_embedding", "hidden"),
+            layout.column_parallel("project_in", optional=True),
+            layout.row_parallel("project_out", optional=True),
+        ]
 
     def get_config(self) -> dict:
         return {

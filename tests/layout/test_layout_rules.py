@@ -1,0 +1,123 @@
+"""Layout maps: rules, validation errors, and the non-jax guard (one device)."""
+
+import keras
+import numpy as np
+import pytest
+
+from zoo.core import deferred
+from zoo.layout import LayoutError, ZooLayoutMap, column_parallel, validate
+from zoo.models import BertBackbone, OPTBackbone
+
+OPT = dict(vocabulary_size=64, num_layers=2, num_heads=4, hidden_dim=16,
+           intermediate_dim=32, max_sequence_length=32)
+
+jax_only = pytest.mark.skipif(keras.backend.backend() != "jax", reason="sharding runs on jax")
+off_jax = pytest.mark.skipif(keras.backend.backend() == "jax", reason="the guard is for tf/torch")
+
+
+def fake_mesh(shape):
+    # Validation only reads the mesh's shape and axis names, so one device
+    # listed N times stands in for N devices (nothing is placed here).
+    devices = keras.distribution.list_devices()[:1] * int(np.prod(shape))
+    return keras.distribution.DeviceMesh(shape, ["batch", "model"], devices)
+
+
+def abstract(cls, **config):
+    model, _ = deferred.abstract_build(lambda: cls(**config))
+    return model
+
+
+def attention_layers(model):
+    return [layer for layer in model._flatten_layers() if hasattr(layer, "query_dense")]
+
+
+@jax_only
+def test_opt_map_names_the_megatron_layouts():
+    layout_map = OPTBackbone.get_layout_map(fake_mesh((2, 4)))
+    assert isinstance(layout_map, ZooLayoutMap)
+    expected = {
+        "token_embedding/embeddings": ("model", None),
+        "position_embedding/embeddings": (None, "model"),
+        "transformer_layer_1/self_attention/key/kernel": (None, "model"),
+        "transformer_layer_1/self_attention/key/bias": ("model",),
+        "transformer_layer_1/self_attention/output/kernel": ("model", None),
+        "transformer_layer_1/self_attention/output/bias": (None,),
+        "transformer_layer_0/intermediate_dense/kernel": (None, "model"),
+        "transformer_layer_0/output_dense/kernel": ("model", None),
+        "project_in/kernel": (None, "model"),
+    }
+    for path, axes in expected.items():
+        assert tuple(layout_map[path].axes) == axes, path
+    assert layout_map["transformer_layer_0/output_layer_norm/gamma"] is None
+    model = abstract(OPTBackbone, **OPT)
+    assert validate(layout_map, model.weights, attention_layers(model)) == []
+
+
+@jax_only
+def test_custom_axis_names():
+    devices = keras.distribution.list_devices()[:1] * 8
+    mesh = keras.distribution.DeviceMesh((2, 4), ["data", "tensor"], devices)
+    layout_map = BertBackbone.get_layout_map(mesh, model_dim="tensor", batch_dim="data")
+    assert tuple(layout_map["token_embedding/embeddings"].axes) == (None, "tensor")
+    with pytest.raises(LayoutError, match="model_dim='model' is not an axis"):
+        BertBackbone.get_layout_map(mesh)
+
+
+@jax_only
+def test_a_rule_that_matches_nothing_is_an_error():
+    layout_map = OPTBackbone.get_layout_map(fake_mesh((1, 4)))
+    layout_map[column_parallel("transformer_layer_\\d+/mlp_in").weight_key()] = (None, "model")
+    model = abstract(OPTBackbone, **OPT)
+    with pytest.raises(LayoutError, match="mlp_in.*matches no variable"):
+        validate(layout_map, model.weights, attention_layers(model))
+
+
+@jax_only
+def test_heads_that_the_mesh_does_not_divide_are_an_error():
+    layout_map = OPTBackbone.get_layout_map(fake_mesh((1, 8)))
+    model = abstract(OPTBackbone, **OPT)  # 4 heads
+    with pytest.raises(LayoutError, match="has 4 heads.*size 8 does not divide"):
+        validate(layout_map, model.weights, attention_layers(model))
+
+
+@jax_only
+def test_sizes_that_the_mesh_does_not_divide_are_an_error():
+    layout_map = OPTBackbone.get_layout_map(fake_mesh((1, 2)))
+    model = abstract(OPTBackbone, **{**OPT, "vocabulary_size": 63})
+    with pytest.raises(LayoutError, match="token_embedding/embeddings.*dimension 0 \\(63\\)"):
+        validate(layout_map, model.weights, attention_layers(model))
+
+
+@jax_only
+def test_large_replicated_variables_are_reported():
+    layout_map = ZooLayoutMap(fake_mesh((1, 2)), [column_parallel("pooled_dense")],
+                              "model", "batch", "Test")
+    model = abstract(BertBackbone, vocabulary_size=4096, num_layers=1, num_heads=2,
+                     hidden_dim=128, intermediate_dim=256, max_sequence_length=16)
+    with pytest.warns(UserWarning, match="full copy: token_embedding/embeddings"):
+        report = validate(layout_map, model.weights, attention_layers(model))
+    assert any(r.startswith("token_embedding/embeddings (4096, 128)") for r in report)
+    assert not any("pooled_dense" in r for r in report)
+
+
+@jax_only
+def test_from_preset_checks_before_placing_anything(tmp_path):
+    OPTBackbone(**OPT).save_to_preset(tmp_path / "p")
+    mesh = keras.distribution.DeviceMesh((1, 8), ["batch", "model"],
+                                         keras.distribution.list_devices()[:1] * 8)
+    layout_map = OPTBackbone.get_layout_map(mesh)
+    with keras.distribution.ModelParallel(layout_map=layout_map).scope():
+        with pytest.raises(LayoutError, match="4 heads"):
+            OPTBackbone.from_preset(tmp_path / "p")
+
+
+@off_jax
+def test_sharding_off_jax_is_a_clear_error():
+    mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"], ["cpu:0"])
+    with pytest.raises(LayoutError, match="jax backend only"):
+        OPTBackbone.get_layout_map(mesh)
+    for distribution in (keras.distribution.DataParallel(devices=["cpu:0"]),
+                         keras.distribution.ModelParallel(
+                             layout_map=keras.distribution.LayoutMap(mesh))):
+        with distribution.scope(), pytest.raises(LayoutError, match="jax backend only"):
+            OPTBackbone(**OPT)
