@@ -1,0 +1,36 @@
+"""Smoke test of benchmarks/bench_sharded_load.py: tiny model, 8 simulated devices."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sharded_load.py"
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="sharding runs on jax")
+def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--preset-dir", str(tmp_path / "preset"),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["workload"]["smoke"] is True and data["workload"]["weight_bytes"] > 0
+    results = data["results"]
+    assert list(results) == ["unsharded", "sharded", "sharded_build_then_assign"]
+    for mode, result in results.items():
+        assert result["devices"] == 8, mode
+        assert result["load_s"] > 0 and result["peak_delta_mib"] >= 0
+        assert result["matches_unsharded"] is True, mode
+    assert "single device" in results["unsharded"]["example_shardings"].values()
+    sharded = results["sharded"]["example_shardings"]
+    assert sharded["token_embedding/embeddings"] == "P('model', None)"
+    assert "| sharded |" in proc.stdout
