@@ -462,10 +462,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        return run_worker(args)
-    return run_parent(args)
+    return common.main(argv, parse_args, run_worker, run_parent)
 
 
 if __name__ == "__main__":

@@ -307,6 +307,13 @@ def apply_run_defaults(args: Any, argv: Sequence[str] | None, smoke_workload: di
         args.wait_idle = 0.0 if args.smoke else 300.0
 
 
+def main(argv: Sequence[str] | None, parse_args: Callable[[Any], Any],
+         run_worker: Callable[[Any], int], run_parent: Callable[[Any], int]) -> int:
+    """A benchmark script's entry point: parse, then run as worker or parent."""
+    args = parse_args(argv)
+    return run_worker(args) if args.worker else run_parent(args)
+
+
 def start_zoo_worker(backend: str) -> Any:
     """Set up a zoo worker process for `backend` and return the `keras` module.
 

@@ -72,8 +72,7 @@ def transformer_block_rules(block: str = r"transformer_layer_\d+",
             (`"self_attention"`, plus `"cross_attention"` in a decoder that
             attends to an encoder).
     """
-    names = "|".join(attention)
-    prefix = f"{block}/(?:{names})" if len(attention) > 1 else f"{block}/{names}"
+    prefix = f"{block}/(?:{'|'.join(attention)})"
     return [
         column_parallel(prefix + "/(?:query|key|value)", splits_heads=True),
         row_parallel(prefix + "/output", splits_heads=True),
