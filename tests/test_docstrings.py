@@ -11,7 +11,9 @@ MODULES = [
     "zoo.utils.progress", "zoo.nlp.bert.bert_backbone", "zoo.nlp.bert.bert_tokenizer",
     "zoo.nlp.bert.bert_preprocessor", "zoo.nlp.opt.opt_backbone", "zoo.nlp.opt.opt_causal_lm",
     "zoo.nlp.opt.opt_tokenizer", "zoo.tokenizers.byte_pair", "zoo.samplers",
-    "zoo.core.backbone", "zoo.layout.layout_map",
+    "zoo.core.backbone", "zoo.layout.layout_map", "zoo.utils.audio",
+    "zoo.audio.whisper.whisper_audio_converter", "zoo.audio.whisper.whisper_backbone",
+    "zoo.audio.whisper.whisper_tokenizer",
 ]
 
 

@@ -7,6 +7,13 @@ Example:
 True
 """
 
+from zoo.audio.whisper import (
+    WhisperAudioConverter,
+    WhisperAudioToText,
+    WhisperAudioToTextPreprocessor,
+    WhisperBackbone,
+    WhisperTokenizer,
+)
 from zoo.core.backbone import Backbone
 from zoo.core.causal_lm import CausalLM
 from zoo.core.masked_lm import MaskedLM
@@ -32,4 +39,6 @@ __all__ = [
     "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
     "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
     "OPTBackbone", "OPTCausalLM", "OPTCausalLMPreprocessor", "OPTTokenizer",
+    "WhisperAudioConverter", "WhisperAudioToText", "WhisperAudioToTextPreprocessor",
+    "WhisperBackbone", "WhisperTokenizer",
 ]

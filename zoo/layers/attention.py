@@ -25,6 +25,8 @@ class MultiHeadAttention(keras.layers.Layer):
         head_dim: size of each head.
         output_dim: size of the output projection (usually the hidden size).
         use_bias: whether projections have biases.
+        key_bias: whether the key projection has a bias (default: `use_bias`;
+            Whisper's has none).
         dropout: dropout rate on attention probabilities (training only).
         kernel_initializer: initializer for projection kernels.
     """
@@ -37,6 +39,7 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias: bool = True,
         dropout: float = 0.0,
         kernel_initializer: Any = "glorot_uniform",
+        key_bias: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -44,19 +47,20 @@ class MultiHeadAttention(keras.layers.Layer):
         self.head_dim = head_dim
         self.output_dim = output_dim
         self.use_bias = use_bias
+        self.key_bias = use_bias if key_bias is None else bool(key_bias)
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         width = num_heads * head_dim
 
-        def dense(units: int, name: str) -> keras.layers.Dense:
+        def dense(units: int, name: str, bias: bool = use_bias) -> keras.layers.Dense:
             return keras.layers.Dense(
-                units, use_bias=use_bias, dtype=self.dtype_policy, name=name,
+                units, use_bias=bias, dtype=self.dtype_policy, name=name,
                 kernel_initializer=keras.initializers.get(
                     keras.initializers.serialize(self.kernel_initializer)),
             )
 
         self.query_dense = dense(width, "query")
-        self.key_dense = dense(width, "key")
+        self.key_dense = dense(width, "key", self.key_bias)
         self.value_dense = dense(width, "value")
         self.output_dense = dense(output_dim, "output")
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy,
@@ -73,6 +77,14 @@ class MultiHeadAttention(keras.layers.Layer):
         # (batch, length, heads * head_dim) -> (batch, length, heads, head_dim)
         return ops.reshape(x, ops.shape(x)[:-1] + (self.num_heads, self.head_dim))
 
+    def project_key_value(self, context: Any) -> tuple[Any, Any]:
+        """Keys and values of `context` `(batch, kv_len, dim)`, heads first:
+        each `(batch, heads, kv_len, head_dim)`. A decoder computes these once
+        per encoder output and passes them as `static_key_value`."""
+        k = self._split_heads(self.key_dense(context))
+        v = self._split_heads(self.value_dense(context))
+        return ops.transpose(k, (0, 2, 1, 3)), ops.transpose(v, (0, 2, 1, 3))
+
     def call(
         self,
         query: Any,
@@ -81,6 +93,7 @@ class MultiHeadAttention(keras.layers.Layer):
         cache: Any = None,
         cache_update_index: Any = None,
         training: bool | None = None,
+        static_key_value: Any = None,
     ) -> Any:
         """Attend from `query` to `context` (self-attention when `context` is None).
 
@@ -96,6 +109,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 tensor inside a compiled loop, no copy of the cache) and
                 attention runs over the whole cache.
             cache_update_index: where the new keys/values go (an int scalar).
+            static_key_value: ready keys and values from
+                `project_key_value` (cross-attention during decoding); the
+                key/value projections are skipped and `context` is ignored.
 
         Returns:
             The attention output `(batch, q_len, output_dim)`; with a cache,
@@ -103,8 +119,12 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         context = query if context is None else context
         q = self._split_heads(self.query_dense(query))
-        k = self._split_heads(self.key_dense(context))
-        v = self._split_heads(self.value_dense(context))
+        if static_key_value is not None:
+            k = ops.transpose(static_key_value[0], (0, 2, 1, 3))
+            v = ops.transpose(static_key_value[1], (0, 2, 1, 3))
+        else:
+            k = self._split_heads(self.key_dense(context))
+            v = self._split_heads(self.value_dense(context))
         if cache is not None:
             # Cached heads-first, (batch, heads, len, head_dim): the layout
             # fused attention kernels read, so no copy of the cache per step.
@@ -139,6 +159,7 @@ class MultiHeadAttention(keras.layers.Layer):
             "head_dim": self.head_dim,
             "output_dim": self.output_dim,
             "use_bias": self.use_bias,
+            "key_bias": self.key_bias,
             "dropout": self.dropout,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }

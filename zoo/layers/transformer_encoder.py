@@ -27,6 +27,8 @@ class TransformerEncoderLayer(keras.layers.Layer):
         normalize_first: pre-layer-norm instead of post-layer-norm.
         kernel_initializer: initializer for every kernel.
         use_bias: whether projections and MLP layers have biases.
+        key_bias: whether the attention key projection has a bias (default:
+            `use_bias`; Whisper's has none).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         normalize_first: bool = False,
         kernel_initializer: Any = "glorot_uniform",
         use_bias: bool = True,
+        key_bias: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -57,12 +60,13 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.normalize_first = normalize_first
         self.use_bias = use_bias
+        self.key_bias = use_bias if key_bias is None else bool(key_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         init = keras.initializers.serialize(self.kernel_initializer)
         policy = self.dtype_policy
         self.self_attention = MultiHeadAttention(
             num_heads, hidden_dim // num_heads, hidden_dim, use_bias=use_bias,
-            dropout=attention_dropout,
+            dropout=attention_dropout, key_bias=self.key_bias,
             kernel_initializer=init, dtype=policy, name="self_attention",
         )
         self.self_attention_layer_norm = keras.layers.LayerNormalization(
@@ -96,6 +100,12 @@ class TransformerEncoderLayer(keras.layers.Layer):
     def _block(self, x: Any, mask: Any, cache: Any = None, cache_update_index: Any = None,
                training: bool | None = None) -> Any:
         """Attention and MLP sub-blocks with residuals; returns `x` or `(x, cache)`."""
+        x, cache = self._self_attention_block(x, mask, cache, cache_update_index, training)
+        x = self._mlp_block(x, training)
+        return x if cache is None else (x, cache)
+
+    def _self_attention_block(self, x: Any, mask: Any, cache: Any, cache_update_index: Any,
+                              training: bool | None) -> tuple[Any, Any]:
         residual = x
         if self.normalize_first:
             x = self.self_attention_layer_norm(x)
@@ -106,6 +116,9 @@ class TransformerEncoderLayer(keras.layers.Layer):
         x = residual + self.self_attention_dropout(x, training=training)
         if not self.normalize_first:
             x = self.self_attention_layer_norm(x)
+        return x, cache
+
+    def _mlp_block(self, x: Any, training: bool | None) -> Any:
         residual = x
         if self.normalize_first:
             x = self.output_layer_norm(x)
@@ -113,7 +126,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         x = residual + self.output_dropout(x, training=training)
         if not self.normalize_first:
             x = self.output_layer_norm(x)
-        return x if cache is None else (x, cache)
+        return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
@@ -130,5 +143,6 @@ class TransformerEncoderLayer(keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "normalize_first": self.normalize_first,
             "use_bias": self.use_bias,
+            "key_bias": self.key_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }

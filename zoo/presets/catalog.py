@@ -7,7 +7,8 @@ import importlib
 from typing import Any
 
 #: modules defining a `PRESETS` dict (name -> entry); data only, cheap to import
-FAMILY_PRESET_MODULES = ("zoo.nlp.bert.bert_presets", "zoo.nlp.opt.opt_presets")
+FAMILY_PRESET_MODULES = ("zoo.nlp.bert.bert_presets", "zoo.nlp.opt.opt_presets",
+                         "zoo.audio.whisper.whisper_presets")
 
 REQUIRED_KEYS = ("family", "description", "params", "sources", "license")
 

@@ -13,13 +13,39 @@ from zoo.core.errors import ConversionError, PresetError
 TRANSFORMERS_CONVERTERS: dict[str, str] = {
     "bert": "zoo.nlp.bert.bert_convert:convert_transformers",
     "opt": "zoo.nlp.opt.opt_convert:convert_transformers",
+    "whisper": "zoo.audio.whisper.whisper_convert:convert_transformers",
 }
 
-SUPPORTED = "zoo presets and transformers folders (model types: {})"
+#: CTranslate2 spec name (in model.bin) -> converter
+CTRANSLATE2_CONVERTERS: dict[str, str] = {
+    "WhisperSpec": "zoo.audio.whisper.whisper_convert:convert_ctranslate2",
+}
+
+#: single-file PyTorch checkpoints, by the family that reads them
+TORCH_FILE_CONVERTERS: dict[str, str] = {
+    "openai_whisper": "zoo.audio.whisper.whisper_convert:convert_openai",
+}
+
+SUPPORTED = ("zoo presets, transformers folders (model types: {}), CTranslate2 Whisper "
+             "folders (model.bin) and openai-whisper .pt files")
+
+
+def ctranslate2_spec(path: Path) -> str | None:
+    """The spec name in a CTranslate2 `model.bin` header, or None if it is not one."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            version, length = struct.unpack("<IH", f.read(6))
+            if version > 100 or length > 200:
+                return None
+            return f.read(length)[:-1].decode("utf-8")
+    except (OSError, struct.error, UnicodeDecodeError):
+        return None
 
 
 def detect_format(path: Path) -> str:
-    """Say what `path` holds: `"zoo"`, `"transformers"` (more formats to come).
+    """Say what `path` holds: `"zoo"`, `"transformers"`, `"ctranslate2"` or `"torch_file"`.
 
     Raises:
         PresetError: `path` holds nothing zoo can load or convert.
@@ -38,6 +64,10 @@ def detect_format(path: Path) -> str:
                 data = {}
             if "model_type" in data:
                 return "transformers"
+        if (path / "model.bin").is_file() and ctranslate2_spec(path / "model.bin"):
+            return "ctranslate2"
+    elif path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
+        return "torch_file"
     raise PresetError(
         f"{path} is neither a zoo preset (no metadata.json) nor a checkpoint zoo can "
         f"convert. zoo reads {SUPPORTED.format(', '.join(sorted(TRANSFORMERS_CONVERTERS)))}. "
@@ -64,4 +94,14 @@ def converter_for(path: Path, fmt: str) -> Callable[[Path, Path, str], None]:
                 f"convert yet (supported: {', '.join(sorted(TRANSFORMERS_CONVERTERS))})."
             )
         return _load(TRANSFORMERS_CONVERTERS[model_type])
+    if fmt == "ctranslate2":
+        spec = ctranslate2_spec(Path(path) / "model.bin")
+        if spec not in CTRANSLATE2_CONVERTERS:
+            raise ConversionError(
+                f"{path} is a CTranslate2 {spec}, which zoo cannot convert (supported: "
+                f"{', '.join(sorted(CTRANSLATE2_CONVERTERS))}).")
+        return _load(CTRANSLATE2_CONVERTERS[spec])
+    if fmt == "torch_file":
+        # The only single-file format so far; each converter checks the content.
+        return _load(TORCH_FILE_CONVERTERS["openai_whisper"])
     raise ConversionError(f"No converter for format {fmt!r}.")

@@ -81,9 +81,11 @@ def _resolve_catalog(name: str, sources: list[str]) -> Path:
 def _fingerprint(path: Path) -> str:
     """Identify a local checkpoint's content cheaply (names, sizes, mtimes)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    root = path.parent if path.is_file() else path
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
         stat = file.stat()
-        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{file.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 

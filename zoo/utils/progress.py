@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -54,3 +54,32 @@ def progress(
     from tqdm.auto import tqdm
 
     yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False)
+
+
+class _NoBar:
+    """Stand-in for a tqdm bar when bars are off."""
+
+    def update(self, n: float = 1) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def progress_bar(*, total: float | None, desc: str, unit: str = "it") -> Any:
+    """A manually advanced bar (`with progress_bar(...) as bar: bar.update(n)`),
+    or a silent stand-in when bars are off.
+
+    Example:
+
+    >>> with progress_bar(total=3, desc="demo") as bar:
+    ...     bar.update(3)
+    """
+    if not enabled():
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)

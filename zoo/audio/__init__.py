@@ -1,0 +1,1 @@
+"""Audio model families."""

@@ -1,0 +1,214 @@
+"""`WhisperAudioToText`: speech to text (and timestamps) with a Whisper backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from zoo.audio.whisper.whisper_audio_to_text_preprocessor import WhisperAudioToTextPreprocessor
+from zoo.audio.whisper.whisper_backbone import WhisperBackbone
+from zoo.audio.whisper.whisper_decoding import SpecialTokens, WhisperDecoder
+from zoo.audio.whisper.whisper_transcribe import (
+    FRAMES_PER_SECOND,
+    TranscribeOptions,
+    transcribe_features,
+)
+from zoo.core.task import Task
+from zoo.layers.tied_logits import TiedLogits
+from zoo.utils.audio import SAMPLING_RATE, load_audio
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class WhisperAudioToText(Task):
+    """Whisper speech recognition: `transcribe(audio)` returns text and segments.
+
+    As a Keras model it maps the backbone's inputs to next-token logits
+    `(batch, length, vocabulary_size)` (the LM head is the tied token
+    embedding), so `fit` on `(audio, transcripts)` fine-tunes it.
+
+    Args:
+        backbone: a `WhisperBackbone`.
+        preprocessor: a `WhisperAudioToTextPreprocessor` (audio converter and
+            tokenizer); needed by `transcribe` and by `fit` on raw audio.
+        alignment_heads: `(layer, head)` pairs of cross-attention heads that
+            follow the audio (word-level timing), as released with the model.
+
+    Example:
+
+    >>> from zoo.models import WhisperAudioToText
+    >>> whisper = WhisperAudioToText.from_preset("whisper_tiny_en")  # doctest: +SKIP
+    >>> whisper.transcribe("speech.wav")["text"]  # doctest: +SKIP
+    ' The quick brown fox jumps over the lazy dog.'
+    """
+
+    backbone_cls = WhisperBackbone
+    preprocessor_cls = WhisperAudioToTextPreprocessor
+
+    def __init__(self, backbone: WhisperBackbone,
+                 preprocessor: WhisperAudioToTextPreprocessor | None = None,
+                 alignment_heads: Sequence[Sequence[int]] | None = None,
+                 **kwargs: Any) -> None:
+        head = TiedLogits(backbone.token_embedding, dtype=backbone.dtype_policy, name="lm_head")
+        inputs = backbone.input
+        outputs = head(backbone(inputs)["decoder_sequence_output"])
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.lm_head = head
+        self.alignment_heads = [list(map(int, h)) for h in alignment_heads or []]
+        self._decoder: WhisperDecoder | None = None
+        self.compile(
+            optimizer=keras.optimizers.Adam(1e-5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+
+    def logits_from_hidden(self, hidden: Any) -> Any:
+        """Logits from decoder hidden states (the tied embedding)."""
+        return self.lm_head(hidden)
+
+    # -- decoding -------------------------------------------------------------
+    def _tokenizer(self) -> Any:
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(
+                "transcribe() needs a tokenizer, and this model has no preprocessor. Fix: "
+                "load it with WhisperAudioToText.from_preset(...) from a preset that has "
+                "one, or pass preprocessor=WhisperAudioToTextPreprocessor(...).")
+        return tokenizer
+
+    def decoder(self) -> WhisperDecoder:
+        """The compiled encode/decode steps (built once)."""
+        if self._decoder is None:
+            tok = self._tokenizer()
+            specials = [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.no_speech]
+            sot_lm = tok.backend.token_to_id("<|startoflm|>")
+            if sot_lm is not None:
+                specials.append(sot_lm)
+            blank = tok.backend.token_to_id("Ġ")
+            self._decoder = WhisperDecoder(self, SpecialTokens(
+                eot=tok.eot, no_timestamps=tok.no_timestamps,
+                timestamp_begin=tok.timestamp_begin, no_speech=tok.no_speech,
+                vocabulary_size=self.backbone.vocabulary_size,
+                suppress=tuple(sorted(set(tok.non_speech_tokens()) | set(specials))),
+                suppress_begin=tuple(t for t in (blank, tok.eot) if t is not None)))
+        return self._decoder
+
+    def detect_language(self, audio: Any, sampling_rate: int | None = None
+                        ) -> tuple[str, dict[str, float]]:
+        """The most likely language of the first 30 s, and every language's probability.
+
+        Raises:
+            ValueError: the model is English-only.
+        """
+        tok = self._tokenizer()
+        if not tok.is_multilingual:
+            raise ValueError("This Whisper model is English-only; it has no language "
+                             "detection. Fix: use a multilingual preset such as whisper_tiny.")
+        features = self.preprocessor.audio_converter(
+            load_audio(audio, sampling_rate), sampling_rate=SAMPLING_RATE)
+        return self._detect(self.decoder().encode(features))
+
+    def _detect(self, cross: Any) -> tuple[str, dict[str, float]]:
+        tok = self._tokenizer()
+        backbone = self.backbone
+        mask = np.ones((1, 1), "int32")
+        hidden, _ = backbone.call_decoder_with_cache(
+            np.array([[tok.sot]], "int32"), mask, backbone.init_cache(1, 1), cross, 0)
+        logits = np.asarray(ops.convert_to_numpy(
+            ops.cast(self.logits_from_hidden(hidden[:, -1, :]), "float32")))[0]
+        codes = list(tok.language_tokens)
+        ids = [tok.language_tokens[c] for c in codes]
+        picked = logits[ids] - logits[ids].max()
+        probs = np.exp(picked) / np.exp(picked).sum()
+        ranked = dict(sorted(zip(codes, probs.tolist()), key=lambda kv: -kv[1]))
+        return next(iter(ranked)), ranked
+
+    def transcribe(
+        self,
+        audio: Any,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 1,
+        word_timestamps: bool = False,
+        sampling_rate: int | None = None,
+        initial_prompt: str | None = None,
+        options: TranscribeOptions | None = None,
+    ) -> dict | list[dict]:
+        """Transcribe (or translate into English) speech of any length.
+
+        Args:
+            audio: a file path (wav, flac, mp3, ogg), a numpy array of
+                samples with `sampling_rate` (any rate, int or float, mono or
+                stereo), or a list of those.
+            language: a language code (`"en"`, `"de"`...); None detects it
+                on multilingual models (English-only models use English).
+            task: `"transcribe"`, or `"translate"` into English.
+            beam_size: 1 (greedy decoding; the only value supported so far).
+            word_timestamps: not supported yet (must be False).
+            sampling_rate: the sample rate of array inputs.
+            initial_prompt: text that precedes the audio (style, names).
+            options: window-loop settings (`TranscribeOptions`).
+
+        Returns:
+            Per input `{"text", "language", "segments": [{"start", "end",
+            "text", ...}]}`; a list when `audio` is a list.
+        """
+        if beam_size != 1:
+            raise NotImplementedError("beam_size > 1 is not supported yet; use beam_size=1.")
+        if word_timestamps:
+            raise NotImplementedError("word_timestamps=True is not supported yet.")
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}.")
+        tok = self._tokenizer()
+        if not tok.is_multilingual and language not in (None, "en"):
+            raise ValueError(f"This Whisper model is English-only; language={language!r} is "
+                             "not possible. Fix: leave language=None or use a multilingual "
+                             "preset.")
+        single = not isinstance(audio, (list, tuple))
+        inputs = [audio] if single else list(audio)
+        options = options or TranscribeOptions()
+        prompt = tok.tokenize(" " + initial_prompt.strip()) if initial_prompt else []
+        results = [self._transcribe_one(load_audio(a, sampling_rate), language, task,
+                                        prompt, options) for a in inputs]
+        return results[0] if single else results
+
+    def _transcribe_one(self, samples: np.ndarray, language: str | None, task: str,
+                        prompt: list[int], options: TranscribeOptions) -> dict:
+        from zoo.utils.progress import progress_bar
+
+        tok = self._tokenizer()
+        converter = self.preprocessor.audio_converter
+        hop = SAMPLING_RATE // FRAMES_PER_SECOND
+        mel = converter.log_mel(np.pad(samples.astype("float32"), (0, hop)))
+        content_frames = mel.shape[-1] - 1
+        detected: dict[str, str] = {}
+
+        def sot_sequence(cross: Any) -> list[int]:
+            if not tok.is_multilingual:
+                return tok.sot_sequence(None, task, timestamps=True)
+            if language is None and "language" not in detected:
+                detected["language"] = self._detect(cross)[0]
+            return tok.sot_sequence(language or detected["language"], task, timestamps=True)
+
+        with progress_bar(total=round(content_frames / FRAMES_PER_SECOND, 2),
+                          desc="Transcribing", unit="s") as bar:
+            segments = transcribe_features(
+                self.decoder(), mel, content_frames, sot_sequence, tok, options, prompt,
+                on_progress=lambda frames: bar.update(frames / FRAMES_PER_SECOND))
+        out_segments = [{"start": s["start"], "end": s["end"], "text": s["text"],
+                         "avg_logprob": s["avg_logprob"], "no_speech_prob": s["no_speech_prob"],
+                         "temperature": s["temperature"]} for s in segments]
+        return {
+            "text": "".join(s["text"] for s in segments),
+            "language": (language or detected.get("language")
+                         or ("en" if not tok.is_multilingual else None)),
+            "segments": out_segments,
+        }
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "alignment_heads": self.alignment_heads}

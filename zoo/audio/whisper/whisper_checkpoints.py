@@ -1,0 +1,269 @@
+"""Read Whisper checkpoints of every origin into transformers' names and config.
+
+zoo ports one naming, transformers' (`model.encoder.layers.0.self_attn.q_proj.weight`),
+so each other origin is first renamed into it here:
+
+- CTranslate2 `model.bin` (faster-whisper): read directly (a small binary
+  header, then named arrays; float16 and bfloat16 become float32, int8 with a
+  per-row `weight_scale` is dequantized). Fused query/key/value projections are
+  split; the architecture comes from the arrays' shapes and the stored head
+  counts.
+- openai-whisper `.pt`: `{"dims": ..., "model_state_dict": ...}`, read with
+  zoo's restricted unpickler (no code from the file runs).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import ml_dtypes
+import numpy as np
+
+from zoo.core.errors import ConversionError
+
+#: CTranslate2's DataType ids, in the order of its C++ enum
+_CT2_DTYPES = (np.float32, np.int8, np.int16, np.int32, np.float16, ml_dtypes.bfloat16)
+_CT2_VERSIONS = (5, 6)
+
+
+def _read(f: BinaryIO, fmt: str) -> Any:
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise EOFError
+    return struct.unpack("<" + fmt, data)[0]
+
+
+def _read_string(f: BinaryIO) -> str:
+    length = _read(f, "H")
+    return f.read(length)[:-1].decode("utf-8")
+
+
+def read_ctranslate2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """The spec name and every variable of a CTranslate2 `model.bin`.
+
+    Aliases (e.g. Whisper's output projection, tied to the embedding) are
+    resolved to the arrays they name.
+
+    Raises:
+        ConversionError: the file is not a CTranslate2 model, is truncated,
+            or uses a format version zoo does not read.
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with open(path, "rb") as f:
+            version = _read(f, "I")
+            if version not in _CT2_VERSIONS:
+                raise ConversionError(
+                    f"{path} is a CTranslate2 model of binary version {version}; zoo reads "
+                    f"versions {_CT2_VERSIONS}. Fix: convert it again with a recent "
+                    "ctranslate2 converter.")
+            spec = _read_string(f)
+            _read(f, "I")  # spec revision
+            for _ in range(_read(f, "I")):
+                name = _read_string(f)
+                shape = tuple(_read(f, "I") for _ in range(_read(f, "B")))
+                dtype_id = _read(f, "B")
+                nbytes = _read(f, "I")
+                data = f.read(nbytes)
+                if len(data) != nbytes:
+                    raise EOFError
+                if dtype_id >= len(_CT2_DTYPES):
+                    raise ConversionError(f"{path}: {name} has unknown dtype id {dtype_id}.")
+                arrays[name] = np.frombuffer(data, _CT2_DTYPES[dtype_id]).reshape(shape)
+            for _ in range(_read(f, "I")):
+                alias, target = _read_string(f), _read_string(f)
+                arrays[alias] = arrays[target]
+    except (EOFError, UnicodeDecodeError, ValueError) as e:
+        if isinstance(e, ConversionError):
+            raise
+        raise ConversionError(
+            f"{path} is truncated or not a CTranslate2 model.bin ({type(e).__name__}). "
+            "Fix: download or convert the model again.") from None
+    return spec, arrays
+
+
+def _dequantize(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Float32 copies of weights; int8 weights use their `weight_scale` rows."""
+    out = {}
+    for name, value in arrays.items():
+        if name.endswith("weight_scale"):
+            continue
+        scale = arrays.get(name + "_scale")
+        if value.dtype == np.int8 and scale is not None:
+            value = value.astype(np.float32) / scale.astype(np.float32).reshape(-1, 1)
+        elif value.dtype in (np.float16, ml_dtypes.bfloat16):
+            value = value.astype(np.float32)
+        out[name] = value
+    return out
+
+
+def _split_fused(weight: np.ndarray, parts: int) -> list[np.ndarray]:
+    return np.split(weight, parts, axis=0)
+
+
+def ctranslate2_to_transformers(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A CTranslate2 Whisper `model.bin` as (transformers config, state dict).
+
+    Raises:
+        ConversionError: the model is not a Whisper model.
+    """
+    spec, raw = read_ctranslate2(path)
+    if spec != "WhisperSpec":
+        raise ConversionError(
+            f"{path} holds a CTranslate2 {spec}, not a Whisper model. Fix: point at a "
+            "faster-whisper / CTranslate2 Whisper model directory.")
+    arrays = _dequantize(raw)
+    out: dict[str, np.ndarray] = {}
+
+    def linear(src: str, dst: str, bias: bool = True) -> None:
+        out[f"{dst}.weight"] = arrays[f"{src}/weight"]
+        if bias:
+            out[f"{dst}.bias"] = arrays[f"{src}/bias"]
+
+    def norm(src: str, dst: str) -> None:
+        out[f"{dst}.weight"] = arrays[f"{src}/gamma"]
+        out[f"{dst}.bias"] = arrays[f"{src}/beta"]
+
+    def fused(src: str, dst: str, names: tuple[str, ...]) -> None:
+        weights = _split_fused(arrays[f"{src}/weight"], len(names))
+        biases = _split_fused(arrays[f"{src}/bias"], len(names))
+        for name, weight, bias in zip(names, weights, biases):
+            out[f"{dst}.{name}.weight"] = weight
+            if name != "k_proj":  # Whisper's keys have no bias (CT2 stores zeros)
+                out[f"{dst}.{name}.bias"] = bias
+
+    def layers(side: str) -> list[int]:
+        found = {int(m.group(1)) for k in arrays
+                 if (m := re.match(rf"{side}/layer_(\d+)/", k))}
+        return sorted(found)
+
+    for i in ("1", "2"):
+        out[f"model.encoder.conv{i}.weight"] = arrays[f"encoder/conv{i}/weight"]
+        out[f"model.encoder.conv{i}.bias"] = arrays[f"encoder/conv{i}/bias"]
+    out["model.encoder.embed_positions.weight"] = arrays["encoder/position_encodings/encodings"]
+    norm("encoder/layer_norm", "model.encoder.layer_norm")
+    for i in layers("encoder"):
+        src, dst = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
+        fused(f"{src}/self_attention/linear_0", f"{dst}.self_attn", ("q_proj", "k_proj", "v_proj"))
+        linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
+        norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+        linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
+        linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
+        norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+    out["model.decoder.embed_tokens.weight"] = arrays["decoder/embeddings/weight"]
+    out["model.decoder.embed_positions.weight"] = arrays["decoder/position_encodings/encodings"]
+    norm("decoder/layer_norm", "model.decoder.layer_norm")
+    for i in layers("decoder"):
+        src, dst = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
+        fused(f"{src}/self_attention/linear_0", f"{dst}.self_attn", ("q_proj", "k_proj", "v_proj"))
+        linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
+        norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+        linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
+        fused(f"{src}/attention/linear_1", f"{dst}.encoder_attn", ("k_proj", "v_proj"))
+        linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
+        norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+        linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
+        linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
+        norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+    vocab, width = out["model.decoder.embed_tokens.weight"].shape
+    config = {
+        "vocab_size": int(vocab),
+        "d_model": int(width),
+        "num_mel_bins": int(out["model.encoder.conv1.weight"].shape[1]),
+        "encoder_layers": len(layers("encoder")),
+        "decoder_layers": len(layers("decoder")),
+        "encoder_attention_heads": int(raw["encoder/num_heads"].item()),
+        "decoder_attention_heads": int(raw["decoder/num_heads"].item()),
+        "encoder_ffn_dim": int(out["model.encoder.layers.0.fc1.weight"].shape[0]),
+        "decoder_ffn_dim": int(out["model.decoder.layers.0.fc1.weight"].shape[0]),
+        "max_source_positions": int(out["model.encoder.embed_positions.weight"].shape[0]),
+        "max_target_positions": int(out["model.decoder.embed_positions.weight"].shape[0]),
+    }
+    return config, out
+
+
+#: openai-whisper state-dict names -> transformers names (regex, replacement)
+_OPENAI_RENAMES = (
+    (r"^encoder\.positional_embedding$", "model.encoder.embed_positions.weight"),
+    (r"^decoder\.positional_embedding$", "model.decoder.embed_positions.weight"),
+    (r"^decoder\.token_embedding\.", "model.decoder.embed_tokens."),
+    (r"^encoder\.conv(\d)\.", r"model.encoder.conv\1."),
+    (r"^encoder\.ln_post\.", "model.encoder.layer_norm."),
+    (r"^decoder\.ln\.", "model.decoder.layer_norm."),
+    (r"^(encoder|decoder)\.blocks\.(\d+)\.", r"model.\1.layers.\2."),
+    (r"\.cross_attn\.query\.", ".encoder_attn.q_proj."),
+    (r"\.cross_attn\.key\.", ".encoder_attn.k_proj."),
+    (r"\.cross_attn\.value\.", ".encoder_attn.v_proj."),
+    (r"\.cross_attn\.out\.", ".encoder_attn.out_proj."),
+    (r"\.cross_attn_ln\.", ".encoder_attn_layer_norm."),
+    (r"\.attn\.query\.", ".self_attn.q_proj."),
+    (r"\.attn\.key\.", ".self_attn.k_proj."),
+    (r"\.attn\.value\.", ".self_attn.v_proj."),
+    (r"\.attn\.out\.", ".self_attn.out_proj."),
+    (r"\.attn_ln\.", ".self_attn_layer_norm."),
+    (r"\.mlp\.0\.", ".fc1."),
+    (r"\.mlp\.2\.", ".fc2."),
+    (r"\.mlp_ln\.", ".final_layer_norm."),
+)
+
+_OPENAI_DIMS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer",
+                "n_vocab", "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer")
+
+
+def _rows(arrays: dict[str, np.ndarray], name: str, default: int) -> int:
+    return int(arrays[name].shape[0]) if name in arrays else default
+
+
+def openai_to_transformers(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """An openai-whisper `.pt` checkpoint as (transformers config, state dict).
+
+    Raises:
+        ConversionError: the file is not an openai-whisper checkpoint.
+    """
+    from zoo.utils.torch_pickle import UnsafeCheckpointError, load_torch_checkpoint
+
+    try:
+        checkpoint = load_torch_checkpoint(path)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint ({e}).") from None
+    if not (isinstance(checkpoint, dict) and "dims" in checkpoint
+            and "model_state_dict" in checkpoint):
+        raise ConversionError(
+            f"{path} is not an openai-whisper checkpoint (no 'dims' and "
+            "'model_state_dict'). Fix: pass a file saved by openai-whisper, or a "
+            "transformers / CTranslate2 Whisper directory.")
+    dims = checkpoint["dims"]
+    missing = [k for k in _OPENAI_DIMS if k not in dims]
+    if missing:
+        raise ConversionError(f"{path}: 'dims' lacks {missing}.")
+    out: dict[str, np.ndarray] = {}
+    for name, value in checkpoint["model_state_dict"].items():
+        new = name
+        for pattern, replacement in _OPENAI_RENAMES:
+            new = re.sub(pattern, replacement, new)
+        out[new] = np.asarray(value)
+    config = {
+        "vocab_size": dims["n_vocab"], "d_model": dims["n_audio_state"],
+        "num_mel_bins": dims["n_mels"], "encoder_layers": dims["n_audio_layer"],
+        "decoder_layers": dims["n_text_layer"],
+        "encoder_attention_heads": dims["n_audio_head"],
+        "decoder_attention_heads": dims["n_text_head"],
+        # 4x the width in every released model; read from the weights anyway
+        "encoder_ffn_dim": _rows(out, "model.encoder.layers.0.fc1.weight",
+                                 4 * dims["n_audio_state"]),
+        "decoder_ffn_dim": _rows(out, "model.decoder.layers.0.fc1.weight",
+                                 4 * dims["n_text_state"]),
+        "max_source_positions": dims["n_audio_ctx"],
+        "max_target_positions": dims["n_text_ctx"],
+    }
+    if dims["n_text_state"] != dims["n_audio_state"]:
+        raise ConversionError(f"{path}: encoder and decoder widths differ, which Whisper "
+                              "models never do.")
+    return config, out

@@ -1,0 +1,201 @@
+"""Whisper checkpoints -> zoo: a config map plus one explicit port per weight.
+
+Three origins, one port: transformers folders (`WhisperForConditionalGeneration`),
+CTranslate2 / faster-whisper folders (`model.bin`) and openai-whisper `.pt`
+files are all read into transformers' names first (`whisper_checkpoints.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.audio.whisper.whisper_backbone import WhisperBackbone
+from zoo.audio.whisper.whisper_checkpoints import (
+    ctranslate2_to_transformers,
+    openai_to_transformers,
+)
+from zoo.core.errors import ConversionError
+from zoo.core.preset_io import write_preset
+from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
+from zoo.utils.progress import progress
+
+
+def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:
+    """Map a transformers `WhisperConfig` dict to `WhisperBackbone` arguments."""
+    if hf.get("activation_function", "gelu") != "gelu":
+        raise ConversionError(
+            f"activation_function={hf['activation_function']!r} is not supported.")
+    if hf.get("scale_embedding"):
+        raise ConversionError("scale_embedding=True is not supported (no Whisper uses it).")
+    heads = {hf["encoder_attention_heads"], hf["decoder_attention_heads"]}
+    ffn = {hf["encoder_ffn_dim"], hf["decoder_ffn_dim"]}
+    if len(heads) != 1 or len(ffn) != 1:
+        raise ConversionError(
+            "Encoder and decoder with different head counts or MLP widths are not "
+            f"supported (heads {sorted(heads)}, MLP {sorted(ffn)}).")
+    return {
+        "vocabulary_size": hf["vocab_size"],
+        "num_encoder_layers": hf["encoder_layers"],
+        "num_decoder_layers": hf["decoder_layers"],
+        "num_heads": heads.pop(),
+        "hidden_dim": hf["d_model"],
+        "intermediate_dim": ffn.pop(),
+        "num_mels": hf["num_mel_bins"],
+        "max_encoder_sequence_length": hf["max_source_positions"],
+        "max_decoder_sequence_length": hf["max_target_positions"],
+        "dropout": hf.get("dropout", 0.0),
+    }
+
+
+def _port_dense(layer: Any, weights: WeightReader, prefix: str, bias: bool = True) -> None:
+    # torch Linear stores (out, in); Keras Dense (in, out).
+    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
+    if bias:
+        port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def _port_layer_norm(layer: Any, weights: WeightReader, prefix: str) -> None:
+    port_weight(layer.gamma, weights.take(f"{prefix}.weight"), name=prefix)
+    port_weight(layer.beta, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def _port_attention(attention: Any, weights: WeightReader, prefix: str) -> None:
+    _port_dense(attention.query_dense, weights, f"{prefix}.q_proj")
+    _port_dense(attention.key_dense, weights, f"{prefix}.k_proj", bias=False)
+    _port_dense(attention.value_dense, weights, f"{prefix}.v_proj")
+    _port_dense(attention.output_dense, weights, f"{prefix}.out_proj")
+
+
+def _port_mlp(layer: Any, weights: WeightReader, prefix: str) -> None:
+    _port_dense(layer.intermediate_dense, weights, f"{prefix}.fc1")
+    _port_dense(layer.output_dense, weights, f"{prefix}.fc2")
+    _port_layer_norm(layer.output_layer_norm, weights, f"{prefix}.final_layer_norm")
+
+
+def _port_conv(layer: Any, weights: WeightReader, prefix: str) -> None:
+    # torch Conv1d stores (out, in, width); Keras Conv1D (width, in, out).
+    kernel = np.transpose(weights.take(f"{prefix}.weight"), (2, 1, 0))
+    port_weight(layer.kernel, kernel, name=prefix)
+    port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def port_backbone(backbone: WhisperBackbone, weights: WeightReader, prefix: str = "model.") -> None:
+    """Copy `WhisperModel` weights (transformers names under `prefix`)."""
+    enc, dec = f"{prefix}encoder", f"{prefix}decoder"
+    _port_conv(backbone.encoder_conv1, weights, f"{enc}.conv1")
+    _port_conv(backbone.encoder_conv2, weights, f"{enc}.conv2")
+    port_weight(backbone.encoder_position_embedding.embeddings,
+                weights.take(f"{enc}.embed_positions.weight"), name="encoder positions")
+    _port_layer_norm(backbone.encoder_layer_norm, weights, f"{enc}.layer_norm")
+    port_weight(backbone.token_embedding.embeddings, weights.take(f"{dec}.embed_tokens.weight"),
+                name="embed_tokens")
+    port_weight(backbone.decoder_position_embedding.embeddings,
+                weights.take(f"{dec}.embed_positions.weight"), name="decoder positions")
+    _port_layer_norm(backbone.decoder_layer_norm, weights, f"{dec}.layer_norm")
+    blocks = [(f"{enc}.layers.{i}", layer) for i, layer in enumerate(backbone.encoder_layers)]
+    blocks += [(f"{dec}.layers.{i}", layer) for i, layer in enumerate(backbone.decoder_layers)]
+    for p, layer in progress(blocks, desc="Converting Whisper", total=len(blocks)):
+        _port_attention(layer.self_attention, weights, f"{p}.self_attn")
+        _port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.self_attn_layer_norm")
+        if layer.name.startswith("decoder"):
+            _port_attention(layer.cross_attention, weights, f"{p}.encoder_attn")
+            _port_layer_norm(layer.cross_attention_layer_norm, weights,
+                             f"{p}.encoder_attn_layer_norm")
+        _port_mlp(layer, weights, p)
+
+
+def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path,
+             output: Path, handle: str, generation: dict[str, Any], tokenizer_dir: Path | None,
+             ) -> None:
+    from zoo.audio.whisper.whisper_audio_to_text import WhisperAudioToText
+
+    weights = WeightReader(arrays, str(source))
+    backbone = WhisperBackbone(**convert_backbone_config(config))
+    port_backbone(backbone, weights)
+    for tied in ("proj_out.weight", "model.decoder.proj_out.weight"):
+        if tied in weights:  # the output projection is the token embedding
+            if not np.array_equal(weights.take(tied), weights.take(
+                    "model.decoder.embed_tokens.weight")):
+                raise ConversionError(f"{source}: {tied} differs from the token embedding; "
+                                      "zoo's Whisper ties them as every released model does.")
+    unused = weights.unused()
+    if unused:
+        raise ConversionError(
+            f"{source} has weights the converted model would drop: {unused[:5]}.")
+    preprocessor = None
+    if tokenizer_dir is not None:
+        preprocessor = _preprocessor(tokenizer_dir, backbone)
+    task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
+    write_preset(output, task=task, source=handle)
+
+
+def _preprocessor(directory: Path, backbone: WhisperBackbone) -> Any:
+    from zoo.audio.whisper.whisper_audio_converter import WhisperAudioConverter
+    from zoo.audio.whisper.whisper_audio_to_text_preprocessor import (
+        WhisperAudioToTextPreprocessor,
+    )
+    from zoo.audio.whisper.whisper_tokenizer import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer.from_huggingface(
+        directory, is_multilingual=backbone.vocabulary_size >= 51865)
+    return WhisperAudioToTextPreprocessor(
+        WhisperAudioConverter(num_mel_bins=backbone.num_mels), tokenizer)
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return any((directory / n).is_file() for n in ("tokenizer.json", "vocab.json"))
+
+
+def _generation_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """Decoding settings the task keeps: suppressed ids and alignment heads."""
+    out: dict[str, Any] = {}
+    suppress = data.get("suppress_tokens", data.get("suppress_ids"))
+    if suppress is not None:
+        out["suppress_tokens"] = [int(t) for t in suppress]
+    begin = data.get("begin_suppress_tokens", data.get("suppress_ids_begin"))
+    if begin is not None:
+        out["begin_suppress_tokens"] = [int(t) for t in begin]
+    heads = data.get("alignment_heads")
+    if heads is not None:
+        out["alignment_heads"] = [[int(a), int(b)] for a, b in heads]
+    return out
+
+
+def convert_transformers(source: Path, output: Path, handle: str) -> None:
+    """Convert a transformers Whisper folder to a zoo preset."""
+    source = Path(source)
+    config = json.loads((source / "config.json").read_text())
+    generation_file = source / "generation_config.json"
+    generation = {}
+    if generation_file.is_file():
+        generation = _generation_settings(json.loads(generation_file.read_text()))
+    arrays = read_transformers_weights(source)
+    _convert(config, arrays, source, output, handle, generation,
+             source if _has_tokenizer(source) else None)
+
+
+def convert_ctranslate2(source: Path, output: Path, handle: str) -> None:
+    """Convert a CTranslate2 (faster-whisper) Whisper folder to a zoo preset."""
+    source = Path(source)
+    config, arrays = ctranslate2_to_transformers(source / "model.bin")
+    generation = {}
+    if (source / "config.json").is_file():
+        generation = _generation_settings(json.loads((source / "config.json").read_text()))
+    _convert(config, arrays, source, output, handle, generation,
+             source if _has_tokenizer(source) else None)
+
+
+def convert_openai(source: Path, output: Path, handle: str) -> None:
+    """Convert an openai-whisper `.pt` file to a zoo preset.
+
+    The file holds no vocabulary: a `tokenizer.json` next to it is used when
+    present; otherwise the preset has the model only.
+    """
+    source = Path(source)
+    config, arrays = openai_to_transformers(source)
+    _convert(config, arrays, source, output, handle, {},
+             source.parent if _has_tokenizer(source.parent) else None)
