@@ -26,6 +26,7 @@ from keras import ops
 
 from zoo import samplers
 from zoo.core.compiled_loop import compile_step
+from zoo.core.tokenizer import bucket_length
 
 #: seconds per timestamp token
 TIME_PRECISION = 0.02
@@ -250,16 +251,23 @@ class WhisperDecoder:
         prompt = np.asarray(prompts, "int32")
         batch, length = prompt.shape
         limit = self.backbone.max_decoder_sequence_length
-        max_new = options.max_new_tokens or limit // 2
-        max_new = min(max_new, limit - length)
+        max_new = min(options.max_new_tokens or limit // 2, limit - length)
         if max_new < 1:
             raise ValueError(f"The prompt ({length} tokens) leaves no room in the decoder's "
                              f"context of {limit} tokens. Fix: use a shorter prompt.")
+        # Left-pad the prompt to a bucketed length, so the prompts of successive
+        # windows (growing with the previous text) share a few compiled programs.
+        # Positions count real tokens only, so padding changes no result.
+        padded = bucket_length(length, max(limit, length))
+        pad = padded - length
+        prompt = np.concatenate([np.full((batch, pad), self.special.eot, "int32"), prompt], 1)
+        mask = np.ones((batch, padded + max_new), "int32")
+        mask[:, :pad] = 0
+        sot_index += pad
         sampler = (samplers.GreedySampler() if options.temperature == 0
                    else samplers.RandomSampler(temperature=float(options.temperature)))
         steps = self._get_steps(sampler, options)
-        mask = np.ones((batch, length + max_new), "int32")
-        cache = self.backbone.init_cache(batch, length + max_new)
+        cache = self.backbone.init_cache(batch, padded + max_new)
         sot, seed_ = np.int32(sot_index), np.int32(seed)
         if "loop" in steps:
             out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_)
