@@ -6,10 +6,13 @@ import pytest
 
 from zoo.core import deferred
 from zoo.layout import LayoutError, ZooLayoutMap, column_parallel, validate
-from zoo.models import BertBackbone, OPTBackbone
+from zoo.models import BertBackbone, OPTBackbone, WhisperBackbone
 
 OPT = dict(vocabulary_size=64, num_layers=2, num_heads=4, hidden_dim=16,
            intermediate_dim=32, max_sequence_length=32)
+WHISPER = dict(vocabulary_size=64, num_encoder_layers=2, num_decoder_layers=2, num_heads=4,
+               hidden_dim=32, intermediate_dim=64, num_mels=4, max_encoder_sequence_length=10,
+               max_decoder_sequence_length=16)
 
 jax_only = pytest.mark.skipif(keras.backend.backend() != "jax", reason="sharding runs on jax")
 off_jax = pytest.mark.skipif(keras.backend.backend() == "jax", reason="the guard is for tf/torch")
@@ -51,6 +54,50 @@ def test_opt_map_names_the_megatron_layouts():
     assert layout_map["transformer_layer_0/output_layer_norm/gamma"] is None
     model = abstract(OPTBackbone, **OPT)
     assert validate(layout_map, model.weights, attention_layers(model)) == []
+
+
+@jax_only
+def test_whisper_map_names_the_megatron_layouts():
+    layout_map = WhisperBackbone.get_layout_map(fake_mesh((2, 4)))
+    expected = {
+        "token_embedding/embeddings": ("model", None),
+        "decoder_position_embedding/embeddings": (None, "model"),
+        "encoder_position_embedding/embeddings": (None, "model"),
+        "encoder_layer_0/self_attention/query/kernel": (None, "model"),
+        "encoder_layer_0/self_attention/query/bias": ("model",),
+        "encoder_layer_1/self_attention/output/kernel": ("model", None),
+        "encoder_layer_1/intermediate_dense/kernel": (None, "model"),
+        "encoder_layer_1/output_dense/kernel": ("model", None),
+        "decoder_layer_1/self_attention/value/kernel": (None, "model"),
+        "decoder_layer_0/cross_attention/key/kernel": (None, "model"),
+        "decoder_layer_0/cross_attention/query/bias": ("model",),
+        "decoder_layer_1/cross_attention/output/kernel": ("model", None),
+        "decoder_layer_1/cross_attention/output/bias": (None,),
+        "decoder_layer_0/output_dense/kernel": ("model", None),
+    }
+    for path, axes in expected.items():
+        assert tuple(layout_map[path].axes) == axes, path
+    for path in ("encoder_conv1/kernel", "encoder_conv2/bias", "encoder_layer_norm/gamma",
+                 "decoder_layer_0/cross_attention_layer_norm/gamma"):
+        assert layout_map[path] is None, path
+    model = abstract(WhisperBackbone, **WHISPER)
+    attention = attention_layers(model)
+    assert len(attention) == 6  # 2 encoder self-, 2 decoder self- and 2 cross-attentions
+    assert validate(layout_map, model.weights, attention) == []  # every rule matches
+
+
+@jax_only
+def test_whisper_heads_that_the_mesh_does_not_divide_are_an_error(tmp_path):
+    model = abstract(WhisperBackbone, **WHISPER)  # 4 heads; every split size divides 8
+    cross = [layer for layer in attention_layers(model) if layer.name == "cross_attention"]
+    with pytest.raises(LayoutError, match="'decoder_layer_0/cross_attention' has 4 heads.*"
+                                          "size 8 does not divide"):
+        validate(WhisperBackbone.get_layout_map(fake_mesh((1, 8))), model.weights, cross)
+    WhisperBackbone(**WHISPER).save_to_preset(tmp_path / "w")
+    layout_map = WhisperBackbone.get_layout_map(fake_mesh((1, 8)))
+    with keras.distribution.ModelParallel(layout_map=layout_map).scope():
+        with pytest.raises(LayoutError, match="WhisperBackbone: attention .* has 4 heads"):
+            WhisperBackbone.from_preset(tmp_path / "w")
 
 
 @jax_only
@@ -121,3 +168,13 @@ def test_sharding_off_jax_is_a_clear_error():
                              layout_map=keras.distribution.LayoutMap(mesh))):
         with distribution.scope(), pytest.raises(LayoutError, match="jax backend only"):
             OPTBackbone(**OPT)
+
+
+@off_jax
+def test_whisper_sharding_off_jax_is_a_clear_error():
+    mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"], ["cpu:0"])
+    with pytest.raises(LayoutError, match="WhisperBackbone.get_layout_map runs on the jax"):
+        WhisperBackbone.get_layout_map(mesh)
+    with keras.distribution.ModelParallel(layout_map=keras.distribution.LayoutMap(mesh)).scope():
+        with pytest.raises(LayoutError, match="jax backend only"):
+            WhisperBackbone(**WHISPER)

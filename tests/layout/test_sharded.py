@@ -1,4 +1,4 @@
-"""Sharded OPT and BERT on 8 devices equal the unsharded models.
+"""Sharded OPT, BERT and Whisper on 8 devices equal the unsharded models.
 
 Needs 8 jax devices; `test_sharded_subprocess.py` runs this file in a child
 process with XLA_FLAGS=--xla_force_host_platform_device_count=8 (CPU).
@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 import zoo.layout
-from zoo.models import BertBackbone, OPTBackbone, OPTCausalLM
+from zoo.audio.whisper.whisper_decoding import DecodingOptions, SpecialTokens, WhisperDecoder
+from zoo.models import (
+    BertBackbone,
+    OPTBackbone,
+    OPTCausalLM,
+    WhisperAudioToText,
+    WhisperBackbone,
+)
 
 
 def _device_count() -> int:
@@ -118,3 +125,85 @@ def test_bert_model_parallel_equals_unsharded(tmp_path, shape):
         assert_shardings_follow_the_map(backbone, layout_map)
         got = numpy(backbone(inputs)["sequence_output"])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+WHISPER = dict(vocabulary_size=64, num_encoder_layers=2, num_decoder_layers=2, num_heads=8,
+               hidden_dim=32, intermediate_dim=64, num_mels=4, max_encoder_sequence_length=10,
+               max_decoder_sequence_length=16, dropout=0.0)
+WHISPER_INPUTS = {
+    "encoder_features": np.random.default_rng(0).normal(size=(2, 4, 20)).astype("float32"),
+    "decoder_token_ids": np.array([[1, 5, 9, 13, 17, 21], [0, 0, 1, 7, 11, 15]], "int32"),
+    "decoder_padding_mask": np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], "int32"),
+}
+WHISPER_TARGETS = np.array([[5, 9, 13, 17, 21, 25], [0, 0, 7, 11, 15, 19]], "int32")
+WHISPER_SPECIAL = SpecialTokens(eot=2, no_timestamps=63, timestamp_begin=64, no_speech=3,
+                                vocabulary_size=64, suppress=(), suppress_begin=())
+WHISPER_PROMPTS = [[1, 5], [1, 7]]
+WHISPER_DECODING = DecodingOptions(timestamps=False, suppress_blank=False, max_new_tokens=6)
+WHISPER_OUTPUTS = ("encoder_sequence_output", "decoder_sequence_output")
+# What the Whisper map names for some variables (the rest: assert_shardings_follow_the_map).
+WHISPER_SHARDINGS = {
+    "encoder_layer_0/self_attention/query/kernel": (None, "model"),
+    "encoder_layer_1/self_attention/query/bias": ("model",),
+    "encoder_layer_1/output_dense/kernel": ("model", None),
+    "decoder_layer_1/self_attention/key/kernel": (None, "model"),
+    "decoder_layer_0/cross_attention/key/kernel": (None, "model"),
+    "decoder_layer_1/cross_attention/value/bias": ("model",),
+    "decoder_layer_1/cross_attention/output/kernel": ("model", None),
+    "decoder_layer_0/cross_attention/output/bias": (None,),
+    "decoder_layer_0/intermediate_dense/kernel": (None, "model"),
+    "token_embedding/embeddings": ("model", None),
+    "decoder_position_embedding/embeddings": (None, "model"),
+    "encoder_position_embedding/embeddings": (None, "model"),
+    "encoder_conv1/kernel": (None, None, None),
+    "decoder_layer_norm/gamma": (None,),
+}
+
+
+def whisper_task(directory):
+    task = WhisperAudioToText(WhisperBackbone.from_preset(directory))
+    task.compile(optimizer=keras.optimizers.SGD(0.1),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                 weighted_metrics=[])
+    return task
+
+
+def whisper_run(task):
+    """Both backbone outputs, greedy ids, and the losses of two `fit` steps."""
+    # One compiled forward (eager jax dispatch of every op costs ~3 s more here).
+    outputs = task.backbone.predict_on_batch(WHISPER_INPUTS)
+    decoder = WhisperDecoder(task, WHISPER_SPECIAL)
+    ids = decoder.decode(decoder.encode(WHISPER_INPUTS["encoder_features"]), WHISPER_PROMPTS,
+                         sot_index=0, options=WHISPER_DECODING).tokens
+    history = task.fit(WHISPER_INPUTS, WHISPER_TARGETS,
+                       sample_weight=WHISPER_INPUTS["decoder_padding_mask"], batch_size=2,
+                       epochs=2, shuffle=False, verbose=0)
+    return outputs, ids, history.history["loss"]
+
+
+@pytest.fixture(scope="module")
+def whisper_reference(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("whisper") / "tiny"
+    keras.utils.set_random_seed(0)
+    WhisperBackbone(**WHISPER).save_to_preset(directory)
+    outputs, ids, losses = whisper_run(whisper_task(directory))
+    assert len(ids) == 2 and all(len(row) == 6 for row in ids)  # no early end: 6 steps ran
+    return {"dir": directory, "outputs": outputs, "ids": ids, "losses": losses}
+
+
+@pytest.mark.parametrize("shape", MESHES)
+def test_whisper_model_parallel_equals_unsharded(whisper_reference, shape):
+    layout_map = WhisperBackbone.get_layout_map(zoo.layout.make_mesh(shape))
+    with zoo.layout.model_parallel(layout_map).scope():
+        task = whisper_task(whisper_reference["dir"])
+        assert_shardings_follow_the_map(task.backbone, layout_map)
+        specs = {v.path: tuple(v.value.sharding.spec) for v in task.backbone.weights}
+        for path, axes in WHISPER_SHARDINGS.items():
+            assert specs[path] + (None,) * (len(axes) - len(specs[path])) == axes, path
+        outputs, ids, losses = whisper_run(task)
+        assert_shardings_follow_the_map(task.backbone, layout_map)  # still sharded after fit
+    for name in WHISPER_OUTPUTS:
+        np.testing.assert_allclose(outputs[name], whisper_reference["outputs"][name], atol=1e-5,
+                                   err_msg=name)
+    assert ids == whisper_reference["ids"]
+    np.testing.assert_allclose(losses, whisper_reference["losses"], atol=1e-5)
