@@ -30,8 +30,11 @@ def reference():
     model = faster_whisper.WhisperModel(path, device="cpu", compute_type="float32",
                                         cpu_threads=2)
 
-    def transcribe(audio):
-        segments, _ = model.transcribe(audio, beam_size=1, language="en")
+    def transcribe(audio, words=False):
+        segments, _ = model.transcribe(audio, beam_size=1, language="en",
+                                       word_timestamps=words)
+        if words:
+            return [(w.word, w.start, w.end, w.probability) for s in segments for w in s.words]
         return [(s.start, s.end, s.text) for s in segments]
 
     return transcribe
@@ -45,6 +48,19 @@ def test_short_clips_equal_faster_whisper(whisper, reference):
         ours = [t for s in result["segments"] for t in (s["start"], s["end"])]
         assert ours == pytest.approx([t for a, b, _ in expected for t in (a, b)], abs=1e-6)
         assert result["language"] == "en"
+
+
+def test_word_timestamps_equal_faster_whisper(whisper, reference):
+    for name in ("name.wav", "question.wav"):
+        result = whisper.transcribe(str(SPEECH / name), word_timestamps=True)
+        ours = [w for s in result["segments"] for w in s["words"]]
+        expected = reference(str(SPEECH / name), words=True)
+        assert [w["word"] for w in ours] == [w for w, _, _, _ in expected], name
+        # Times are rounded to 0.01 s by both; probabilities are float32 sums.
+        times = [t for w in ours for t in (w["start"], w["end"])]
+        assert times == pytest.approx([t for _, a, b, _ in expected for t in (a, b)], abs=0.011)
+        assert [w["probability"] for w in ours] == pytest.approx(
+            [p for _, _, _, p in expected], abs=0.01)
 
 
 def word_error_rate(hypothesis: str, reference: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,7 +150,9 @@ class WhisperAudioToText(Task):
                 on multilingual models (English-only models use English).
             task: `"transcribe"`, or `"translate"` into English.
             beam_size: 1 (greedy decoding; the only value supported so far).
-            word_timestamps: not supported yet (must be False).
+            word_timestamps: add each segment's `words` (`{"word", "start",
+                "end", "probability"}`), aligned through the cross-attention of
+                the model's alignment heads.
             sampling_rate: the sample rate of array inputs.
             initial_prompt: text that precedes the audio (style, names).
             options: window-loop settings (`TranscribeOptions`).
@@ -160,8 +163,6 @@ class WhisperAudioToText(Task):
         """
         if beam_size != 1:
             raise NotImplementedError("beam_size > 1 is not supported yet; use beam_size=1.")
-        if word_timestamps:
-            raise NotImplementedError("word_timestamps=True is not supported yet.")
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}.")
         tok = self._tokenizer()
@@ -171,7 +172,8 @@ class WhisperAudioToText(Task):
                              "preset.")
         single = not isinstance(audio, (list, tuple))
         inputs = [audio] if single else list(audio)
-        options = options or TranscribeOptions()
+        options = dataclasses.replace(options or TranscribeOptions(),
+                                      word_timestamps=bool(word_timestamps))
         prompt = tok.tokenize(" " + initial_prompt.strip()) if initial_prompt else []
         results = [self._transcribe_one(load_audio(a, sampling_rate), language, task,
                                         prompt, options) for a in inputs]
@@ -200,9 +202,8 @@ class WhisperAudioToText(Task):
             segments = transcribe_features(
                 self.decoder(), mel, content_frames, sot_sequence, tok, options, prompt,
                 on_progress=lambda frames: bar.update(frames / FRAMES_PER_SECOND))
-        out_segments = [{"start": s["start"], "end": s["end"], "text": s["text"],
-                         "avg_logprob": s["avg_logprob"], "no_speech_prob": s["no_speech_prob"],
-                         "temperature": s["temperature"]} for s in segments]
+        keep = ("start", "end", "text", "avg_logprob", "no_speech_prob", "temperature", "words")
+        out_segments = [{k: s[k] for k in keep if k in s} for s in segments]
         return {
             "text": "".join(s["text"] for s in segments),
             "language": (language or detected.get("language")

@@ -57,6 +57,9 @@ class TranscribeOptions:
     suppress_blank: bool = True
     # Decode without timestamp tokens (one segment per window).
     without_timestamps: bool = False
+    # Add per-word start/end times (cross-attention alignment; needs the
+    # model's alignment heads).
+    word_timestamps: bool = False
 
 
 def compression_ratio(text: str) -> float:
@@ -95,8 +98,9 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
 
 
 def split_segments(tokens: list[int], timestamp_begin: int, time_offset: float,
-                   segment_frames: int, seek: int) -> tuple[list[dict], int]:
-    """Cut one window's tokens at timestamp pairs; return segments and the next seek.
+                   segment_frames: int, seek: int) -> tuple[list[dict], int, bool]:
+    """Cut one window's tokens at timestamp pairs; return segments, the next
+    seek, and whether the text ended with a lone timestamp.
 
     Each segment is `{"start", "end", "tokens"}` (tokens keep their timestamps).
     """
@@ -126,7 +130,7 @@ def split_segments(tokens: list[int], timestamp_begin: int, time_offset: float,
             duration = (stamps[-1] - timestamp_begin) * TIME_PRECISION
         segments.append({"start": time_offset, "end": time_offset + duration, "tokens": tokens})
         seek += segment_frames
-    return segments, seek
+    return segments, seek, single_ending
 
 
 def transcribe_features(
@@ -157,7 +161,7 @@ def transcribe_features(
         Segments `{"start", "end", "text", "tokens", "avg_logprob",
         "no_speech_prob", "temperature"}` in time order.
     """
-    seek, segments, all_tokens = 0, [], list(initial_prompt)
+    seek, segments, all_tokens, last_speech = 0, [], list(initial_prompt), 0.0
     prompt_reset_since = 0
     max_prompt = decoder.backbone.max_decoder_sequence_length // 2 - 1
     ts_begin = tokenizer.timestamp_begin
@@ -182,8 +186,14 @@ def transcribe_features(
                          and avg > options.log_prob_threshold)):
             seek += segment_frames  # silence: skip the window
         else:
-            pieces, seek = split_segments(result.tokens[0], ts_begin, time_offset,
-                                          segment_frames, seek)
+            pieces, seek, single_ending = split_segments(result.tokens[0], ts_begin,
+                                                         time_offset, segment_frames, seek)
+            if options.word_timestamps:
+                last_speech = _add_words(decoder, cross, tokenizer, start, pieces,
+                                         segment_frames, time_offset, last_speech)
+                ends = [w["end"] for p in pieces for w in p["words"]]
+                if not single_ending and ends and ends[-1] > time_offset:
+                    seek = round(ends[-1] * FRAMES_PER_SECOND)
             for piece in pieces:
                 text = tokenizer.decode(piece["tokens"])
                 if piece["start"] == piece["end"] or not text.strip():
@@ -193,6 +203,7 @@ def transcribe_features(
                     "start": round(piece["start"], 3), "end": round(piece["end"], 3),
                     "text": text, "tokens": piece["tokens"], "avg_logprob": avg,
                     "no_speech_prob": no_speech, "temperature": temperature,
+                    **({"words": piece["words"]} if options.word_timestamps else {}),
                 })
         if not options.condition_on_previous_text or (
                 temperature > options.prompt_reset_on_temperature):
@@ -200,3 +211,20 @@ def transcribe_features(
         if on_progress is not None:
             on_progress(min(content_frames, seek) - previous_seek)
     return segments
+
+
+def _add_words(decoder: WhisperDecoder, cross: Any, tokenizer: Any, sot_sequence: list[int],
+               pieces: list[dict], segment_frames: int, time_offset: float,
+               last_speech: float) -> float:
+    from zoo.audio.whisper.whisper_alignment import add_word_timestamps, find_alignment
+
+    task = decoder.task
+    if not task.alignment_heads:
+        raise ValueError("word_timestamps=True needs the model's alignment heads, which this "
+                         "preset does not list. Fix: convert the model from a source that "
+                         "has them (transformers generation_config.json or CTranslate2 "
+                         "config.json), or pass alignment_heads= to WhisperAudioToText.")
+    text = [t for piece in pieces for t in piece["tokens"] if t < tokenizer.eot]
+    alignment = find_alignment(decoder.backbone, task.logits_from_hidden, cross, tokenizer,
+                               sot_sequence, text, segment_frames, task.alignment_heads)
+    return add_word_timestamps(pieces, alignment, tokenizer.eot, time_offset, last_speech)
