@@ -30,8 +30,8 @@ def reference():
     model = faster_whisper.WhisperModel(path, device="cpu", compute_type="float32",
                                         cpu_threads=2)
 
-    def transcribe(audio, words=False):
-        segments, _ = model.transcribe(audio, beam_size=1, language="en",
+    def transcribe(audio, words=False, beam_size=1):
+        segments, _ = model.transcribe(audio, beam_size=beam_size, language="en",
                                        word_timestamps=words)
         if words:
             return [(w.word, w.start, w.end, w.probability) for s in segments for w in s.words]
@@ -48,6 +48,15 @@ def test_short_clips_equal_faster_whisper(whisper, reference):
         ours = [t for s in result["segments"] for t in (s["start"], s["end"])]
         assert ours == pytest.approx([t for a, b, _ in expected for t in (a, b)], abs=1e-6)
         assert result["language"] == "en"
+
+
+def test_beam_search_equals_faster_whisper(whisper, reference):
+    for name in ("fox.wav", "weather.wav"):
+        path = str(SPEECH / name)
+        beam = whisper.transcribe(path, beam_size=5)["text"]
+        assert beam == "".join(t for _, _, t in reference(path, beam_size=5)), name
+        # On these clips 5 beams find another text than greedy decoding does.
+        assert beam != whisper.transcribe(path)["text"], name
 
 
 def test_word_timestamps_equal_faster_whisper(whisper, reference):

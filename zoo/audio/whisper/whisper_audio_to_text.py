@@ -149,7 +149,8 @@ class WhisperAudioToText(Task):
             language: a language code (`"en"`, `"de"`...); None detects it
                 on multilingual models (English-only models use English).
             task: `"transcribe"`, or `"translate"` into English.
-            beam_size: 1 (greedy decoding; the only value supported so far).
+            beam_size: 1: greedy decoding; more: beam search with this many
+                beams (at temperature 0; fallback temperatures sample).
             word_timestamps: add each segment's `words` (`{"word", "start",
                 "end", "probability"}`), aligned through the cross-attention of
                 the model's alignment heads.
@@ -161,8 +162,8 @@ class WhisperAudioToText(Task):
             Per input `{"text", "language", "segments": [{"start", "end",
             "text", ...}]}`; a list when `audio` is a list.
         """
-        if beam_size != 1:
-            raise NotImplementedError("beam_size > 1 is not supported yet; use beam_size=1.")
+        if not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size must be a positive int, got {beam_size!r}.")
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}.")
         tok = self._tokenizer()
@@ -172,7 +173,7 @@ class WhisperAudioToText(Task):
                              "preset.")
         single = not isinstance(audio, (list, tuple))
         inputs = [audio] if single else list(audio)
-        options = dataclasses.replace(options or TranscribeOptions(),
+        options = dataclasses.replace(options or TranscribeOptions(), beam_size=beam_size,
                                       word_timestamps=bool(word_timestamps))
         prompt = tok.tokenize(" " + initial_prompt.strip()) if initial_prompt else []
         results = [self._transcribe_one(load_audio(a, sampling_rate), language, task,

@@ -248,26 +248,12 @@ class WhisperDecoder:
             options: decoding options.
             seed: seed of sampling (temperature > 0).
         """
-        prompt = np.asarray(prompts, "int32")
-        batch, length = prompt.shape
-        limit = self.backbone.max_decoder_sequence_length
-        max_new = min(options.max_new_tokens or limit // 2, limit - length)
-        if max_new < 1:
-            raise ValueError(f"The prompt ({length} tokens) leaves no room in the decoder's "
-                             f"context of {limit} tokens. Fix: use a shorter prompt.")
-        # Left-pad the prompt to a bucketed length, so the prompts of successive
-        # windows (growing with the previous text) share a few compiled programs.
-        # Positions count real tokens only, so padding changes no result.
-        padded = bucket_length(length, max(limit, length))
-        pad = padded - length
-        prompt = np.concatenate([np.full((batch, pad), self.special.eot, "int32"), prompt], 1)
-        mask = np.ones((batch, padded + max_new), "int32")
-        mask[:, :pad] = 0
-        sot_index += pad
+        prompt, mask, sot_index, max_new = self._prepare(prompts, sot_index, options)
+        batch, padded = prompt.shape
         sampler = (samplers.GreedySampler() if options.temperature == 0
                    else samplers.RandomSampler(temperature=float(options.temperature)))
         steps = self._get_steps(sampler, options)
-        cache = self.backbone.init_cache(batch, padded + max_new)
+        cache = self.backbone.init_cache(batch, mask.shape[1])
         sot, seed_ = np.int32(sot_index), np.int32(seed)
         if "loop" in steps:
             out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_)
@@ -281,6 +267,129 @@ class WhisperDecoder:
             tokens.append(row[: ends[0] if ends.size else len(row)].tolist())
         return DecodingResult(tokens, np.asarray(ops.convert_to_numpy(sum_lp), "float64"),
                               np.asarray(ops.convert_to_numpy(no_speech), "float64"))
+
+    def _prepare(self, prompts: list[list[int]], sot_index: int, options: DecodingOptions
+                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Left-pad the prompts to a bucketed length, so the prompts of
+        successive windows (growing with the previous text) share a few
+        compiled programs (positions count real tokens only, so padding
+        changes no result). Returns prompt, mask, sot index, new tokens."""
+        prompt = np.asarray(prompts, "int32")
+        batch, length = prompt.shape
+        limit = self.backbone.max_decoder_sequence_length
+        max_new = min(options.max_new_tokens or limit // 2, limit - length)
+        if max_new < 1:
+            raise ValueError(f"The prompt ({length} tokens) leaves no room in the decoder's "
+                             f"context of {limit} tokens. Fix: use a shorter prompt.")
+        pad = bucket_length(length, max(limit, length)) - length
+        prompt = np.concatenate([np.full((batch, pad), self.special.eot, "int32"), prompt], 1)
+        mask = np.ones((batch, prompt.shape[1] + max_new), "int32")
+        mask[:, :pad] = 0
+        return prompt, mask, sot_index + pad, max_new
+
+    # -- beam search ----------------------------------------------------------
+    def _beam_steps(self, options: DecodingOptions, width: int) -> dict:
+        variables = self.task.variables
+        key = ("beam", options, width, tuple(id(v) for v in variables))
+        if key in self._steps:
+            return self._steps[key]
+        backbone, task, sp = self.backbone, self.task, self.special
+
+        def candidates(hidden: Any, step: Any, last: Any, pen: Any, last_ts: Any) -> Any:
+            logits = self._filter(ops.cast(task.logits_from_hidden(hidden), "float32"), step,
+                                  last, pen, last_ts, options)
+            values, indices = ops.top_k(ops.log_softmax(logits, axis=-1), width)
+            return values, ops.cast(indices, "int32")
+
+        def prefill(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
+                    last: Any, pen: Any, last_ts: Any) -> Any:
+            hidden, cache = backbone.call_decoder_with_cache(prompt, mask, cache, cross, 0)
+            sot_hidden = ops.take(hidden, sot_index, axis=1)
+            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden), "float32"))
+            values, indices = candidates(hidden[:, -1, :], ops.convert_to_tensor(0, "int32"),
+                                         last, pen, last_ts)
+            return values, indices, cache, sot_probs[:, sp.no_speech]
+
+        def decode(token: Any, mask: Any, cache: Any, cross: Any, index: Any, step: Any,
+                   last: Any, pen: Any, last_ts: Any) -> Any:
+            hidden, cache = backbone.call_decoder_with_cache(token[:, None], mask, cache, cross,
+                                                             index)
+            values, indices = candidates(hidden[:, -1, :], step, last, pen, last_ts)
+            return values, indices, cache
+
+        steps = {"prefill": compile_step(prefill, variables),
+                 "decode": compile_step(decode, variables)}
+        self._steps[key] = steps
+        return steps
+
+    def beam_decode(self, cross: Any, prompt: list[int], sot_index: int,
+                    options: DecodingOptions = DecodingOptions(), beam_size: int = 5,
+                    patience: float = 1.0) -> DecodingResult:
+        """Beam search over one window (openai-whisper's rules): each step
+        extends every live beam by its `beam_size + 1` best tokens, keeps the
+        `beam_size` best non-final candidates, and collects candidates ending
+        in <|endoftext|> until `beam_size * patience` have ended; the result
+        is the ended sequence with the best summed log probability per token.
+
+        Args:
+            cross: `encode()`'s output for one window (batch 1).
+            prompt: the prompt ids (as for `decode`).
+            sot_index: position of <|startoftranscript|> in the prompt.
+            options: decoding options (temperature is ignored).
+            beam_size: beams kept.
+            patience: finished candidates wanted, as a multiple of `beam_size`.
+        """
+        sp = self.special
+        ids, mask, sot, max_new = self._prepare([prompt], sot_index, options)
+        rows = np.zeros(beam_size, "int32")
+        ids, mask = ids[rows], mask[rows]
+        cross = keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cross)
+        cache = self.backbone.init_cache(beam_size, mask.shape[1])
+        steps = self._beam_steps(options, beam_size + 1)
+        mask_t = ops.convert_to_tensor(mask)
+
+        def state(seqs: list[list[int]]) -> tuple[np.ndarray, ...]:
+            last = np.array([s[-1] if s else -1 for s in seqs], "int32")
+            pen = np.array([len(s) < 2 or s[-2] >= sp.timestamp_begin for s in seqs])
+            stamps = [[t for t in s if t >= sp.timestamp_begin] for s in seqs]
+            return last, pen, np.array([st[-1] if st else -1 for st in stamps], "int32")
+
+        seqs: list[list[int]] = [[] for _ in range(beam_size)]
+        scores = np.full(beam_size, -np.inf)
+        scores[0] = 0.0  # the beams start identical: expand one
+        values, indices, cache, no_speech = steps["prefill"](ids, mask_t, cache, cross,
+                                                             np.int32(sot), *state(seqs))
+        finished: list[tuple[list[int], float]] = []
+        wanted = max(1, round(beam_size * patience))
+        for i in range(max_new):
+            values = np.asarray(ops.convert_to_numpy(values), "float64")
+            indices = np.asarray(ops.convert_to_numpy(indices), "int64")
+            ranked = sorted(((scores[b] + values[b, k], b, int(indices[b, k]))
+                             for b in range(beam_size) if np.isfinite(scores[b])
+                             for k in range(beam_size + 1)), key=lambda c: -c[0])
+            kept: list[tuple[float, int, int]] = []
+            for score, b, token in ranked:
+                if token == sp.eot:
+                    if len(finished) < wanted:
+                        finished.append((seqs[b], score))
+                elif len(kept) < beam_size:
+                    kept.append((score, b, token))
+            if len(finished) >= wanted or not kept or i == max_new - 1:
+                break
+            kept += [(-np.inf, kept[0][1], kept[0][2])] * (beam_size - len(kept))
+            parents = np.array([b for _, b, _ in kept], "int32")
+            seqs = [seqs[b] + [t] for _, b, t in kept]
+            scores = np.array([s for s, _, _ in kept])
+            cache = keras.tree.map_structure(lambda c: ops.take(c, parents, axis=0), cache)
+            tokens = np.array([t for _, _, t in kept], "int32")
+            values, indices, cache = steps["decode"](
+                tokens, mask_t, cache, cross, np.int32(ids.shape[1] + i), np.int32(i + 1),
+                *state(seqs))
+        if not finished:
+            finished = [(seqs[b], scores[b]) for b in range(beam_size) if np.isfinite(scores[b])]
+        best, score = max(finished, key=lambda f: f[1] / max(len(f[0]), 1))
+        return DecodingResult([list(best)], np.array([score]),
+                              np.asarray(ops.convert_to_numpy(no_speech), "float64")[:1])
 
     def _python_loop(self, steps: dict, prompt: np.ndarray, mask: np.ndarray, cache: Any,
                      cross: Any, sot: np.int32, seed: np.int32, max_new: int) -> tuple:

@@ -57,6 +57,10 @@ class TranscribeOptions:
     suppress_blank: bool = True
     # Decode without timestamp tokens (one segment per window).
     without_timestamps: bool = False
+    # Beams of the temperature-0 decode (1: greedy); sampling never uses beams.
+    beam_size: int = 1
+    # Beam search ends once beam_size * patience candidates have ended.
+    patience: float = 1.0
     # Add per-word start/end times (cross-attention alignment; needs the
     # model's alignment heads).
     word_timestamps: bool = False
@@ -77,10 +81,15 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
     """
     tried: list[tuple[DecodingResult, float, float, float]] = []
     for temperature in options.temperatures:
-        result = decoder.decode(cross, [prompt], sot_index, DecodingOptions(
+        decoding = DecodingOptions(
             temperature=temperature, timestamps=not options.without_timestamps,
             suppress_blank=options.suppress_blank,
-            max_initial_timestamp=options.max_initial_timestamp), seed=seed)
+            max_initial_timestamp=options.max_initial_timestamp)
+        if temperature == 0 and options.beam_size > 1:
+            result = decoder.beam_decode(cross, prompt, sot_index, decoding,
+                                         options.beam_size, options.patience)
+        else:
+            result = decoder.decode(cross, [prompt], sot_index, decoding, seed=seed)
         avg = float(result.avg_logprob[0])
         ratio = compression_ratio(decode_text(result.tokens[0]).strip())
         tried.append((result, avg, temperature, ratio))
