@@ -15,7 +15,24 @@ import importlib.util
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How a script converts and checks one kind of checkpoint."""
+
+    # converter-module function `(source, output, handle) -> None`
+    convert: str
+    # converter-module function `(preset_dir, source) -> float`; None: no reference exists
+    compare: str | None
+    # the packages `compare` needs, comma-separated
+    reference: str
+    # what `compare` returns, as printed ("<measure>: 1.2e-06 (tolerance 1e-04)")
+    measure: str
+    # the largest accepted value of `compare` unless --tolerance says otherwise
+    tolerance: float = 1e-4
 
 
 def raw_folder(source: str) -> Path:
@@ -35,50 +52,70 @@ def raw_folder(source: str) -> Path:
     return Path(source)
 
 
-def main(argv: list[str] | None, converter: str, reference: str, description: str) -> int:
+def main(argv: list[str] | None, converter: str, reference: str | None, description: str,
+         formats: dict[str, SourceFormat] | None = None) -> int:
     """Run a conversion script.
 
     Args:
         argv: command-line arguments (None: sys.argv).
-        converter: module defining `convert_transformers(source, output, handle)`
-            and `compare_with_transformers(preset_dir, source) -> float`.
-        reference: the packages the comparison needs, comma-separated.
+        converter: module defining the functions the formats name; by default
+            `convert_transformers(source, output, handle)` and
+            `compare_with_transformers(preset_dir, source) -> float`.
+        reference: the packages `compare_with_transformers` needs,
+            comma-separated (unused when `formats` is given).
         description: the script's help text.
+        formats: the checkpoint kinds the script reads, by the name
+            `zoo.presets.formats.detect_format` gives them; default:
+            transformers folders only.
 
     Returns:
-        The exit code: 0 written, 1 mismatch or error, 2 not a checkpoint.
+        The exit code: 0 written, 1 mismatch or error, 2 not a checkpoint it reads.
     """
+    from zoo.presets.formats import detect_format
+
+    if formats is None:
+        formats = {"transformers": SourceFormat(
+            "convert_transformers", "compare_with_transformers", reference or "",
+            "max abs difference vs transformers")}
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("source", help="hf://org/repo, pkg://package/path or a local folder")
+    parser.add_argument("source", help="hf://org/repo, pkg://package/path or a local path")
     parser.add_argument("--name", required=True, help="hub name of the converted preset")
     parser.add_argument("--upload", metavar="HF_HANDLE", help="also upload to hf://org/repo")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="max abs difference allowed against the reference")
+    defaults = ", ".join(f"{f.tolerance:.0e} for {k}" for k, f in formats.items() if f.compare)
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help=f"largest difference allowed against the reference ({defaults})")
     args = parser.parse_args(argv)
 
-    from zoo.core.errors import ZooError
+    from zoo.core.errors import PresetError, ZooError
     from zoo.presets import hub, upload
 
     module = importlib.import_module(converter)
     try:
         folder = raw_folder(args.source)
-        if not (folder / "config.json").is_file():
-            print(f"error: {folder} has no config.json; not a transformers folder",
-                  file=sys.stderr)
+        try:
+            fmt = formats.get(detect_format(folder))
+        except PresetError:
+            fmt = None
+        if fmt is None:
+            print(f"error: {folder} is not a checkpoint this script reads "
+                  f"({', '.join(formats)})", file=sys.stderr)
             return 2
+        tolerance = fmt.tolerance if args.tolerance is None else args.tolerance
         with tempfile.TemporaryDirectory() as tmp:
             preset = Path(tmp) / "preset"
-            module.convert_transformers(folder, preset, args.source)
-            if all(importlib.util.find_spec(p) for p in reference.split(",")):
-                diff = module.compare_with_transformers(preset, folder)
-                print(f"max abs difference vs transformers: {diff:.3e} "
-                      f"(tolerance {args.tolerance:.0e})")
-                if not diff <= args.tolerance:
-                    print("error: conversion does not match transformers; nothing written",
+            getattr(module, fmt.convert)(folder, preset, args.source)
+            if fmt.compare is None:
+                print("no reference implementation for this format: skipped the numerical "
+                      "check")
+            elif all(importlib.util.find_spec(p) for p in fmt.reference.split(",") if p):
+                diff = getattr(module, fmt.compare)(preset, folder)
+                print(f"{fmt.measure}: {diff:.3e} (tolerance {tolerance:.0e})")
+                if not diff <= tolerance:
+                    print("error: conversion does not match the reference; nothing written",
                           file=sys.stderr)
                     return 1
             else:
-                print(f"{reference} not installed: skipped the numerical check")
+                print(f"{fmt.reference} not installed: skipped the numerical check")
             target = hub.presets_dir() / args.name
             with hub.atomic_directory(target, tmp_root=hub.zoo_home() / "tmp") as work:
                 shutil.copytree(preset, work, dirs_exist_ok=True)

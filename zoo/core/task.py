@@ -22,7 +22,9 @@ from zoo.core.preprocessor import Preprocessor
 
 
 def _is_raw(x: Any) -> bool:
-    """Raw inputs are strings, sequences or arrays of them, or tuples of those."""
+    """Raw inputs are strings, sequences or arrays of them, tuples of those, or
+    a list of 1-D sample arrays (audio clips; zoo's models never take a list of
+    batches)."""
     if isinstance(x, str):
         return True
     if isinstance(x, np.ndarray):
@@ -30,7 +32,8 @@ def _is_raw(x: Any) -> bool:
     if isinstance(x, tuple):
         return len(x) > 0 and all(_is_raw(part) and not isinstance(part, str) for part in x)
     if isinstance(x, list):
-        return len(x) > 0 and not isinstance(x[0], (dict, np.ndarray))
+        return len(x) > 0 and not isinstance(x[0], dict) and (
+            not isinstance(x[0], np.ndarray) or x[0].ndim == 1)
     return False
 
 
@@ -39,6 +42,8 @@ def _take(data: Any, index: np.ndarray) -> Any:
         return None
     if isinstance(data, tuple):
         return tuple(_take(part, index) for part in data)
+    if isinstance(data, list) and data and isinstance(data[0], np.ndarray):
+        return [data[i] for i in index]  # np.asarray would stack equal-length clips
     return np.asarray(data, dtype=object if not isinstance(data, np.ndarray) else None)[index]
 
 

@@ -199,3 +199,73 @@ def convert_openai(source: Path, output: Path, handle: str) -> None:
     config, arrays = openai_to_transformers(source)
     _convert(config, arrays, source, output, handle, {},
              source.parent if _has_tokenizer(source.parent) else None)
+
+
+def _verification_inputs(backbone: WhisperBackbone, decoder_start: int
+                         ) -> dict[str, np.ndarray]:
+    """Fixed pseudo-random features (2 clips of 30 s for real models) and
+    decoder ids starting with `decoder_start`, so no audio or tokenizer is needed."""
+    rng = np.random.default_rng(0)
+    frames = 2 * backbone.max_encoder_sequence_length  # the second conv halves them
+    features = rng.normal(size=(2, backbone.num_mels, frames)).astype("float32")
+    length = min(8, backbone.max_decoder_sequence_length)
+    ids = rng.integers(0, backbone.vocabulary_size, size=(2, length)).astype("int32")
+    ids[:, 0] = decoder_start
+    return {"encoder_features": features, "decoder_token_ids": ids,
+            "decoder_padding_mask": np.ones_like(ids)}
+
+
+def _zoo_outputs(preset_dir: Path, decoder_start: int
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(inputs, encoder output, logits) of the converted preset."""
+    from keras import ops
+
+    from zoo.audio.whisper.whisper_audio_to_text import WhisperAudioToText
+
+    task = WhisperAudioToText.from_preset(preset_dir)
+    inputs = _verification_inputs(task.backbone, decoder_start)
+    out = task.backbone.predict_on_batch(inputs)
+    logits = task.logits_from_hidden(out["decoder_sequence_output"])
+    return (inputs, np.asarray(out["encoder_sequence_output"], "float32"),
+            np.asarray(ops.convert_to_numpy(logits), "float32"))
+
+
+def compare_with_transformers(preset_dir: Path, source: Path) -> float:
+    """Max abs difference of encoder outputs and logits against
+    transformers' `WhisperForConditionalGeneration` (loaded in float32), on
+    fixed pseudo-random features and decoder ids. Needs `torch` and `transformers`.
+    """
+    import torch
+    import transformers
+
+    config = json.loads((Path(source) / "config.json").read_text())
+    inputs, encoded, logits = _zoo_outputs(preset_dir, config.get("decoder_start_token_id", 0))
+    reference = transformers.WhisperForConditionalGeneration.from_pretrained(
+        source, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = reference(input_features=torch.from_numpy(inputs["encoder_features"]),
+                        decoder_input_ids=torch.from_numpy(inputs["decoder_token_ids"]).long())
+    return float(max(np.abs(encoded - out.encoder_last_hidden_state.numpy()).max(),
+                     np.abs(logits - out.logits.numpy()).max()))
+
+
+def compare_with_ctranslate2(preset_dir: Path, source: Path) -> float:
+    """Max abs difference of encoder outputs against CTranslate2 (float32 on
+    the CPU), divided by the largest abs value of CTranslate2's output.
+
+    Relative, since outputs grow with model size (about 12 for tiny.en).
+    CTranslate2 computes in float32 from the same stored (often float16)
+    weights as the preset, so the two differ by summation order only:
+    measured 2e-6 on tiny.en with every backend, while single wrong weights
+    (a value bias off by 0.01, a layer norm scale off by 1%) give 4e-3 and
+    1.4e-2. The script's 1e-4 sits 50x above that noise (room for deeper
+    models and other CPUs' kernels) and 40x below such slips. Needs
+    `ctranslate2`.
+    """
+    import ctranslate2
+
+    inputs, encoded, _ = _zoo_outputs(preset_dir, 0)
+    reference = ctranslate2.models.Whisper(str(source), device="cpu", compute_type="float32")
+    features = ctranslate2.StorageView.from_array(inputs["encoder_features"])
+    expected = np.asarray(reference.encode(features, to_cpu=True), "float32")
+    return float(np.abs(encoded - expected).max() / np.abs(expected).max())

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Convert a Whisper checkpoint into a verified zoo preset in the hub.
+
+    python scripts/convert_weights/convert_whisper.py SOURCE --name NAME [--upload hf://org/repo]
+
+SOURCE is hf://openai/whisper-tiny.en (any Whisper), pkg://package/path or a
+local path holding a transformers Whisper folder, a CTranslate2 /
+faster-whisper folder (model.bin) or an openai-whisper .pt file. The
+converted model is run next to the original when its library is installed:
+encoder outputs and logits against transformers' `WhisperForConditionalGeneration`
+(max abs difference, tolerance 1e-4), or the encoder output against
+`ctranslate2.models.Whisper` in float32 (max abs difference over the largest
+abs output, tolerance 1e-4; see `compare_with_ctranslate2`). Above --tolerance
+the script exits 1 and writes nothing. openai-whisper files have no reference
+here and are converted unchecked. The preset is then written atomically to
+$ZOO_HOME/presets/NAME and optionally uploaded.
+"""
+
+import sys
+
+from zoo.cli_convert import SourceFormat
+from zoo.cli_convert import main as run
+
+FORMATS = {
+    "transformers": SourceFormat("convert_transformers", "compare_with_transformers",
+                                 "transformers,torch", "max abs difference vs transformers"),
+    # relative to the output's scale; `compare_with_ctranslate2` says why 1e-4
+    "ctranslate2": SourceFormat("convert_ctranslate2", "compare_with_ctranslate2",
+                                "ctranslate2",
+                                "max abs difference / max abs value vs ctranslate2",
+                                tolerance=1e-4),
+    "torch_file": SourceFormat("convert_openai", None, "", ""),  # openai-whisper .pt
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, "zoo.audio.whisper.whisper_convert", None, __doc__.splitlines()[0],
+               formats=FORMATS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
