@@ -146,3 +146,17 @@ def port_weight(variable: object, array: np.ndarray, *, transpose: bool = False,
             f"{tuple(array.shape)} != {tuple(variable.shape)}."
         )
     variable.assign(array.astype(numpy_dtype(variable.dtype)))
+
+
+def port_dense(layer: object, weights: WeightReader, prefix: str, bias: bool = True) -> None:
+    """Port a torch `Linear` (`{prefix}.weight` `(out, in)`, `{prefix}.bias`)
+    into a Keras `Dense` (kernel `(in, out)`)."""
+    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
+    if bias:
+        port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def port_layer_norm(layer: object, weights: WeightReader, prefix: str) -> None:
+    """Port a torch `LayerNorm` (`weight`/`bias`, or old `gamma`/`beta` names)."""
+    port_weight(layer.gamma, weights.take(f"{prefix}.weight", f"{prefix}.gamma"), name=prefix)
+    port_weight(layer.beta, weights.take(f"{prefix}.bias", f"{prefix}.beta"), name=prefix)

@@ -20,7 +20,13 @@ from zoo.audio.whisper.whisper_checkpoints import (
 )
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
-from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
+from zoo.presets.checkpoint_io import (
+    WeightReader,
+    port_dense,
+    port_layer_norm,
+    port_weight,
+    read_transformers_weights,
+)
 from zoo.utils.progress import progress
 
 
@@ -51,29 +57,17 @@ def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _port_dense(layer: Any, weights: WeightReader, prefix: str, bias: bool = True) -> None:
-    # torch Linear stores (out, in); Keras Dense (in, out).
-    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
-    if bias:
-        port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
-
-
-def _port_layer_norm(layer: Any, weights: WeightReader, prefix: str) -> None:
-    port_weight(layer.gamma, weights.take(f"{prefix}.weight"), name=prefix)
-    port_weight(layer.beta, weights.take(f"{prefix}.bias"), name=prefix)
-
-
 def _port_attention(attention: Any, weights: WeightReader, prefix: str) -> None:
-    _port_dense(attention.query_dense, weights, f"{prefix}.q_proj")
-    _port_dense(attention.key_dense, weights, f"{prefix}.k_proj", bias=False)
-    _port_dense(attention.value_dense, weights, f"{prefix}.v_proj")
-    _port_dense(attention.output_dense, weights, f"{prefix}.out_proj")
+    port_dense(attention.query_dense, weights, f"{prefix}.q_proj")
+    port_dense(attention.key_dense, weights, f"{prefix}.k_proj", bias=False)
+    port_dense(attention.value_dense, weights, f"{prefix}.v_proj")
+    port_dense(attention.output_dense, weights, f"{prefix}.out_proj")
 
 
 def _port_mlp(layer: Any, weights: WeightReader, prefix: str) -> None:
-    _port_dense(layer.intermediate_dense, weights, f"{prefix}.fc1")
-    _port_dense(layer.output_dense, weights, f"{prefix}.fc2")
-    _port_layer_norm(layer.output_layer_norm, weights, f"{prefix}.final_layer_norm")
+    port_dense(layer.intermediate_dense, weights, f"{prefix}.fc1")
+    port_dense(layer.output_dense, weights, f"{prefix}.fc2")
+    port_layer_norm(layer.output_layer_norm, weights, f"{prefix}.final_layer_norm")
 
 
 def _port_conv(layer: Any, weights: WeightReader, prefix: str) -> None:
@@ -90,20 +84,20 @@ def port_backbone(backbone: WhisperBackbone, weights: WeightReader, prefix: str 
     _port_conv(backbone.encoder_conv2, weights, f"{enc}.conv2")
     port_weight(backbone.encoder_position_embedding.embeddings,
                 weights.take(f"{enc}.embed_positions.weight"), name="encoder positions")
-    _port_layer_norm(backbone.encoder_layer_norm, weights, f"{enc}.layer_norm")
+    port_layer_norm(backbone.encoder_layer_norm, weights, f"{enc}.layer_norm")
     port_weight(backbone.token_embedding.embeddings, weights.take(f"{dec}.embed_tokens.weight"),
                 name="embed_tokens")
     port_weight(backbone.decoder_position_embedding.embeddings,
                 weights.take(f"{dec}.embed_positions.weight"), name="decoder positions")
-    _port_layer_norm(backbone.decoder_layer_norm, weights, f"{dec}.layer_norm")
+    port_layer_norm(backbone.decoder_layer_norm, weights, f"{dec}.layer_norm")
     blocks = [(f"{enc}.layers.{i}", layer) for i, layer in enumerate(backbone.encoder_layers)]
     blocks += [(f"{dec}.layers.{i}", layer) for i, layer in enumerate(backbone.decoder_layers)]
     for p, layer in progress(blocks, desc="Converting Whisper", total=len(blocks)):
         _port_attention(layer.self_attention, weights, f"{p}.self_attn")
-        _port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.self_attn_layer_norm")
+        port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.self_attn_layer_norm")
         if layer.name.startswith("decoder"):
             _port_attention(layer.cross_attention, weights, f"{p}.encoder_attn")
-            _port_layer_norm(layer.cross_attention_layer_norm, weights,
+            port_layer_norm(layer.cross_attention_layer_norm, weights,
                              f"{p}.encoder_attn_layer_norm")
         _port_mlp(layer, weights, p)
 

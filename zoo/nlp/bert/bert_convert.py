@@ -22,7 +22,13 @@ from zoo.nlp.bert.bert_preprocessor import BertPreprocessor
 from zoo.nlp.bert.bert_text_classifier import BertTextClassifier
 from zoo.nlp.bert.bert_text_embedder import BertTextEmbedder
 from zoo.nlp.bert.bert_tokenizer import BertTokenizer
-from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
+from zoo.presets.checkpoint_io import (
+    WeightReader,
+    port_dense,
+    port_layer_norm,
+    port_weight,
+    read_transformers_weights,
+)
 from zoo.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -53,17 +59,6 @@ def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _port_layer_norm(layer: Any, weights: WeightReader, prefix: str) -> None:
-    port_weight(layer.gamma, weights.take(f"{prefix}.weight", f"{prefix}.gamma"), name=prefix)
-    port_weight(layer.beta, weights.take(f"{prefix}.bias", f"{prefix}.beta"), name=prefix)
-
-
-def _port_dense(layer: Any, weights: WeightReader, prefix: str) -> None:
-    # torch Linear stores (out, in); Keras Dense (in, out).
-    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
-    port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
-
-
 def port_backbone(backbone: BertBackbone, weights: WeightReader, prefix: str) -> None:
     """Copy `BertModel` weights (keys under `prefix`) into `backbone`."""
     e = f"{prefix}embeddings"
@@ -73,35 +68,35 @@ def port_backbone(backbone: BertBackbone, weights: WeightReader, prefix: str) ->
                 weights.take(f"{e}.position_embeddings.weight"), name="position_embeddings")
     port_weight(backbone.segment_embedding.embeddings,
                 weights.take(f"{e}.token_type_embeddings.weight"), name="token_type_embeddings")
-    _port_layer_norm(backbone.embeddings_layer_norm, weights, f"{e}.LayerNorm")
+    port_layer_norm(backbone.embeddings_layer_norm, weights, f"{e}.LayerNorm")
     layers = backbone.transformer_layers
     for i, layer in enumerate(progress(layers, desc="Converting BERT", total=len(layers))):
         p = f"{prefix}encoder.layer.{i}"
         attention = layer.self_attention
-        _port_dense(attention.query_dense, weights, f"{p}.attention.self.query")
-        _port_dense(attention.key_dense, weights, f"{p}.attention.self.key")
-        _port_dense(attention.value_dense, weights, f"{p}.attention.self.value")
-        _port_dense(attention.output_dense, weights, f"{p}.attention.output.dense")
-        _port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.attention.output.LayerNorm")
-        _port_dense(layer.intermediate_dense, weights, f"{p}.intermediate.dense")
-        _port_dense(layer.output_dense, weights, f"{p}.output.dense")
-        _port_layer_norm(layer.output_layer_norm, weights, f"{p}.output.LayerNorm")
+        port_dense(attention.query_dense, weights, f"{p}.attention.self.query")
+        port_dense(attention.key_dense, weights, f"{p}.attention.self.key")
+        port_dense(attention.value_dense, weights, f"{p}.attention.self.value")
+        port_dense(attention.output_dense, weights, f"{p}.attention.output.dense")
+        port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.attention.output.LayerNorm")
+        port_dense(layer.intermediate_dense, weights, f"{p}.intermediate.dense")
+        port_dense(layer.output_dense, weights, f"{p}.output.dense")
+        port_layer_norm(layer.output_layer_norm, weights, f"{p}.output.LayerNorm")
     if f"{prefix}pooler.dense.weight" in weights:
-        _port_dense(backbone.pooled_dense, weights, f"{prefix}pooler.dense")
+        port_dense(backbone.pooled_dense, weights, f"{prefix}pooler.dense")
     else:
         logger.warning("The checkpoint has no pooler; pooled_output is randomly initialised.")
 
 
 def port_classifier(task: BertTextClassifier, weights: WeightReader) -> None:
     """Copy `BertForSequenceClassification.classifier` into the task head."""
-    _port_dense(task.output_dense, weights, "classifier")
+    port_dense(task.output_dense, weights, "classifier")
 
 
 def port_masked_lm(task: BertMaskedLM, weights: WeightReader) -> None:
     """Copy `BertForMaskedLM.cls.predictions` (decoder tied to embeddings)."""
     head = task.mlm_head
-    _port_dense(head.dense, weights, "cls.predictions.transform.dense")
-    _port_layer_norm(head.layer_norm, weights, "cls.predictions.transform.LayerNorm")
+    port_dense(head.dense, weights, "cls.predictions.transform.dense")
+    port_layer_norm(head.layer_norm, weights, "cls.predictions.transform.LayerNorm")
     port_weight(head.bias, weights.take("cls.predictions.bias", "cls.predictions.decoder.bias"),
                 name="cls.predictions.bias")
     if "cls.predictions.decoder.weight" in weights:

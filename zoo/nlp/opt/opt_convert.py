@@ -17,7 +17,13 @@ from zoo.nlp.opt.opt_backbone import OPTBackbone
 from zoo.nlp.opt.opt_causal_lm import OPTCausalLM
 from zoo.nlp.opt.opt_causal_lm_preprocessor import OPTCausalLMPreprocessor
 from zoo.nlp.opt.opt_tokenizer import OPTTokenizer
-from zoo.presets.checkpoint_io import WeightReader, port_weight, read_transformers_weights
+from zoo.presets.checkpoint_io import (
+    WeightReader,
+    port_dense,
+    port_layer_norm,
+    port_weight,
+    read_transformers_weights,
+)
 from zoo.utils.progress import progress
 
 
@@ -46,18 +52,6 @@ def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _port_dense(layer: Any, weights: WeightReader, prefix: str, bias: bool = True) -> None:
-    # torch Linear stores (out, in); Keras Dense (in, out).
-    port_weight(layer.kernel, weights.take(f"{prefix}.weight"), transpose=True, name=prefix)
-    if bias:
-        port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
-
-
-def _port_layer_norm(layer: Any, weights: WeightReader, prefix: str) -> None:
-    port_weight(layer.gamma, weights.take(f"{prefix}.weight"), name=prefix)
-    port_weight(layer.beta, weights.take(f"{prefix}.bias"), name=prefix)
-
-
 def port_backbone(backbone: OPTBackbone, weights: WeightReader, prefix: str) -> None:
     """Copy `OPTModel` weights (keys under `prefix`, e.g. `model.decoder.`)."""
     port_weight(backbone.token_embedding.embeddings, weights.take(f"{prefix}embed_tokens.weight"),
@@ -65,23 +59,23 @@ def port_backbone(backbone: OPTBackbone, weights: WeightReader, prefix: str) -> 
     port_weight(backbone.position_embedding.embeddings,
                 weights.take(f"{prefix}embed_positions.weight"), name="embed_positions")
     if backbone.project_in is not None:
-        _port_dense(backbone.project_in, weights, f"{prefix}project_in", bias=False)
-        _port_dense(backbone.project_out, weights, f"{prefix}project_out", bias=False)
+        port_dense(backbone.project_in, weights, f"{prefix}project_in", bias=False)
+        port_dense(backbone.project_out, weights, f"{prefix}project_out", bias=False)
     if backbone.output_layer_norm is not None:
-        _port_layer_norm(backbone.output_layer_norm, weights, f"{prefix}final_layer_norm")
+        port_layer_norm(backbone.output_layer_norm, weights, f"{prefix}final_layer_norm")
     bias = backbone.use_bias
     layers = backbone.transformer_layers
     for i, layer in enumerate(progress(layers, desc="Converting OPT", total=len(layers))):
         p = f"{prefix}layers.{i}"
         attention = layer.self_attention
-        _port_dense(attention.query_dense, weights, f"{p}.self_attn.q_proj", bias)
-        _port_dense(attention.key_dense, weights, f"{p}.self_attn.k_proj", bias)
-        _port_dense(attention.value_dense, weights, f"{p}.self_attn.v_proj", bias)
-        _port_dense(attention.output_dense, weights, f"{p}.self_attn.out_proj", bias)
-        _port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.self_attn_layer_norm")
-        _port_dense(layer.intermediate_dense, weights, f"{p}.fc1", bias)
-        _port_dense(layer.output_dense, weights, f"{p}.fc2", bias)
-        _port_layer_norm(layer.output_layer_norm, weights, f"{p}.final_layer_norm")
+        port_dense(attention.query_dense, weights, f"{p}.self_attn.q_proj", bias)
+        port_dense(attention.key_dense, weights, f"{p}.self_attn.k_proj", bias)
+        port_dense(attention.value_dense, weights, f"{p}.self_attn.v_proj", bias)
+        port_dense(attention.output_dense, weights, f"{p}.self_attn.out_proj", bias)
+        port_layer_norm(layer.self_attention_layer_norm, weights, f"{p}.self_attn_layer_norm")
+        port_dense(layer.intermediate_dense, weights, f"{p}.fc1", bias)
+        port_dense(layer.output_dense, weights, f"{p}.fc2", bias)
+        port_layer_norm(layer.output_layer_norm, weights, f"{p}.final_layer_norm")
 
 
 def convert_transformers(source: Path, output: Path, handle: str) -> None:
