@@ -68,9 +68,11 @@ class WhisperAudioToText(Task):
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
 
-    def logits_from_hidden(self, hidden: Any) -> Any:
-        """Logits from decoder hidden states (the tied embedding)."""
-        return self.lm_head(hidden)
+    def logits_from_hidden(self, hidden: Any, head_inputs: tuple = ()) -> Any:
+        """Logits from decoder hidden states (the tied embedding); `head_inputs`
+        is `lm_head.inference_weights()` during decoding (a faster layout of
+        the embedding on torch)."""
+        return self.lm_head(hidden, *head_inputs)
 
     # -- decoding -------------------------------------------------------------
     def _tokenizer(self) -> Any:

@@ -178,11 +178,12 @@ class WhisperDecoder:
             return backbone.cross_key_values(backbone.encode(features))
 
         def prefill(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                    seed: Any) -> Any:
+                    seed: Any, head: tuple) -> Any:
             hidden, cache = backbone.call_decoder_with_cache(prompt, mask, cache, cross, 0)
-            logits = task.logits_from_hidden(hidden[:, -1, :])
+            logits = task.logits_from_hidden(hidden[:, -1, :], head)
             sot_hidden = ops.take(hidden, sot_index, axis=1)
-            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden), "float32"))
+            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden, head),
+                                             "float32"))
             no_speech = sot_probs[:, sp.no_speech]
             batch = ops.shape(prompt)[0]
             state = (ops.full((batch,), -1, "int32"), ops.ones((batch,), "bool"),
@@ -193,18 +194,19 @@ class WhisperDecoder:
             return token, state, cache, no_speech
 
         def decode(token: Any, mask: Any, cache: Any, cross: Any, index: Any, step: Any,
-                   state: tuple, seed: Any) -> Any:
+                   state: tuple, seed: Any, head: tuple) -> Any:
             hidden, cache = backbone.call_decoder_with_cache(token[:, None], mask, cache, cross,
                                                              index)
-            logits = task.logits_from_hidden(hidden[:, -1, :])
+            logits = task.logits_from_hidden(hidden[:, -1, :], head)
             token, state = self._choose(logits, state, step, seed, sampler, options)
             return token, state, cache
 
         def loop(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                 seed: Any) -> Any:
+                 seed: Any, head: tuple) -> Any:
             batch, length = ops.shape(prompt)
             max_new = ops.shape(mask)[1] - length
-            token, state, cache, no_speech = prefill(prompt, mask, cache, cross, sot_index, seed)
+            token, state, cache, no_speech = prefill(prompt, mask, cache, cross, sot_index, seed,
+                                                     head)
             out = ops.full((batch, max_new), sp.eot, dtype="int32")
             out = ops.slice_update(out, (0, 0), token[:, None])
 
@@ -213,7 +215,7 @@ class WhisperDecoder:
 
             def body(i: Any, token: Any, state: tuple, cache: Any, out: Any) -> tuple:
                 token, state, cache = decode(token, mask, cache, cross, length + i - 1, i,
-                                             state, seed)
+                                             state, seed, head)
                 out = ops.slice_update(out, (0, i), token[:, None])
                 return i + 1, token, state, cache, out
 
@@ -255,12 +257,13 @@ class WhisperDecoder:
         steps = self._get_steps(sampler, options)
         cache = self.backbone.init_cache(batch, mask.shape[1])
         sot, seed_ = np.int32(sot_index), np.int32(seed)
+        head = self.task.lm_head.inference_weights()
         if "loop" in steps:
-            out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_)
+            out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_, head)
             out = np.asarray(ops.convert_to_numpy(out), "int32")
         else:
             out, sum_lp, no_speech = self._python_loop(steps, prompt, mask, cache, cross,
-                                                       sot, seed_, max_new)
+                                                       sot, seed_, head, max_new)
         tokens = []
         for row in out:
             ends = np.flatnonzero(row == self.special.eot)
@@ -295,26 +298,28 @@ class WhisperDecoder:
             return self._steps[key]
         backbone, task, sp = self.backbone, self.task, self.special
 
-        def candidates(hidden: Any, step: Any, last: Any, pen: Any, last_ts: Any) -> Any:
-            logits = self._filter(ops.cast(task.logits_from_hidden(hidden), "float32"), step,
-                                  last, pen, last_ts, options)
+        def candidates(hidden: Any, step: Any, last: Any, pen: Any, last_ts: Any,
+                       head: tuple) -> Any:
+            logits = self._filter(ops.cast(task.logits_from_hidden(hidden, head), "float32"),
+                                  step, last, pen, last_ts, options)
             values, indices = ops.top_k(ops.log_softmax(logits, axis=-1), width)
             return values, ops.cast(indices, "int32")
 
         def prefill(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                    last: Any, pen: Any, last_ts: Any) -> Any:
+                    last: Any, pen: Any, last_ts: Any, head: tuple) -> Any:
             hidden, cache = backbone.call_decoder_with_cache(prompt, mask, cache, cross, 0)
             sot_hidden = ops.take(hidden, sot_index, axis=1)
-            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden), "float32"))
+            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden, head),
+                                             "float32"))
             values, indices = candidates(hidden[:, -1, :], ops.convert_to_tensor(0, "int32"),
-                                         last, pen, last_ts)
+                                         last, pen, last_ts, head)
             return values, indices, cache, sot_probs[:, sp.no_speech]
 
         def decode(token: Any, mask: Any, cache: Any, cross: Any, index: Any, step: Any,
-                   last: Any, pen: Any, last_ts: Any) -> Any:
+                   last: Any, pen: Any, last_ts: Any, head: tuple) -> Any:
             hidden, cache = backbone.call_decoder_with_cache(token[:, None], mask, cache, cross,
                                                              index)
-            values, indices = candidates(hidden[:, -1, :], step, last, pen, last_ts)
+            values, indices = candidates(hidden[:, -1, :], step, last, pen, last_ts, head)
             return values, indices, cache
 
         steps = {"prefill": compile_step(prefill, variables),
@@ -357,8 +362,9 @@ class WhisperDecoder:
         seqs: list[list[int]] = [[] for _ in range(beam_size)]
         scores = np.full(beam_size, -np.inf)
         scores[0] = 0.0  # the beams start identical: expand one
+        head = self.task.lm_head.inference_weights()
         values, indices, cache, no_speech = steps["prefill"](ids, mask_t, cache, cross,
-                                                             np.int32(sot), *state(seqs))
+                                                             np.int32(sot), *state(seqs), head)
         finished: list[tuple[list[int], float]] = []
         wanted = max(1, round(beam_size * patience))
         for i in range(max_new):
@@ -384,7 +390,7 @@ class WhisperDecoder:
             tokens = np.array([t for _, _, t in kept], "int32")
             values, indices, cache = steps["decode"](
                 tokens, mask_t, cache, cross, np.int32(ids.shape[1] + i), np.int32(i + 1),
-                *state(seqs))
+                *state(seqs), head)
         if not finished:
             finished = [(seqs[b], scores[b]) for b in range(beam_size) if np.isfinite(scores[b])]
         best, score = max(finished, key=lambda f: f[1] / max(len(f[0]), 1))
@@ -392,10 +398,12 @@ class WhisperDecoder:
                               np.asarray(ops.convert_to_numpy(no_speech), "float64")[:1])
 
     def _python_loop(self, steps: dict, prompt: np.ndarray, mask: np.ndarray, cache: Any,
-                     cross: Any, sot: np.int32, seed: np.int32, max_new: int) -> tuple:
+                     cross: Any, sot: np.int32, seed: np.int32, head: tuple,
+                     max_new: int) -> tuple:
         length = prompt.shape[1]
         mask_t = ops.convert_to_tensor(mask)
-        token, state, cache, no_speech = steps["prefill"](prompt, mask_t, cache, cross, sot, seed)
+        token, state, cache, no_speech = steps["prefill"](prompt, mask_t, cache, cross, sot, seed,
+                                                          head)
         out = np.full((prompt.shape[0], max_new), self.special.eot, "int32")
         out[:, 0] = ops.convert_to_numpy(token)
         for i in range(1, max_new):
@@ -403,6 +411,6 @@ class WhisperDecoder:
                 break
             token, state, cache = steps["decode"](token, mask_t, cache, cross,
                                                   np.int32(length + i - 1), np.int32(i),
-                                                  state, seed)
+                                                  state, seed, head)
             out[:, i] = ops.convert_to_numpy(token)
         return out, state[4], no_speech
