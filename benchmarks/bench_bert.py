@@ -339,10 +339,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(backends) - set(BACKENDS))
-    if unknown:
-        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(BACKENDS)}")
+    backends = common.parse_backends(args.backends, BACKENDS)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
         "benchmark": "bert_forward",
@@ -398,11 +395,7 @@ def run_parent(args: argparse.Namespace) -> int:
               f"(target >= {1 / TARGET_MAX_SLOWDOWN:.2f}: "
               f"{'met' if t['all_backends_met'] else 'MISSED'})")
     print(f"results written to {out}")
-    failed = [PEER] * ("error" in results[PEER]) + [b for b, r in zoo.items() if "error" in r]
-    if failed:
-        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return common.exit_code(PEER, results[PEER], zoo)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -360,10 +360,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(backends) - set(BACKENDS))
-    if unknown:
-        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(BACKENDS)}")
+    backends = common.parse_backends(args.backends, BACKENDS)
     batches = parse_batches(args.batches)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
@@ -417,15 +414,11 @@ def run_parent(args: argparse.Namespace) -> int:
                      f" {'met' if t['torch_met'] else 'MISSED'})")
         print(line, end="")
     print(f"\nresults written to {out}")
-    failed = [PEER] * ("error" in results[PEER]) + [b for b, r in zoo.items() if "error" in r]
     mismatched = [f"{b}@batch{n}" for b, r in zoo.items()
                   for n, e in r.get("batches", {}).items() if e.get("ids_match") is False]
     if mismatched:
         print(f"greedy ids differ from transformers: {', '.join(mismatched)}", file=sys.stderr)
-    if failed:
-        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return common.exit_code(PEER, results[PEER], zoo)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

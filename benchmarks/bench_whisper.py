@@ -170,10 +170,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(backends) - set(BACKENDS))
-    if unknown:
-        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(BACKENDS)}")
+    backends = common.parse_backends(args.backends, BACKENDS)
     chosen = SMOKE_CLIPS if args.smoke else CLIPS
     results: dict[str, Any] = {
         "benchmark": "whisper_transcribe",
@@ -215,11 +212,7 @@ def run_parent(args: argparse.Namespace) -> int:
         print(f"{name}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x of faster-whisper's "
               f"speed (target >= {TARGET_RATIO:.2f}: {'met' if t['met'] else 'MISSED'})")
     print(f"results written to {out}")
-    failed = [PEER] * ("error" in results[PEER]) + [b for b, r in zoo.items() if "error" in r]
-    if failed:
-        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return common.exit_code(PEER, results[PEER], zoo)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

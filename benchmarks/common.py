@@ -307,6 +307,24 @@ def apply_run_defaults(args: Any, argv: Sequence[str] | None, smoke_workload: di
         args.wait_idle = 0.0 if args.smoke else 300.0
 
 
+def parse_backends(text: str, allowed: Sequence[str]) -> list[str]:
+    """The comma-separated `--backends` value as a list; exits on unknown names."""
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(allowed))
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(allowed)}")
+    return backends
+
+
+def exit_code(peer_name: str, peer: dict[str, Any], zoo: dict[str, dict[str, Any]]) -> int:
+    """1 (after naming them on stderr) when the peer or a zoo worker failed, else 0."""
+    failed = [peer_name] * ("error" in peer) + [b for b, r in zoo.items() if "error" in r]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None, parse_args: Callable[[Any], Any],
          run_worker: Callable[[Any], int], run_parent: Callable[[Any], int]) -> int:
     """A benchmark script's entry point: parse, then run as worker or parent."""
