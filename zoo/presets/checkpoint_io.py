@@ -145,7 +145,13 @@ def port_weight(variable: object, array: np.ndarray, *, transpose: bool = False,
             f"Cannot port {name or 'a weight'} into {variable.path}: shape "
             f"{tuple(array.shape)} != {tuple(variable.shape)}."
         )
-    variable.assign(array.astype(numpy_dtype(variable.dtype)))
+    from zoo.core import deferred
+
+    array = array.astype(numpy_dtype(variable.dtype))
+    if deferred.is_deferred(variable):  # built by deferred.abstract_build: no value yet
+        deferred.materialize(variable, array)
+    else:
+        variable.assign(array)
 
 
 def port_dense(layer: object, weights: WeightReader, prefix: str, bias: bool = True) -> None:

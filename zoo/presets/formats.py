@@ -24,10 +24,27 @@ CTRANSLATE2_CONVERTERS: dict[str, str] = {
 #: single-file PyTorch checkpoints, by the family that reads them
 TORCH_FILE_CONVERTERS: dict[str, str] = {
     "openai_whisper": "zoo.audio.whisper.whisper_convert:convert_openai",
+    "ultralytics": "zoo.cv.yolov8.yolov8_convert:convert_ultralytics",
 }
 
 SUPPORTED = ("zoo presets, transformers folders (model types: {}), CTranslate2 Whisper "
-             "folders (model.bin) and openai-whisper .pt files")
+             "folders (model.bin), openai-whisper .pt files and ultralytics YOLOv8 .pt files")
+
+
+def torch_file_kind(path: Path) -> str:
+    """Which family wrote a single-file PyTorch checkpoint: `"ultralytics"` when
+    its pickle names ultralytics classes, else `"openai_whisper"` (whose
+    converter explains what it expected when the file is something else)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pickles = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+            if pickles and b"ultralytics" in zf.read(pickles[0]):
+                return "ultralytics"
+    except (OSError, zipfile.BadZipFile):
+        pass  # the converter reports what is wrong with the file
+    return "openai_whisper"
 
 
 def ctranslate2_spec(path: Path) -> str | None:
@@ -102,6 +119,6 @@ def converter_for(path: Path, fmt: str) -> Callable[[Path, Path, str], None]:
                 f"{', '.join(sorted(CTRANSLATE2_CONVERTERS))}).")
         return _load(CTRANSLATE2_CONVERTERS[spec])
     if fmt == "torch_file":
-        # The only single-file format so far; each converter checks the content.
-        return _load(TORCH_FILE_CONVERTERS["openai_whisper"])
+        # Each converter checks the content in detail.
+        return _load(TORCH_FILE_CONVERTERS[torch_file_kind(Path(path))])
     raise ConversionError(f"No converter for format {fmt!r}.")

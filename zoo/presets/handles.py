@@ -3,6 +3,7 @@
 Handles:
     "all_minilm_l6_v2"             a catalog name; its sources are tried in order
     "hf://org/repo[@revision]"     a Hugging Face repo (zoo preset or raw checkpoint)
+    "hf://org/repo[@rev]/file.pt"  one checkpoint file in a Hugging Face repo
     "pkg://python_package/sub/dir" files shipped inside an installed package
     "/some/dir", Path(...)         a local zoo preset or raw checkpoint
 
@@ -164,16 +165,52 @@ def parse_hf(handle: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def split_hf_file(handle: str) -> tuple[str, str | None]:
+    """`hf://org/repo[@rev]/path/file` -> (`hf://org/repo[@rev]`, `path/file`);
+    a handle without a file path gives (handle, None)."""
+    parts = handle[len("hf://"):].split("/", 2)
+    if len(parts) < 3 or not parts[2]:
+        return handle, None
+    return f"hf://{parts[0]}/{parts[1]}", parts[2]
+
+
 def _resolve_hf(handle: str) -> Path:
-    repo_id, revision = parse_hf(handle)
+    repo_handle, filename = split_hf_file(handle)
+    repo_id, revision = parse_hf(repo_handle)
     cached = hub.cached_preset_path(handle)
     if cached.is_dir():
         return cached
+    if filename is not None:
+        local = _hf_file(handle, repo_id, revision, filename)
+        return convert_into_hub(local, detect_format(local), handle, handle)
     local = _hf_snapshot(handle, repo_id, revision)
     fmt = detect_format(local)
     if fmt == "zoo":
         return local
     return convert_into_hub(local, fmt, handle, handle)
+
+
+def _hf_file(handle: str, repo_id: str, revision: str | None, filename: str) -> Path:
+    """One file of a Hugging Face repo, from the cache, else from the network."""
+    import huggingface_hub
+    import huggingface_hub.constants
+    import huggingface_hub.errors
+
+    try:
+        return Path(huggingface_hub.hf_hub_download(
+            repo_id, filename, revision=revision, local_files_only=True))
+    except (huggingface_hub.errors.LocalEntryNotFoundError, FileNotFoundError):
+        pass
+    reason = "HF_HUB_OFFLINE is set"
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        try:
+            return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
+        except Exception as e:  # HTTP, connection and DNS errors come in many types
+            reason = f"the download failed: {type(e).__name__}: {str(e).splitlines()[0]}"
+    raise PresetNotFoundError(
+        f"{handle} is not in the Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE})"
+        f" and {reason}. Fix: connect to the network, or set HF_HUB_CACHE/HF_HOME to a cache "
+        "that holds the file, or pass a local path.")
 
 
 def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:

@@ -274,7 +274,7 @@ def load_torch_checkpoint(
                 order = zf.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
             if order not in ("little", "big"):
                 raise _FormatError(f"has an unknown byteorder {order!r}")
-            allowed = dict(allowed_globals or {})
+            allowed = allowed_globals if allowed_globals is not None else {}
             with zf.open(pickles[0]) as file:
                 return _Unpickler(file, zf, prefix, path, order != sys.byteorder, allowed).load()
     except UnsafeCheckpointError:
