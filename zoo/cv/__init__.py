@@ -1,0 +1,1 @@
+"""Computer-vision model families and their shared box utilities."""
