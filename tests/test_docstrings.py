@@ -13,7 +13,10 @@ MODULES = [
     "zoo.nlp.opt.opt_tokenizer", "zoo.tokenizers.byte_pair", "zoo.samplers",
     "zoo.core.backbone", "zoo.layout.layout_map", "zoo.utils.audio",
     "zoo.audio.whisper.whisper_audio_converter", "zoo.audio.whisper.whisper_backbone",
-    "zoo.audio.whisper.whisper_tokenizer",
+    "zoo.audio.whisper.whisper_tokenizer", "zoo.utils.images", "zoo.cv.box_ops", "zoo.cv.nms",
+    "zoo.cv.coco_metrics", "zoo.cv.yolov8.yolov8_decode", "zoo.cv.yolov8.yolov8_backbone",
+    "zoo.cv.yolov8.yolov8_detector", "zoo.cv.yolov8.yolov8_image_converter",
+    "zoo.cv.yolov8.yolov8_object_detector_preprocessor", "zoo.cv.yolov8.yolov8_loss",
 ]
 
 

@@ -17,11 +17,18 @@ from zoo.audio.whisper import (
 from zoo.core.backbone import Backbone
 from zoo.core.causal_lm import CausalLM
 from zoo.core.masked_lm import MaskedLM
+from zoo.core.object_detector import ObjectDetector
 from zoo.core.preprocessor import Preprocessor
 from zoo.core.task import Task
 from zoo.core.text_classifier import TextClassifier
 from zoo.core.text_embedder import TextEmbedder
 from zoo.core.tokenizer import Tokenizer
+from zoo.cv.yolov8 import (
+    YOLOV8Backbone,
+    YOLOV8Detector,
+    YOLOV8ImageConverter,
+    YOLOV8ObjectDetectorPreprocessor,
+)
 from zoo.nlp.bert import (
     BertBackbone,
     BertMaskedLM,
@@ -34,11 +41,13 @@ from zoo.nlp.bert import (
 from zoo.nlp.opt import OPTBackbone, OPTCausalLM, OPTCausalLMPreprocessor, OPTTokenizer
 
 __all__ = [
-    "Backbone", "CausalLM", "MaskedLM", "Preprocessor", "Task", "TextClassifier", "TextEmbedder",
+    "Backbone", "CausalLM", "MaskedLM", "ObjectDetector", "Preprocessor", "Task",
+    "TextClassifier", "TextEmbedder",
     "Tokenizer",
     "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
     "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
     "OPTBackbone", "OPTCausalLM", "OPTCausalLMPreprocessor", "OPTTokenizer",
     "WhisperAudioConverter", "WhisperAudioToText", "WhisperAudioToTextPreprocessor",
     "WhisperBackbone", "WhisperTokenizer",
+    "YOLOV8Backbone", "YOLOV8Detector", "YOLOV8ImageConverter", "YOLOV8ObjectDetectorPreprocessor",
 ]

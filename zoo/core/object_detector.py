@@ -1,0 +1,165 @@
+"""`ObjectDetector`: a task that maps raw images to boxes, classes and scores.
+
+Families implement `detect_batch` (preprocessed batch -> padded detections in
+input pixels) and their loss; this base handles raw inputs: images of any
+size as numpy arrays, PIL images or file paths, batched through the
+preprocessor's image converter, with boxes mapped back to original pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from zoo.core.task import PreprocessedBatches, Task
+
+
+def is_single_image(x: Any) -> bool:
+    """A path, a PIL image or one 2-D / 3-D array (not a list of them)."""
+    if isinstance(x, (str, os.PathLike)):
+        return True
+    if isinstance(x, np.ndarray):
+        return x.ndim in (2, 3)
+    return type(x).__module__.startswith("PIL.")
+
+
+def as_image_list(x: Any) -> list[Any]:
+    """Raw images as a list: one image, a list/tuple of them, or a 4-D array
+    (a stack of same-size images)."""
+    if is_single_image(x):
+        return [x]
+    if isinstance(x, np.ndarray) and x.ndim == 4:
+        return list(x)
+    if isinstance(x, (list, tuple)) and x and all(is_single_image(i) for i in x):
+        return list(x)
+    raise ValueError(
+        f"Expected images: a file path, a PIL image, a (height, width[, channels]) array "
+        f"or a list of them, got {type(x).__name__}"
+        + (f" of shape {x.shape}" if isinstance(x, np.ndarray) else "")
+        + ". Fix: pass e.g. detector.predict(['photo.jpg']) or a list of numpy images.")
+
+
+def _is_raw_images(x: Any) -> bool:
+    try:
+        as_image_list(x)
+        return True
+    except ValueError:
+        return False
+
+
+class ObjectDetector(Task):
+    """Base class for object detectors.
+
+    `predict(images)` returns one dict per image: `boxes` `(n, 4)` float32
+    xyxy in the original image's pixels, `classes` `(n,)` int, `class_names`
+    (list of str) and `scores` `(n,)`, best first. `fit(images, annotations)`
+    trains on raw images with one annotation dict per image,
+    `{"boxes": (n, 4) xyxy original pixels, "classes": (n,)}`, augmented by
+    the preprocessor (training mode). `evaluate_coco(images, annotations)`
+    computes COCO mAP@0.5:0.95 and mAP@0.5.
+
+    Subclasses implement `detect_batch(batch)` returning padded arrays
+    `boxes` `(b, d, 4)` (input pixels), `scores`, `classes` `(b, d)` and
+    `num_detections` `(b,)`, and set `class_names`.
+    """
+
+    class_names: list[str]
+
+    def detect_batch(self, batch: Any, score_threshold: float | None = None,
+                     iou_threshold: float | None = None) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    # -- raw-input training ---------------------------------------------------
+    def _wrap(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
+              shuffle: bool = False, training: bool = False) -> tuple[Any, Any, Any, int | None]:
+        if self.preprocessor is None or not _is_raw_images(x):
+            return x, y, sample_weight, batch_size
+        images = as_image_list(x)
+        if y is not None and len(y) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(y)} annotations. Fix: pass "
+                             "one {'boxes', 'classes'} dict per image (empty arrays for none).")
+        call = functools.partial(self.preprocessor, training=training)
+        data = PreprocessedBatches(call, images, None if y is None else list(y), sample_weight,
+                                   batch_size or 16, shuffle=shuffle)
+        return data, None, None, None
+
+    def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
+            shuffle: bool = True, sample_weight: Any = None, **kwargs: Any
+            ) -> keras.callbacks.History:
+        """Train on raw images and annotations (augmented) or preprocessed arrays.
+
+        Args:
+            x: images (list of arrays, PIL images or paths).
+            y: one dict per image, `{"boxes": (n, 4) xyxy in original pixels,
+                "classes": (n,) ints}`.
+            batch_size: images per step (16).
+            **kwargs: the rest of `keras.Model.fit`'s arguments.
+        """
+        x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size,
+                                                     shuffle, training=True)
+        return keras.Model.fit(self, x, y, batch_size=batch_size, shuffle=shuffle,
+                               sample_weight=sample_weight, **kwargs)
+
+    # -- inference --------------------------------------------------------------
+    def predict(self, x: Any, batch_size: int | None = None,
+                score_threshold: float | None = None, iou_threshold: float | None = None,
+                **kwargs: Any) -> list[dict[str, Any]]:
+        """Detect objects in images of any size.
+
+        Args:
+            x: a file path, PIL image or numpy image (grayscale, RGB or RGBA;
+                uint8, or float in [0, 1]), or a list of them.
+            batch_size: images per forward pass (8).
+            score_threshold: keep boxes scoring above this (default: the
+                detector's `score_threshold`).
+            iou_threshold: non-max suppression IoU (default: the detector's).
+
+        Returns:
+            One dict per image: `boxes` (xyxy, original pixels), `classes`,
+            `class_names`, `scores`, best first.
+        """
+        if kwargs:
+            raise TypeError(f"predict() got unexpected arguments {sorted(kwargs)}.")
+        if self.preprocessor is None:
+            raise ValueError("This detector has no preprocessor, so it cannot read raw "
+                             "images. Fix: pass preprocessor=YOLOV8ObjectDetectorPreprocessor().")
+        images = as_image_list(x)
+        converter = self.preprocessor.image_converter
+        batch_size = batch_size or 8
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(images), batch_size):
+            batch, metas = converter(images[start:start + batch_size])
+            out = self.detect_batch(batch, score_threshold, iou_threshold)
+            for row, meta in enumerate(metas):
+                n = int(out["num_detections"][row])
+                boxes = converter.boxes_to_original(out["boxes"][row, :n], meta)
+                classes = out["classes"][row, :n].astype("int64")
+                results.append({
+                    "boxes": np.asarray(boxes, "float32"),
+                    "classes": classes,
+                    "class_names": [self.class_names[c] for c in classes],
+                    "scores": np.asarray(out["scores"][row, :n], "float32"),
+                })
+        return results
+
+    def evaluate_coco(self, x: Sequence[Any], y: Sequence[dict[str, Any]],
+                      batch_size: int | None = None, max_detections: int = 100,
+                      score_threshold: float = 0.001) -> dict[str, Any]:
+        """COCO-style mAP of `predict(x)` against annotations `y` (original pixels).
+
+        Detections are kept down to `score_threshold` (0.001, as ultralytics
+        validates), so the precision/recall curve is complete.
+
+        Returns:
+            `map` (mAP@0.5:0.95), `map50`, `map75` and per-class AP, as
+            pycocotools computes them.
+        """
+        from zoo.cv.coco_metrics import coco_evaluate
+
+        predictions = self.predict(x, batch_size=batch_size, score_threshold=score_threshold)
+        return coco_evaluate(predictions, list(y), max_detections=max_detections)

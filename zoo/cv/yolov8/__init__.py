@@ -1,0 +1,9 @@
+"""YOLOv8: anchor-free object detection (ultralytics, 2023)."""
+
+from zoo.cv.yolov8.yolov8_backbone import YOLOV8Backbone
+from zoo.cv.yolov8.yolov8_detector import YOLOV8Detector
+from zoo.cv.yolov8.yolov8_image_converter import YOLOV8ImageConverter
+from zoo.cv.yolov8.yolov8_object_detector_preprocessor import YOLOV8ObjectDetectorPreprocessor
+
+__all__ = ["YOLOV8Backbone", "YOLOV8Detector", "YOLOV8ImageConverter",
+           "YOLOV8ObjectDetectorPreprocessor"]
