@@ -4,7 +4,8 @@ This is the one place where zoo has backend-specific code (see DESIGN.md):
 
 - JAX: `jax.jit`, with the model's variables passed in as explicit state
   (a `keras.StatelessScope` maps each variable to its traced value).
-- TensorFlow: `tf.function(jit_compile=True)`. NumPy arguments become tensors
+- TensorFlow: `tf.function(jit_compile=True)` (or a plain graph with
+  `xla=False`, for convolutional networks). NumPy arguments become tensors
   before the call: TensorFlow would otherwise treat a NumPy scalar as a
   compile-time constant and compile the function again for every value.
 - PyTorch: `torch.jit.trace` of the function, again with the variables as
@@ -39,7 +40,7 @@ class CompiledStep:
     """
 
     def __init__(self, fn: Callable[..., Any], variables: Sequence[keras.Variable],
-                 trace: bool = True) -> None:
+                 trace: bool = True, xla: bool = True) -> None:
         self.fn = fn
         self.variables = list(variables)
         self.trace_count = 0
@@ -52,7 +53,7 @@ class CompiledStep:
         elif self._backend == "tensorflow":
             import tensorflow as tf
 
-            self._compiled = tf.function(self._counted, jit_compile=True,
+            self._compiled = tf.function(self._counted, jit_compile=xla,
                                          reduce_retracing=False)
         elif self._backend == "torch":
             self._trace = trace
@@ -108,7 +109,7 @@ class CompiledStep:
 
 
 def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
-                 trace: bool = True) -> CompiledStep:
+                 trace: bool = True, xla: bool = True) -> CompiledStep:
     """Return a compiled version of `fn(*tensors)` that reads `variables`.
 
     Args:
@@ -117,8 +118,12 @@ def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
         trace: on PyTorch, trace `fn` with `torch.jit.trace` (default) or run
             it eagerly; set False when `fn` has data-dependent Python control
             flow (a loop that stops early). Ignored on JAX and TensorFlow.
+        xla: on TensorFlow, compile with XLA (default) or run a plain
+            `tf.function` graph, whose CPU convolutions are oneDNN's fused
+            kernels (faster for convolutional networks: YOLOv8s 151 vs 163 ms).
+            Ignored on JAX (always XLA) and PyTorch.
     """
-    return CompiledStep(fn, variables, trace=trace)
+    return CompiledStep(fn, variables, trace=trace, xla=xla)
 
 
 def update_cache(cache: Any, start: Sequence[Any], update: Any) -> Any:
