@@ -61,3 +61,13 @@ def test_bad_arguments():
         YOLOV8Backbone(stackwise_channels=[8, 16], stackwise_depth=[1, 1, 1, 1])
     with pytest.raises(ValueError, match="Unknown YOLOv8 scale"):
         YOLOV8Backbone.from_scale("q")
+
+
+@pytest.mark.parametrize("scale", "nsmlx")
+def test_catalog_parameter_counts_are_the_models(scale):
+    import zoo.presets
+
+    detector, _ = deferred.abstract_build(
+        lambda: YOLOV8Detector(YOLOV8Backbone.from_scale(scale), num_classes=80))
+    total = sum(int(np.prod(v.shape)) for v in detector.weights)
+    assert zoo.presets.info(f"yolov8{scale}_coco")["params"] == total
