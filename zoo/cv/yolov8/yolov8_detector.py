@@ -14,7 +14,7 @@ from zoo.core.object_detector import ObjectDetector
 from zoo.presets.checkpoint_io import port_weight
 from zoo.cv.yolov8.yolov8_backbone import YOLOV8Backbone
 from zoo.cv.yolov8.yolov8_decode import STRIDES, decode_boxes, make_anchors
-from zoo.cv.yolov8.yolov8_layers import BN_EPSILON, Graph, backbone_graph, detector_graph
+from zoo.cv.yolov8.yolov8_layers import Graph, backbone_graph, detector_graph
 from zoo.cv.yolov8.yolov8_object_detector_preprocessor import YOLOV8ObjectDetectorPreprocessor
 
 
@@ -202,7 +202,7 @@ class YOLOV8Detector(ObjectDetector):
             else:
                 gamma, beta, mean, var = (ops.convert_to_numpy(ops.cast(v, "float32")) for v in (
                     bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
-                scale = gamma / np.sqrt(var + BN_EPSILON)
+                scale = gamma / np.sqrt(var + bn.epsilon)
                 kernel, bias = kernel * scale, beta - mean * scale
             port_weight(target.kernel, kernel, name=target.name)
             port_weight(target.bias, bias, name=target.name)
