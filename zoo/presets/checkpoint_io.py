@@ -166,3 +166,21 @@ def port_layer_norm(layer: object, weights: WeightReader, prefix: str) -> None:
     """Port a torch `LayerNorm` (`weight`/`bias`, or old `gamma`/`beta` names)."""
     port_weight(layer.gamma, weights.take(f"{prefix}.weight", f"{prefix}.gamma"), name=prefix)
     port_weight(layer.beta, weights.take(f"{prefix}.bias", f"{prefix}.beta"), name=prefix)
+
+
+def port_conv2d(layer: object, weights: WeightReader, prefix: str, bias: bool = True) -> None:
+    """Port a torch `Conv2d` (`{prefix}.weight` `(out, in, kh, kw)`) into a
+    Keras `Conv2D` (kernel `(kh, kw, in, out)`). A 1x1 convolution may also
+    come from a `Linear` (`(out, in)`), as in old VAE attention checkpoints."""
+    kernel = weights.take(f"{prefix}.weight")
+    if kernel.ndim == 2:
+        kernel = kernel[:, :, None, None]
+    port_weight(layer.kernel, np.transpose(kernel, (2, 3, 1, 0)), name=prefix)
+    if bias:
+        port_weight(layer.bias, weights.take(f"{prefix}.bias"), name=prefix)
+
+
+def port_group_norm(layer: object, weights: WeightReader, prefix: str) -> None:
+    """Port a torch `GroupNorm` into a Keras `GroupNormalization`."""
+    port_weight(layer.gamma, weights.take(f"{prefix}.weight"), name=prefix)
+    port_weight(layer.beta, weights.take(f"{prefix}.bias"), name=prefix)

@@ -1,0 +1,1 @@
+"""Diffusion models: Stable Diffusion and its noise schedulers."""
