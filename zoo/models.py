@@ -23,11 +23,17 @@ from zoo.core.task import Task
 from zoo.core.text_classifier import TextClassifier
 from zoo.core.text_embedder import TextEmbedder
 from zoo.core.tokenizer import Tokenizer
+from zoo.core.text_to_image import TextToImage
 from zoo.cv.yolov8 import (
     YOLOV8Backbone,
     YOLOV8Detector,
     YOLOV8ImageConverter,
     YOLOV8ObjectDetectorPreprocessor,
+)
+from zoo.diffusion.stable_diffusion import (
+    StableDiffusion,
+    StableDiffusionBackbone,
+    StableDiffusionPreprocessor,
 )
 from zoo.nlp.bert import (
     BertBackbone,
@@ -39,14 +45,16 @@ from zoo.nlp.bert import (
     BertTokenizer,
 )
 from zoo.nlp.opt import OPTBackbone, OPTCausalLM, OPTCausalLMPreprocessor, OPTTokenizer
+from zoo.tokenizers.clip import CLIPTokenizer
 
 __all__ = [
     "Backbone", "CausalLM", "MaskedLM", "ObjectDetector", "Preprocessor", "Task",
-    "TextClassifier", "TextEmbedder",
-    "Tokenizer",
+    "TextClassifier", "TextEmbedder", "TextToImage",
+    "Tokenizer", "CLIPTokenizer",
     "BertBackbone", "BertMaskedLM", "BertMaskedLMPreprocessor", "BertPreprocessor",
     "BertTextClassifier", "BertTextEmbedder", "BertTokenizer",
     "OPTBackbone", "OPTCausalLM", "OPTCausalLMPreprocessor", "OPTTokenizer",
+    "StableDiffusion", "StableDiffusionBackbone", "StableDiffusionPreprocessor",
     "WhisperAudioConverter", "WhisperAudioToText", "WhisperAudioToTextPreprocessor",
     "WhisperBackbone", "WhisperTokenizer",
     "YOLOV8Backbone", "YOLOV8Detector", "YOLOV8ImageConverter", "YOLOV8ObjectDetectorPreprocessor",

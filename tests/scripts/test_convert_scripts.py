@@ -196,3 +196,46 @@ def test_hf_file_handle_resolves_from_the_cache(zoo_home, hf_cache, tmp_path):
     assert detector.class_names == ["Normal", "Fall"]
     with pytest.raises(PresetNotFoundError, match="yolov8n.pt"):
         Task.from_preset("hf://Ultralytics/YOLOv8/yolov8n.pt")
+
+
+SD_SCRIPT = ROOT / "scripts" / "convert_weights" / "convert_stable_diffusion.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    from tests.diffusion.stable_diffusion.tiny_pipeline import make_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_sd_script")
+    make_pipeline(root)
+    return root / "diffusers"
+
+
+def test_stable_diffusion_script_converts_verifies_and_writes_hub(tiny_sd, zoo_home):
+    env = {**os.environ, "ZOO_HOME": str(zoo_home)}
+    result = subprocess.run([sys.executable, str(SD_SCRIPT), str(tiny_sd), "--name", "tiny_sd"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    diff = float(result.stdout.split("max abs difference vs diffusers/transformers: ")[1].split()[0])
+    assert diff <= 1e-4
+    assert type(Task.from_preset("tiny_sd")).__name__ == "StableDiffusion"
+
+
+def test_stable_diffusion_script_fails_above_tolerance_and_writes_nothing(
+        tiny_sd, zoo_home, monkeypatch, capsys):
+    import zoo.diffusion.stable_diffusion.stable_diffusion_convert as convert
+
+    original = convert.port_unet
+
+    def port_with_error_any_backend(unet, weights):
+        import keras
+
+        original(unet, weights)
+        bias = unet.conv_out.bias  # one output channel's bias off by 0.01
+        bias.assign(keras.ops.convert_to_numpy(bias) + 0.01 * (np.arange(bias.shape[0]) == 1))
+
+    monkeypatch.setattr(convert, "port_unet", port_with_error_any_backend)
+    script = load_script(SD_SCRIPT)
+    assert script.main([str(tiny_sd), "--name", "sd_bad"]) == 1
+    assert "nothing written" in capsys.readouterr().err
+    assert not (zoo_home / "presets" / "sd_bad").exists()

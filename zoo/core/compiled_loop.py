@@ -5,8 +5,8 @@ This is the one place where zoo has backend-specific code (see DESIGN.md):
 - JAX: `jax.jit`, with the model's variables passed in as explicit state
   (a `keras.StatelessScope` maps each variable to its traced value).
 - TensorFlow: `tf.function(jit_compile=True)` (or a plain graph with
-  `xla=False`, for convolutional networks). NumPy arguments become tensors
-  before the call: TensorFlow would otherwise treat a NumPy scalar as a
+  `xla=False`, for convolutional networks). NumPy arguments (also inside
+  tuples and dicts) become tensors before the call: TensorFlow would otherwise treat a NumPy scalar as a
   compile-time constant and compile the function again for every value.
 - PyTorch: `torch.jit.trace` of the function, again with the variables as
   explicit inputs, run under `torch.inference_mode`. Tracing records the torch
@@ -75,16 +75,17 @@ class CompiledStep:
         if self._backend == "tensorflow":
             import tensorflow as tf
 
-            return self._compiled(*(tf.convert_to_tensor(a)
-                                    if isinstance(a, (np.ndarray, np.generic)) else a
-                                    for a in args))
+            return self._compiled(*keras.tree.map_structure(
+                lambda a: tf.convert_to_tensor(a)
+                if isinstance(a, (np.ndarray, np.generic)) else a, args))
         return self._torch_call(args)
 
     def _torch_call(self, args: tuple) -> Any:
         import torch
 
-        args = tuple(torch.as_tensor(a) if isinstance(a, (np.ndarray, np.generic)) else a
-                     for a in args)
+        args = keras.tree.map_structure(
+            lambda a: torch.as_tensor(a) if isinstance(a, (np.ndarray, np.generic)) else a,
+            tuple(args))
         with torch.inference_mode():
             if not self._trace:
                 return self.fn(*args)  # eager: trace_count stays 0

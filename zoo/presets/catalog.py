@@ -8,7 +8,8 @@ from typing import Any
 
 #: modules defining a `PRESETS` dict (name -> entry); data only, cheap to import
 FAMILY_PRESET_MODULES = ("zoo.nlp.bert.bert_presets", "zoo.nlp.opt.opt_presets",
-                         "zoo.audio.whisper.whisper_presets", "zoo.cv.yolov8.yolov8_presets")
+                         "zoo.audio.whisper.whisper_presets", "zoo.cv.yolov8.yolov8_presets",
+                         "zoo.diffusion.stable_diffusion.stable_diffusion_presets")
 
 REQUIRED_KEYS = ("family", "description", "params", "sources", "license")
 

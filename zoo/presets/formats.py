@@ -25,23 +25,50 @@ CTRANSLATE2_CONVERTERS: dict[str, str] = {
 TORCH_FILE_CONVERTERS: dict[str, str] = {
     "openai_whisper": "zoo.audio.whisper.whisper_convert:convert_openai",
     "ultralytics": "zoo.cv.yolov8.yolov8_convert:convert_ultralytics",
+    "stable_diffusion": "zoo.diffusion.stable_diffusion.stable_diffusion_convert:"
+                        "convert_single_file",
 }
 
+#: diffusers folders (model_index.json), by pipeline family
+DIFFUSERS_CONVERTER = "zoo.diffusion.stable_diffusion.stable_diffusion_convert:convert_diffusers"
+
 SUPPORTED = ("zoo presets, transformers folders (model types: {}), CTranslate2 Whisper "
-             "folders (model.bin), openai-whisper .pt files and ultralytics YOLOv8 .pt files")
+             "folders (model.bin), openai-whisper .pt files, ultralytics YOLOv8 .pt files, "
+             "diffusers Stable Diffusion folders (model_index.json) and single-file Stable "
+             "Diffusion .safetensors/.ckpt checkpoints")
+
+
+#: a weight name every single-file Stable Diffusion checkpoint holds
+_SD_MARKER = b"model.diffusion_model.input_blocks.0.0.weight"
 
 
 def torch_file_kind(path: Path) -> str:
-    """Which family wrote a single-file PyTorch checkpoint: `"ultralytics"` when
-    its pickle names ultralytics classes, else `"openai_whisper"` (whose
-    converter explains what it expected when the file is something else)."""
+    """Which family wrote a single-file checkpoint: `"stable_diffusion"` for
+    original Stable Diffusion weights (`.safetensors` or `.ckpt`),
+    `"ultralytics"` when its pickle names ultralytics classes, else
+    `"openai_whisper"` (whose converter explains what it expected when the
+    file is something else)."""
+    import struct
     import zipfile
 
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            with open(path, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = f.read(min(length, 1 << 26))
+        except (OSError, struct.error):
+            header = b""
+        return "stable_diffusion" if _SD_MARKER in header else "safetensors"
     try:
         with zipfile.ZipFile(path) as zf:
             pickles = [n for n in zf.namelist() if n.endswith("/data.pkl")]
-            if pickles and b"ultralytics" in zf.read(pickles[0]):
-                return "ultralytics"
+            if pickles:
+                data = zf.read(pickles[0])
+                if b"ultralytics" in data:
+                    return "ultralytics"
+                if _SD_MARKER in data:
+                    return "stable_diffusion"
     except (OSError, zipfile.BadZipFile):
         pass  # the converter reports what is wrong with the file
     return "openai_whisper"
@@ -62,7 +89,8 @@ def ctranslate2_spec(path: Path) -> str | None:
 
 
 def detect_format(path: Path) -> str:
-    """Say what `path` holds: `"zoo"`, `"transformers"`, `"ctranslate2"` or `"torch_file"`.
+    """Say what `path` holds: `"zoo"`, `"transformers"`, `"diffusers"`,
+    `"ctranslate2"` or `"torch_file"` (any single-file checkpoint).
 
     Raises:
         PresetError: `path` holds nothing zoo can load or convert.
@@ -73,6 +101,8 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if is_zoo_preset(path):
             return "zoo"
+        if (path / "model_index.json").is_file():
+            return "diffusers"
         config = path / "config.json"
         if config.is_file():
             try:
@@ -84,6 +114,9 @@ def detect_format(path: Path) -> str:
         if (path / "model.bin").is_file() and ctranslate2_spec(path / "model.bin"):
             return "ctranslate2"
     elif path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
+        return "torch_file"
+    elif path.is_file() and path.suffix == ".safetensors" and torch_file_kind(path) != (
+            "safetensors"):
         return "torch_file"
     raise PresetError(
         f"{path} is neither a zoo preset (no metadata.json) nor a checkpoint zoo can "
@@ -118,6 +151,8 @@ def converter_for(path: Path, fmt: str) -> Callable[[Path, Path, str], None]:
                 f"{path} is a CTranslate2 {spec}, which zoo cannot convert (supported: "
                 f"{', '.join(sorted(CTRANSLATE2_CONVERTERS))}).")
         return _load(CTRANSLATE2_CONVERTERS[spec])
+    if fmt == "diffusers":
+        return _load(DIFFUSERS_CONVERTER)
     if fmt == "torch_file":
         # Each converter checks the content in detail.
         return _load(TORCH_FILE_CONVERTERS[torch_file_kind(Path(path))])

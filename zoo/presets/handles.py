@@ -213,6 +213,33 @@ def _hf_file(handle: str, repo_id: str, revision: str | None, filename: str) -> 
         "that holds the file, or pass a local path.")
 
 
+def diffusers_files(files: list[str]) -> list[str]:
+    """The files of a diffusers pipeline repo that zoo converts: the index,
+    scheduler and tokenizer, each network's config and one weight file per
+    network (safetensors before .bin; no fp16/EMA variants, no single-file
+    checkpoints at the repo's root, which would be gigabytes more).
+
+    Example:
+
+    >>> diffusers_files(["model_index.json", "unet/config.json",
+    ...     "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin",
+    ...     "unet/diffusion_pytorch_model.fp16.safetensors", "v1-5-pruned.ckpt"])[-2:]
+    ['unet/config.json', 'unet/diffusion_pytorch_model.safetensors']
+    """
+    allow = ["model_index.json", "scheduler/*", "tokenizer/*"]
+    for component, stems in (("text_encoder", ("model", "pytorch_model")),
+                             ("unet", ("diffusion_pytorch_model",)),
+                             ("vae", ("diffusion_pytorch_model",))):
+        candidates = [f"{component}/{stem}{ext}" for ext in (".safetensors", ".bin")
+                      for stem in stems]
+        pick = next((c for c in candidates if c in files), None)
+        if f"{component}/config.json" in files:
+            allow.append(f"{component}/config.json")
+        if pick is not None:
+            allow.append(pick)
+    return allow
+
+
 def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:
     """The repo's files from the Hugging Face cache, else from the network."""
     import huggingface_hub
@@ -231,6 +258,9 @@ def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:
         try:
             api = huggingface_hub.HfApi()
             files = api.list_repo_files(repo_id, revision=revision)
+            if "model_index.json" in files:  # a diffusers pipeline: only what zoo reads
+                return Path(huggingface_hub.snapshot_download(
+                    repo_id, revision=revision, allow_patterns=diffusers_files(files)))
             ignore = list(HF_IGNORE)
             if any(f.endswith(".safetensors") for f in files):
                 ignore += ["*.bin", "*.pt", "*.ckpt"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -150,8 +151,17 @@ class Upsample(keras.layers.Layer):
         self.conv.build(input_shape)
         self.built = True
 
-    def call(self, x: Any) -> Any:
-        x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+    def call(self, x: Any, size: tuple[int, int] | None = None) -> Any:
+        """Upsample 2x, or to `size` (static ints) with nearest-neighbour
+        indices floor(i * in / out), as torch's `interpolate(size=...)`."""
+        if size is None:
+            x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+        else:
+            for axis, out in ((1, size[0]), (2, size[1])):
+                n = x.shape[axis]
+                index = np.minimum(np.floor(np.arange(out, dtype="float32")
+                                            * np.float32(n / out)), n - 1).astype("int32")
+                x = ops.take(x, index, axis=axis)
         return self.conv(x)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:

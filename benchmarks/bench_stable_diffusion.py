@@ -1,0 +1,372 @@
+"""Stable Diffusion benchmark: zoo on jax/tensorflow/torch vs diffusers (torch).
+
+What it measures, at 512x512 with SD v1.5-size networks (random weights):
+
+* one guided denoising step: the latents (1, 64, 64, 4) doubled into a
+  batch of 2 (unconditional + conditional), the UNet (859.5 M parameters)
+  with 77-token cross-attention context at timestep 501, the guidance
+  combination and a DDIM update;
+* one VAE decode: latents (1, 64, 64, 4) -> a 512x512 image.
+
+* diffusers (the peer): `UNet2DConditionModel` and `AutoencoderKL` with SD
+  v1.5's configs, float32, `torch.no_grad()`, every core (`torch` threads =
+  CPU count); the same step written as diffusers' pipeline does it.
+* zoo: `StableDiffusion`'s own compiled denoising step (`_denoise` with a
+  one-step DDIM schedule) and `decode_latents`, per backend, each in its own
+  process. The networks hold the peer's random weights (written once by the
+  peer worker, ported with zoo's converters), so the outputs are compared:
+  `max_abs_diff` of the noise prediction after guidance and of the decoded
+  pixels (in [0, 1]).
+
+bfloat16 (`--dtypes float32,bfloat16`, the default): both libraries also
+run the networks in bfloat16 (diffusers: `.to(torch.bfloat16)`; zoo:
+`dtype="bfloat16"`); this CPU runs bfloat16 matrix products much faster
+than float32. The ratio is `diffusers_s / zoo_s` in the same dtype (> 1:
+zoo faster). Target: best backend >= 1.2x in float32.
+
+Reproduce (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_stable_diffusion.py
+    .venv/bin/python benchmarks/bench_stable_diffusion.py --backends jax --dtypes float32
+    .venv/bin/python benchmarks/bench_stable_diffusion.py --smoke --out /tmp/r.json  # seconds
+
+`--smoke` runs a tiny UNet/VAE at 64x64 once (no warm-up, no idle wait,
+no retries). Internally the script re-invokes itself as
+`bench_stable_diffusion.py --worker NAME ...`; a worker prints one
+`BENCH_RESULT {json}` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import fmt  # noqa: E402
+
+BACKENDS = ("jax", "tensorflow", "torch")
+PEER = "diffusers"
+DTYPES = ("float32", "bfloat16")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "stable_diffusion.json"
+TARGET_RATIO = 1.2  # best backend at least 1.2x faster than diffusers (float32)
+GUIDANCE = 7.5
+TIMESTEP = 501  # the first of DDIM's 2 steps ("leading" spacing, offset 1): 501, then 1
+
+#: SD v1.5's UNet and VAE configs (diffusers' names)
+SD15_UNET = {"sample_size": 64, "in_channels": 4, "out_channels": 4,
+             "block_out_channels": [320, 640, 1280, 1280],
+             "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+             "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+             "layers_per_block": 2, "attention_head_dim": 8, "cross_attention_dim": 768,
+             "norm_num_groups": 32}
+SD15_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4,
+            "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
+            "norm_num_groups": 32, "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4, "sample_size": 512}
+#: --smoke: the same structure, tiny
+TINY_UNET = {**SD15_UNET, "sample_size": 8, "block_out_channels": [32, 64],
+             "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "layers_per_block": 1,
+             "attention_head_dim": 4, "cross_attention_dim": 32}
+TINY_VAE = {**SD15_VAE, "block_out_channels": [32, 32, 64, 64], "layers_per_block": 1,
+            "sample_size": 64}
+TEXT = {"hidden_size": 768, "num_hidden_layers": 12}
+
+
+def configs(smoke: bool) -> tuple[dict, dict, int]:
+    """(UNet config, VAE config, image size in pixels)."""
+    return (TINY_UNET, TINY_VAE, 64) if smoke else (SD15_UNET, SD15_VAE, 512)
+
+
+def inputs(smoke: bool) -> dict[str, np.ndarray]:
+    """Fixed latents (1, h, w, 4) and context (2, 77, dim): unconditional, conditional."""
+    unet, _, size = configs(smoke)
+    rng = np.random.default_rng(0)
+    side = size // 8
+    return {"latents": rng.standard_normal((1, side, side, 4)).astype("float32"),
+            "context": rng.standard_normal((2, 77, unet["cross_attention_dim"])
+                                           ).astype("float32") * 0.5}
+
+
+# --------------------------------------------------------------------------- #
+# Workers.
+# --------------------------------------------------------------------------- #
+
+
+def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    unet_config, vae_config, _ = configs(args.smoke)
+    start = time.perf_counter()
+    unet = UNet2DConditionModel(**unet_config).eval()
+    vae = AutoencoderKL(**vae_config).eval()
+    load_s = time.perf_counter() - start
+    if args.share_dir:
+        share = Path(args.share_dir)
+        save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, share / "unet.st")
+        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, share / "vae.st")
+    data = inputs(args.smoke)
+    latents = torch.from_numpy(data["latents"].transpose(0, 3, 1, 2).copy())
+    context = torch.from_numpy(data["context"])
+    out: dict[str, Any] = {"path": "diffusers UNet2DConditionModel + AutoencoderKL, "
+                                   "torch.no_grad()", "load_s": load_s, "dtypes": {}}
+    for dtype in args.dtypes:
+        torch_dtype = getattr(torch, dtype)
+        unet.to(torch_dtype)
+        vae.to(torch_dtype)
+        x, c = latents.to(torch_dtype), context.to(torch_dtype)
+
+        def step() -> Any:
+            with torch.no_grad():
+                eps = unet(torch.cat([x, x]), TIMESTEP, encoder_hidden_states=c).sample
+                uncond, cond = eps.chunk(2)
+                return uncond + GUIDANCE * (cond - uncond)
+
+        def decode() -> Any:
+            with torch.no_grad():
+                image = vae.decode(x / 0.18215).sample
+                return (image / 2 + 0.5).clamp(0, 1)
+
+        entry = {"step": common.time_calls(step, args.warmup, args.runs),
+                 "decode": common.time_calls(decode, args.warmup, args.runs)}
+        if args.share_dir and dtype == "float32":
+            np.save(Path(args.share_dir) / "eps.npy",
+                    step().float().numpy().transpose(0, 2, 3, 1))
+            np.save(Path(args.share_dir) / "image.npy",
+                    decode().float().numpy().transpose(0, 2, 3, 1))
+        out["dtypes"][dtype] = entry
+    return out
+
+
+def build_zoo(smoke: bool, dtype: str, share_dir: str | None) -> Any:
+    """A StableDiffusion task whose UNet and VAE decoder hold the peer's weights."""
+    from zoo.core import deferred
+    from zoo.diffusion.stable_diffusion.stable_diffusion_backbone import (
+        StableDiffusionBackbone,
+    )
+    from zoo.diffusion.stable_diffusion.unet_convert import port_unet, unet_config
+    from zoo.diffusion.stable_diffusion.vae_convert import port_vae_decoder, vae_config
+    from zoo.models import StableDiffusion
+    from zoo.presets.checkpoint_io import WeightReader, read_safetensors
+    from zoo.tokenizers.clip import CLIPTokenizer
+    from zoo.models import StableDiffusionPreprocessor
+
+    unet, vae, size = configs(smoke)
+    text = ({"hidden_dim": unet["cross_attention_dim"], "num_layers": 1, "num_heads": 2,
+             "intermediate_dim": 64} if smoke else {})
+    backbone, created = deferred.abstract_build(lambda: StableDiffusionBackbone(
+        text_encoder=text, unet=unet_config(unet), vae=vae_config(vae), image_size=size,
+        dtype=dtype))
+    if share_dir:
+        share = Path(share_dir)
+        port_unet(backbone.unet, WeightReader(read_safetensors(share / "unet.st"), "unet"))
+        port_vae_decoder(backbone.vae_decoder,
+                         WeightReader(read_safetensors(share / "vae.st"), "vae"))
+    deferred.initialize_rest(created)
+    return StableDiffusion(backbone, StableDiffusionPreprocessor(CLIPTokenizer.from_open_clip()))
+
+
+def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    common.start_zoo_worker(backend)
+    from zoo.diffusion.schedulers import get_scheduler
+
+    data = inputs(args.smoke)
+    out: dict[str, Any] = {"path": "StableDiffusion compiled denoising step (UNet on the "
+                                   "guided batch of 2, guidance, DDIM update) and "
+                                   "decode_latents", "dtypes": {}}
+    scheduler = get_scheduler("ddim")
+    full = scheduler.schedule(2)  # run its first call only: t = 501 -> 1
+    schedule = dataclasses.replace(full, timesteps=full.timesteps[:1], table=full.table[:1],
+                                   noise_coefficients=full.noise_coefficients[:1])
+    if int(schedule.timesteps[0]) != TIMESTEP:
+        raise RuntimeError(f"DDIM's first timestep is {schedule.timesteps[0]}, not {TIMESTEP}")
+    for dtype in args.dtypes:
+        start = time.perf_counter()
+        task = build_zoo(args.smoke, dtype, args.share_dir)
+        load_s = time.perf_counter() - start
+        rng = np.random.default_rng(0)
+
+        def step() -> np.ndarray:
+            return task._denoise(data["latents"], data["context"], scheduler, schedule,
+                                 GUIDANCE, rng, {})
+
+        def decode() -> np.ndarray:
+            return task.decode_latents(data["latents"])
+
+        entry = {"load_s": load_s, "step": common.time_calls(step, args.warmup, args.runs),
+                 "decode": common.time_calls(decode, args.warmup, args.runs)}
+        share = Path(args.share_dir or "/nonexistent")
+        if dtype == "float32" and (share / "eps.npy").is_file():
+            # The step's output is the DDIM update of the guided prediction; the
+            # peer saved the prediction itself, so compare through the update.
+            eps = np.load(share / "eps.npy")
+            a, b = _ddim_coefficients(scheduler)
+            entry["max_abs_diff_step"] = float(np.abs(step() - (a * data["latents"] + b * eps)
+                                                      ).max())
+            entry["max_abs_diff_decode"] = float(np.abs(decode() - np.load(share / "image.npy")
+                                                        ).max())
+        out["dtypes"][dtype] = entry
+        del task
+    return out
+
+
+def _ddim_coefficients(scheduler: Any) -> tuple[float, float]:
+    """(a, b) with DDIM's update from TIMESTEP to 1, x_prev = a * x + b * eps (eta 0)."""
+    alphas = np.cumprod(1.0 - np.linspace(scheduler.config.beta_start ** 0.5,
+                                          scheduler.config.beta_end ** 0.5, 1000) ** 2)
+    alpha_t, alpha_prev = alphas[TIMESTEP], alphas[1]
+    a = np.sqrt(alpha_prev / alpha_t)
+    b = np.sqrt(1 - alpha_prev) - np.sqrt(alpha_prev) * np.sqrt(1 - alpha_t) / np.sqrt(alpha_t)
+    return float(a), float(b)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    load_start = common.loadavg()
+    result = worker_peer(args) if args.worker == PEER else worker_zoo(args, args.worker)
+    common.emit_result(result, load_start)
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Parent.
+# --------------------------------------------------------------------------- #
+
+
+def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+           "--runs", str(args.runs), "--warmup", str(args.warmup),
+           "--dtypes", ",".join(args.dtypes)]
+    if args.smoke:
+        cmd.append("--smoke")
+    if share_dir:
+        cmd += ["--share-dir", share_dir]
+    return common.launch(name, cmd, keras_backend=None if name == PEER else name,
+                         retries=args.retries, max_other_cpu=args.max_other_cpu,
+                         timeout=args.timeout, wait_idle=args.wait_idle,
+                         tag="bench_stable_diffusion")
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    rows = ["| library | backend | dtype | step (s) | decode (s) | step first call (s) "
+            "| max abs diff (step / decode) | diffusers s / zoo s (step, decode) |",
+            "|---|---|---|---:|---:|---:|---|---:|"]
+    peer = results[PEER]
+    if "dtypes" not in peer:
+        rows.append(f"| diffusers | - | - | error: {peer.get('error', '')[:60]} "
+                    "| - | - | - | - |")
+        peer = {"dtypes": {}}
+    for dtype, res in peer["dtypes"].items():
+        rows.append(f"| diffusers | - | {dtype} | {res['step']['ms'] / 1e3:.2f} "
+                    f"| {res['decode']['ms'] / 1e3:.2f} | {res['step']['first_call_s']:.2f} "
+                    "| (reference) | 1.00, 1.00 |")
+    for backend, res in results["zoo"].items():
+        if "dtypes" not in res:
+            rows.append(f"| zoo | {backend} | - | error: {res.get('error', 'missing')[:60]} "
+                        "| - | - | - | - |")
+            continue
+        for dtype, r in res["dtypes"].items():
+            diff = (f"{fmt(r.get('max_abs_diff_step'), '.1e')} / "
+                    f"{fmt(r.get('max_abs_diff_decode'), '.1e')}"
+                    if "max_abs_diff_step" in r else "-")
+            rows.append(f"| zoo | {backend} | {dtype} | **{r['step']['ms'] / 1e3:.2f}** "
+                        f"| **{r['decode']['ms'] / 1e3:.2f}** "
+                        f"| {r['step']['first_call_s']:.2f} | {diff} "
+                        f"| **{fmt(r.get('ratio_step'), '.2f')}**, "
+                        f"**{fmt(r.get('ratio_decode'), '.2f')}** |")
+    return "\n".join(rows)
+
+
+def run_parent(args: argparse.Namespace) -> int:
+    backends = common.parse_backends(args.backends, BACKENDS)
+    unet, vae, size = configs(args.smoke)
+    results: dict[str, Any] = {
+        "benchmark": "stable_diffusion_step_and_decode",
+        "date_utc": common.utc_now(),
+        "command": " ".join(["python", "benchmarks/bench_stable_diffusion.py", *sys.argv[1:]]),
+        "machine": common.machine_info(),
+        "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "diffusers")),
+        "workload": {"model": "tiny SD-structured UNet/VAE" if args.smoke else
+                     "SD v1.5-size UNet and VAE (random weights)",
+                     "image_size": [size, size], "unet_batch": 2, "guidance_scale": GUIDANCE,
+                     "dtypes": list(args.dtypes), "runs": args.runs, "warmup": args.warmup,
+                     "smoke": args.smoke, "unet_config": unet, "vae_config": vae},
+        "ratio_definition": "diffusers_s / zoo_s in the same dtype (> 1: zoo faster)",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_sd_") as tmp:
+        results[PEER] = launch(PEER, args, tmp)
+        share = None if "error" in results[PEER] else tmp
+        zoo = {backend: launch(backend, args, share) for backend in backends}
+    peer = results[PEER].get("dtypes", {})
+    for res in zoo.values():
+        for dtype, r in res.get("dtypes", {}).items():
+            if dtype in peer:
+                r["ratio_step"] = peer[dtype]["step"]["ms"] / r["step"]["ms"]
+                r["ratio_decode"] = peer[dtype]["decode"]["ms"] / r["decode"]["ms"]
+    results["zoo"] = zoo
+    ratios = {b: r["dtypes"]["float32"]["ratio_step"] for b, r in zoo.items()
+              if "ratio_step" in r.get("dtypes", {}).get("float32", {})}
+    target = None
+    if ratios:
+        best = max(ratios, key=ratios.__getitem__)
+        target = {"best_backend": best, "best_ratio_step": ratios[best],
+                  "best_ratio_decode": zoo[best]["dtypes"]["float32"]["ratio_decode"],
+                  "met": ratios[best] >= TARGET_RATIO}
+    results["target"] = target
+    results["markdown_table"] = table = markdown_table(results)
+    out = common.write_json(args.out, results)
+    print(f"\nStable Diffusion at {size}x{size}: one guided UNet step (batch 2) and one VAE "
+          f"decode, median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)\n")
+    print(table)
+    if target:
+        print(f"best zoo/{target['best_backend']} step {target['best_ratio_step']:.2f}x "
+              f"diffusers' speed in float32 (target >= {TARGET_RATIO:.1f}: "
+              f"{'met' if target['met'] else 'MISSED'})")
+    print(f"results written to {out}")
+    return common.exit_code(PEER, results[PEER], zoo)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated zoo backends (default: %(default)s)")
+    parser.add_argument("--dtypes", default=",".join(DTYPES),
+                        help="comma-separated dtypes (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3, help="timed calls of each workload")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed calls after the (separately timed) first call")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 run, no warm-up")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=1)
+    args = parser.parse_args(argv)
+    common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=1)
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    unknown = sorted(set(args.dtypes) - set(DTYPES))
+    if unknown or not args.dtypes:
+        parser.error(f"--dtypes: choose from {','.join(DTYPES)}")
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(argv, parse_args, run_worker, run_parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
