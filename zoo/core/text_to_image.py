@@ -140,10 +140,11 @@ class TextToImage(Task):
             if mode.guided:
                 x = ops.concatenate([x, x], axis=0)
             t = ops.full((ops.shape(x)[0],), ops.take(timesteps, i), dtype="float32")
-            eps = unet(x, t, context)
+            # Guidance and the scheduler run in float32 whatever the UNet's dtype.
+            eps = ops.cast(unet(x, t, context), "float32")
             if mode.guided:
                 uncond, cond = ops.split(eps, 2, axis=0)
-                eps = uncond + ops.cast(guidance, eps.dtype) * (cond - uncond)
+                eps = uncond + guidance * (cond - uncond)
             latents, state = scheduler.step(eps, latents, state, row,
                                             noise if mode.stochastic else None)
             if mode.inpaint == "blend":
@@ -162,7 +163,6 @@ class TextToImage(Task):
         unet = self.backbone.unet
         fn = self._compiled_fn(("denoise", mode), lambda: self._step_fn(scheduler, mode),
                                unet.variables)
-        dtype = keras.backend.standardize_dtype(self.backbone.unet.compute_dtype)
         state = keras.tree.map_structure(
             lambda s: np.asarray(ops.convert_to_numpy(s)), scheduler.initial_state(
                 ops.convert_to_tensor(latents)))
@@ -170,7 +170,7 @@ class TextToImage(Task):
         table = schedule.table.astype("float32")
         guidance = np.asarray(guidance_scale, "float32")
         x: Any = latents.astype("float32")
-        context = context.astype(dtype)
+        context = context.astype("float32")  # the UNet casts to its own dtype
         # (torch.jit.trace cannot take an empty dict as an input)
         extras = {k: v.astype("float32") for k, v in extras.items()} or {
             "none": np.zeros((), "float32")}

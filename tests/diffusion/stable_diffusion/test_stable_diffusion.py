@@ -218,3 +218,25 @@ def test_bad_inputs_give_clear_errors(tiny, tmp_path):
         sd.text_to_image(None, num_steps=1)
     with pytest.raises(ValueError, match="negative prompts"):
         sd.text_to_image(["a", "b"], negative_prompt=["x", "y", "z"], num_steps=1)
+
+
+def test_bfloat16_load_generates_close_images(tiny, tmp_path):
+    from zoo.models import StableDiffusion
+
+    _, sd = tiny
+    sd.save_to_preset(tmp_path / "preset")
+    half = StableDiffusion.from_preset(tmp_path / "preset", dtype="bfloat16")
+    assert half.backbone.unet.compute_dtype == "bfloat16"
+    kwargs = dict(num_steps=4, seed=3, scheduler="ddim", output_type="float")
+    full, low = sd.text_to_image("a cat", **kwargs), half.text_to_image("a cat", **kwargs)
+    assert np.isfinite(low).all()
+    # bfloat16 keeps 8 bits of mantissa: pixels stay within a few levels on average
+    assert np.abs(full - low).mean() < 0.02, np.abs(full - low).mean()
+
+
+def test_default_preset_needs_the_hub_and_says_so(zoo_home, hf_cache):
+    from zoo.core.errors import PresetNotFoundError
+    from zoo.models import StableDiffusion
+
+    with pytest.raises(PresetNotFoundError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        StableDiffusion()

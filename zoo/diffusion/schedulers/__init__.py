@@ -1,6 +1,10 @@
-"""Noise schedulers for latent diffusion, equal to diffusers' step for step.
+"""Noise schedulers for latent diffusion, equal to diffusers' call for call.
 
-`get_scheduler(name)` builds one by name: "ddim", "pndm", "euler",
+Each scheduler plans a run on the host (`schedule(num_steps, strength)`: a
+`Schedule` of numpy arrays, one table row per UNet call) and steps in
+keras.ops with explicit state, so a whole denoising step compiles once.
+
+`get_scheduler(name)` builds one by registry name: "ddim", "pndm", "euler",
 "euler_karras", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras".
 """
 
@@ -8,17 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.diffusion.schedulers.ddim import DDIMConfig, DDIMScheduler, PNDMConfig, PNDMScheduler
+from zoo.diffusion.schedulers.ddim import DDIMConfig, DDIMScheduler
 from zoo.diffusion.schedulers.dpm_solver import DPMSolverConfig, DPMSolverMultistepScheduler
-from zoo.diffusion.schedulers.euler import (
+from zoo.diffusion.schedulers.euler import EulerConfig, EulerScheduler
+from zoo.diffusion.schedulers.euler_ancestral import (
     EulerAncestralConfig,
     EulerAncestralScheduler,
-    EulerConfig,
-    EulerScheduler,
 )
+from zoo.diffusion.schedulers.pndm import PNDMConfig, PNDMScheduler
 from zoo.diffusion.schedulers.scheduler import Schedule, Scheduler, SchedulerConfig
 
-#: registry name -> (class, config overrides)
+#: registry name -> (scheduler class, the config fields the name sets)
 SCHEDULERS: dict[str, tuple[type[Scheduler], dict[str, Any]]] = {
     "ddim": (DDIMScheduler, {}),
     "pndm": (PNDMScheduler, {}),
@@ -30,28 +34,39 @@ SCHEDULERS: dict[str, tuple[type[Scheduler], dict[str, Any]]] = {
 }
 
 
-def get_scheduler(scheduler: str | Scheduler, **overrides: Any) -> Scheduler:
-    """A scheduler by registry name (with config `overrides`), or `scheduler` itself.
+def get_scheduler(name_or_instance: str | Scheduler, **overrides: Any) -> Scheduler:
+    """A scheduler by registry name, or a copy of an instance, with config `overrides`.
+
+    Args:
+        name_or_instance: a registry name (see `SCHEDULERS`) or a `Scheduler`
+            (returned as is when there are no overrides).
+        **overrides: config fields to replace (e.g. `eta=1.0` for DDIM,
+            `timestep_spacing="trailing"`).
+
+    Raises:
+        ValueError: an unknown name, or a setting the scheduler does not have.
 
     Example:
 
     >>> from zoo.diffusion.schedulers import get_scheduler
-    >>> get_scheduler("euler_karras").config.use_karras_sigmas
-    True
-
-    Raises:
-        ValueError: the name is not in the registry.
+    >>> scheduler = get_scheduler("dpmpp_2m_karras")
+    >>> scheduler.name, scheduler.config.use_karras_sigmas
+    ('dpmpp_2m_karras', True)
+    >>> get_scheduler(scheduler, timestep_spacing="trailing").config.timestep_spacing
+    'trailing'
     """
-    if isinstance(scheduler, Scheduler):
-        return scheduler
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"Unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)} "
-                         "or pass a zoo.diffusion.schedulers.Scheduler instance.")
-    cls, preset = SCHEDULERS[scheduler]
+    if isinstance(name_or_instance, Scheduler):
+        if not overrides:
+            return name_or_instance
+        return type(name_or_instance)(name_or_instance.config, **overrides)
+    if not isinstance(name_or_instance, str) or name_or_instance not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {name_or_instance!r}. Fix: use one of "
+                         f"{list(SCHEDULERS)}, or pass a zoo.diffusion.schedulers.Scheduler.")
+    cls, preset = SCHEDULERS[name_or_instance]
     return cls(**{**preset, **overrides})
 
 
 __all__ = ["DDIMConfig", "DDIMScheduler", "DPMSolverConfig", "DPMSolverMultistepScheduler",
            "EulerAncestralConfig", "EulerAncestralScheduler", "EulerConfig", "EulerScheduler",
-           "PNDMConfig", "PNDMScheduler", "Schedule", "Scheduler", "SchedulerConfig",
-           "SCHEDULERS", "get_scheduler"]
+           "PNDMConfig", "PNDMScheduler", "SCHEDULERS", "Schedule", "Scheduler",
+           "SchedulerConfig", "get_scheduler"]

@@ -1,12 +1,13 @@
-"""The scheduler base: noise schedules as host-side tables, steps in keras.ops.
+"""The scheduler base: a noise schedule planned on the host, steps in keras.ops.
 
-A denoising loop runs as one compiled step function per call of the UNet, so
-nothing in a step may branch on the step index. Each scheduler therefore
-computes, on the host (numpy, float64 over diffusers' float32 noise
-schedule), one row of coefficients per UNet call (`Schedule.table`); the
-compiled step takes its row with `keras.ops.take(table, i, axis=0)` and
-does the same arithmetic for every call. Multistep state (earlier model
-outputs) is an explicit tuple of tensors shaped like the latents.
+A denoising loop runs as one compiled function per UNet call, so a step may
+not branch on the step index. Each scheduler therefore plans the whole run on
+the host (numpy, float64 math over the float32 training schedule diffusers
+uses) as one table row per UNet call (`Schedule.table`). The compiled step
+reads its row with `keras.ops.take(table, i, axis=0)` and does the same
+arithmetic at every call; what changes from call to call (history weights,
+"first step" flags) is a number in the row, and multistep history is an
+explicit tuple of tensors shaped like the latents.
 """
 
 from __future__ import annotations
@@ -20,159 +21,233 @@ from keras import ops
 
 BETA_SCHEDULES = ("linear", "scaled_linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-SPACINGS = ("leading", "linspace", "trailing")
+TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
 
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
-    """Settings every scheduler shares (defaults: SD v1.5's scheduler_config.json)."""
+    """Settings every scheduler shares; the defaults are SD v1.5's."""
 
     num_train_timesteps: int = 1000  # length of the training noise schedule
-    beta_start: float = 0.00085  # first beta of the schedule
-    beta_end: float = 0.012  # last beta
-    beta_schedule: str = "scaled_linear"  # "linear" or "scaled_linear" (linear in sqrt(beta))
+    beta_start: float = 0.00085  # first beta of the training schedule
+    beta_end: float = 0.012  # last beta of the training schedule
+    beta_schedule: str = "scaled_linear"  # "linear", or "scaled_linear" (linear in sqrt(beta))
     prediction_type: str = "epsilon"  # what the UNet predicts: "epsilon" or "v_prediction"
-    timestep_spacing: str = "leading"  # "leading", "linspace" or "trailing"
-    steps_offset: int = 1  # added to "leading" timesteps
+    timestep_spacing: str = "leading"  # how timesteps are spread: "leading", "linspace", "trailing"
+    steps_offset: int = 1  # added to every "leading" timestep
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Schedule:
-    """The host-side plan of one denoising run (numpy arrays, one row per UNet call)."""
+    """The plan of one denoising run: numpy arrays, one row per UNet call.
+
+    Example:
+
+    >>> from zoo.diffusion.schedulers import get_scheduler
+    >>> plan = get_scheduler("euler").schedule(10, strength=0.5)
+    >>> plan.timesteps.shape, plan.sigmas.shape, plan.noise_coefficients.shape
+    ((5,), (11,), (5, 2))
+    """
 
     timesteps: np.ndarray  # (n,) float32: the timestep the UNet sees at each call
-    sigmas: np.ndarray  # the scheduler's sigmas as diffusers has them (empty: none)
-    table: np.ndarray  # (n, K) float32: the coefficients each call's step reads
-    init_noise_sigma: float  # text-to-image latents = noise * init_noise_sigma
-    noise_coefficients: np.ndarray  # (n, 2): add_noise(x, noise, t_i) = a_i x + b_i noise
+    sigmas: np.ndarray  # all of diffusers' sigmas after set_timesteps, not sliced (empty: none)
+    table: np.ndarray  # (n, K) float32: what scale_model_input and step read at each call
+    init_noise_sigma: float  # text-to-image initial latents = unit noise * init_noise_sigma
+    noise_coefficients: np.ndarray  # (n, 2) float32: add_noise(x, e, timesteps[i]) = a*x + b*e
 
 
 def torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
-    """float32 `torch.linspace`: a float32 step, each value rounded once from
-    the start (first half) or back from the end (second half)."""
+    """`torch.linspace(start, end, steps)` in float32, value for value.
+
+    torch steps by a float32 increment, from `start` for the first half of
+    the points and back from `end` for the second half.
+    """
     a, b = np.float32(start), np.float32(end)
-    step = np.float64((b - a) / np.float32(steps - 1))
+    increment = np.float64((b - a) / np.float32(steps - 1)) if steps > 1 else 0.0
     i = np.arange(steps)
-    return np.where(i < steps // 2, np.float64(a) + step * i,
-                    np.float64(b) - step * (steps - 1 - i)).astype("float32")
+    values = np.where(i < steps // 2, np.float64(a) + increment * i,
+                      np.float64(b) - increment * (steps - 1 - i))
+    return values.astype("float32")
 
 
-def check_steps(num_steps: Any, strength: Any) -> tuple[int, float]:
-    """Validate `num_steps` (a positive int) and `strength` (in (0, 1])."""
+def check_steps(num_steps: Any, strength: Any, num_train_timesteps: int) -> tuple[int, float]:
+    """`(num_steps, strength)` once checked: a positive int and a float in (0, 1]."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or (
             num_steps < 1):
-        raise ValueError(f"num_steps={num_steps!r} is not a positive int: diffusion needs at "
-                         "least one denoising step. Fix: pass e.g. num_steps=50.")
-    if not isinstance(strength, numbers.Real) or not 0.0 < float(strength) <= 1.0:
-        raise ValueError(f"strength={strength!r} must be in (0, 1] (the fraction of the "
-                         "schedule to run). Fix: pass e.g. strength=0.8.")
+        raise ValueError(f"num_steps={num_steps!r} is not a positive int: a run needs at least "
+                         "one denoising step. Fix: pass e.g. num_steps=50.")
+    if num_steps > num_train_timesteps:
+        raise ValueError(f"num_steps={num_steps} is more than the {num_train_timesteps} training "
+                         f"timesteps. Fix: pass num_steps <= {num_train_timesteps}.")
+    if (isinstance(strength, bool) or not isinstance(strength, numbers.Real)
+            or not 0.0 < float(strength) <= 1.0):
+        raise ValueError(f"strength={strength!r} is not in (0, 1] (the fraction of the schedule "
+                         "that runs). Fix: pass e.g. strength=0.8, or 1.0 for a full run.")
     return int(num_steps), float(strength)
 
 
-def start_index(num_steps: int, strength: float) -> int:
-    """First call run for `strength` (diffusers' img2img `get_timesteps`)."""
-    init = min(int(num_steps * strength), num_steps)
-    return max(num_steps - init, 0)
+def first_call(num_steps: int, strength: float) -> int:
+    """Index of the first scheduled call that runs (diffusers' img2img `get_timesteps`)."""
+    init_timestep = min(int(num_steps * strength), num_steps)
+    return max(num_steps - init_timestep, 0)
+
+
+def alpha_noise_coefficients(alphas_cumprod: np.ndarray, timesteps: np.ndarray) -> np.ndarray:
+    """(n, 2): (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) per timestep (DDPM's add_noise)."""
+    a = alphas_cumprod[np.asarray(timesteps, "int64")].astype("float64")
+    return np.stack([np.sqrt(a), np.sqrt(1.0 - a)], axis=1).astype("float32")
 
 
 class Scheduler:
-    """Base class: subclasses define `config_cls`, `name` and `_plan`, `step`.
+    """Base class of the schedulers.
+
+    Subclasses set `config_cls` and `base_name`, and implement `_plan`
+    (the host-side table) and `step` (keras.ops, no branching on values).
 
     Args:
-        config: a config of the scheduler's dataclass (default: SD v1.5's settings).
-        **overrides: fields to replace in the config.
+        config: an instance of the scheduler's config dataclass (default:
+            SD v1.5's settings), or a dict of its fields (as `get_config()`
+            returns; a "name" key is ignored).
+        **overrides: config fields to replace.
+
+    Example:
+
+    >>> from zoo.diffusion.schedulers import DDIMScheduler
+    >>> scheduler = DDIMScheduler(timestep_spacing="trailing")
+    >>> scheduler.schedule(4).timesteps.tolist()
+    [999.0, 749.0, 499.0, 249.0]
     """
 
     config_cls: ClassVar[type] = SchedulerConfig
-    name: ClassVar[str] = ""
+    base_name: ClassVar[str] = ""
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
+        if isinstance(config, dict):
+            config = self.config_cls(**{k: v for k, v in config.items() if k != "name"})
         config = self.config_cls() if config is None else config
         if not isinstance(config, self.config_cls):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got "
-                            f"{type(config).__name__}.")
-        fields = {f.name for f in dataclasses.fields(config)}
-        unknown = sorted(set(overrides) - fields)
+            raise TypeError(f"{type(self).__name__} takes a {self.config_cls.__name__} or a dict,"
+                            f" got {type(config).__name__}.")
+        fields = sorted(f.name for f in dataclasses.fields(config))
+        unknown = sorted(set(overrides) - set(fields))
         if unknown:
-            raise ValueError(f"{type(self).__name__} has no settings {unknown}; it has "
-                             f"{sorted(fields)}.")
+            raise ValueError(f"{type(self).__name__} has no setting(s) {unknown}; its settings are "
+                             f"{fields}.")
         self.config = dataclasses.replace(config, **overrides)
-        for value, allowed, what in (
-                (self.config.beta_schedule, BETA_SCHEDULES, "beta_schedule"),
-                (self.config.prediction_type, PREDICTION_TYPES, "prediction_type"),
-                (self.config.timestep_spacing, SPACINGS, "timestep_spacing")):
-            if value not in allowed:
-                raise ValueError(f"{what}={value!r} is not supported; choose from {allowed}.")
-        self.alphas_cumprod = self._alphas_cumprod()
+        self._check_config()
+        self.alphas_cumprod = self._alphas_cumprod()  # (num_train_timesteps,) float32
+
+    def _check_config(self) -> None:
+        c = self.config
+        for option, value, supported in (("beta_schedule", c.beta_schedule, BETA_SCHEDULES),
+                                         ("prediction_type", c.prediction_type, PREDICTION_TYPES),
+                                         ("timestep_spacing", c.timestep_spacing,
+                                          TIMESTEP_SPACINGS)):
+            if value not in supported:
+                raise ValueError(f"{option}={value!r} is not supported by "
+                                 f"{type(self).__name__}; supported values: {list(supported)}.")
+        if int(c.num_train_timesteps) < 2:
+            raise ValueError(f"num_train_timesteps={c.num_train_timesteps!r} must be at least 2.")
+
+    @property
+    def name(self) -> str:
+        """The registry name (`get_scheduler(name)` builds this kind of scheduler)."""
+        karras = getattr(self.config, "use_karras_sigmas", False)
+        return self.base_name + ("_karras" if karras else "")
 
     @property
     def stochastic(self) -> bool:
-        """Whether `step` consumes noise."""
+        """True when `step` consumes noise."""
         return False
 
     def _alphas_cumprod(self) -> np.ndarray:
-        """The training schedule's cumulative alpha products, bit for bit as
-        diffusers computes them (torch float32 linspace, float64 products)."""
+        """Cumulative products of (1 - beta), as diffusers builds them: a float32
+        torch linspace, each product accumulated in float64, stored float32."""
         c = self.config
         if c.beta_schedule == "linear":
             betas = torch_linspace(c.beta_start, c.beta_end, c.num_train_timesteps)
         else:
             betas = torch_linspace(c.beta_start ** 0.5, c.beta_end ** 0.5,
                                    c.num_train_timesteps) ** 2
-        return np.cumprod((np.float32(1.0) - betas).astype("float64")).astype("float32")
+        alphas = (np.float32(1.0) - betas).astype("float64")
+        return np.cumprod(alphas).astype("float32")
 
     def spaced_timesteps(self, num_steps: int) -> np.ndarray:
-        """Descending timesteps (float64) for `num_steps` per `timestep_spacing`."""
+        """(num_steps,) float64, descending: the timesteps `timestep_spacing` picks
+        (not rounded for "linspace"; DDIM and PNDM round them)."""
         c, n = self.config, num_steps
-        train = c.num_train_timesteps
+        train = int(c.num_train_timesteps)
         if c.timestep_spacing == "linspace":
             return np.linspace(0, train - 1, n)[::-1].copy()
         if c.timestep_spacing == "leading":
             return (np.arange(0, n) * (train // n)).round()[::-1] + c.steps_offset
-        return np.round(np.arange(train, 0, -train / n)) - 1.0
+        return np.round(np.arange(train, 0, -train / n)) - 1.0  # trailing
 
-    # -- the interface the task uses --------------------------------------------
+    # -- the interface the denoising loop uses -----------------------------------
     def schedule(self, num_steps: int, strength: float = 1.0) -> Schedule:
-        """The plan of a run of `num_steps` (the last `strength` of it).
+        """The plan of a run of `num_steps` steps, of which the last `strength` run.
+
+        Args:
+            num_steps: denoising steps of the full schedule (a positive int).
+            strength: in (0, 1]: the fraction of the schedule that runs
+                (img2img, inpainting); 1 runs all of it.
+
+        Returns:
+            a `Schedule` holding only the calls that run.
 
         Raises:
             ValueError: num_steps is not a positive int, or strength not in (0, 1].
         """
-        num_steps, strength = check_steps(num_steps, strength)
-        return self._plan(num_steps, start_index(num_steps, strength))
+        num_steps, strength = check_steps(num_steps, strength, self.config.num_train_timesteps)
+        return self._plan(num_steps, first_call(num_steps, strength))
 
     def _plan(self, num_steps: int, start: int) -> Schedule:
         raise NotImplementedError
 
     def scale_model_input(self, sample: Any, row: Any) -> Any:
-        """The UNet's input at this call (the identity unless overridden)."""
+        """The UNet's input at this call (the sample itself unless overridden)."""
         return sample
 
     def initial_state(self, sample: Any) -> tuple:
-        """The multistep state before the first call (no state by default)."""
+        """The multistep state before the first call: zeros shaped like `sample`, or ()."""
         return ()
 
     def step(self, model_output: Any, sample: Any, state: tuple, row: Any,
              noise: Any = None) -> tuple[Any, tuple]:
-        """(previous sample, new state) after one UNet call."""
+        """`(previous sample, new state)` after one UNet call.
+
+        Args:
+            model_output: the UNet's output at this call, shaped like `sample`.
+            sample: the current latents, e.g. `(B, H, W, C)`.
+            state: the state from `initial_state` or the previous step.
+            row: this call's row of `Schedule.table`, a `(K,)` tensor.
+            noise: unit Gaussian noise shaped like `sample` (only read when
+                `stochastic`).
+        """
         raise NotImplementedError
 
-    # -- helpers -----------------------------------------------------------------
+    # -- helpers for subclasses ----------------------------------------------------
     @staticmethod
-    def _coefficients(row: Any, sample: Any, count: int) -> list:
+    def _unpack(row: Any, sample: Any, count: int) -> list:
+        """The first `count` entries of `row`, cast to the sample's dtype."""
         row = ops.cast(row, sample.dtype)
         return [row[k] for k in range(count)]
 
+    def _noise(self, noise: Any, sample: Any) -> Any:
+        if noise is None:
+            raise ValueError(f"{type(self).__name__}.step is stochastic and needs `noise` (unit "
+                             "Gaussian noise shaped like the sample). Fix: pass noise=...")
+        return ops.cast(noise, sample.dtype)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Scheduler:
+        """The scheduler `get_config()` describes."""
+        return cls(dict(config))
+
     def get_config(self) -> dict:
-        """The scheduler's settings as a dict (with its registry name)."""
+        """The settings as a plain dict, with the registry name under "name"."""
         return {"name": self.name, **dataclasses.asdict(self.config)}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.config).items())
         return f"{type(self).__name__}({fields})"
-
-
-def alpha_noise_coefficients(alphas_cumprod: np.ndarray, timesteps: np.ndarray) -> np.ndarray:
-    """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) per timestep: DDPM's add_noise."""
-    a = alphas_cumprod[np.asarray(timesteps, "int64")].astype("float64")
-    return np.stack([np.sqrt(a), np.sqrt(1.0 - a)], axis=1).astype("float32")
