@@ -36,6 +36,54 @@ class SourceFormat:
     tolerance: float = 1e-4
 
 
+_TRANSFORMERS = SourceFormat("convert_transformers", "compare_with_transformers",
+                             "transformers,torch", "max abs difference vs transformers")
+
+#: converter module -> the checkpoint kinds it reads (by `detect_format`'s name)
+#: and how each is checked; used by `scripts/convert_weights/` and `zoo convert`
+CONVERSIONS: dict[str, dict[str, SourceFormat]] = {
+    "zoo.nlp.bert.bert_convert": {"transformers": _TRANSFORMERS},
+    "zoo.nlp.opt.opt_convert": {"transformers": _TRANSFORMERS},
+    "zoo.audio.whisper.whisper_convert": {
+        "transformers": _TRANSFORMERS,
+        # relative to the output's scale; `compare_with_ctranslate2` says why 1e-4
+        "ctranslate2": SourceFormat("convert_ctranslate2", "compare_with_ctranslate2",
+                                    "ctranslate2",
+                                    "max abs difference / max abs value vs ctranslate2"),
+        "torch_file": SourceFormat("convert_openai", None, "", ""),  # openai-whisper .pt
+    },
+    "zoo.cv.yolov8.yolov8_convert": {
+        "torch_file": SourceFormat("convert_ultralytics", "compare_with_onnxruntime",
+                                   "onnxruntime",
+                                   "max abs difference vs onnxruntime (pixels, probabilities)",
+                                   tolerance=1e-2),
+    },
+    "zoo.diffusion.stable_diffusion.stable_diffusion_convert": {
+        "diffusers": SourceFormat("convert_diffusers", "compare_with_diffusers",
+                                  "torch,transformers,diffusers",
+                                  "max abs difference vs diffusers/transformers",
+                                  tolerance=1e-3),
+        "torch_file": SourceFormat("convert_single_file", None, "", ""),
+    },
+}
+
+
+def converter_module(folder: Path) -> str:
+    """The converter module that reads the checkpoint at `folder` (any family).
+
+    Raises:
+        PresetError: `folder` is already a zoo preset, or no converter reads it.
+    """
+    from zoo.core.errors import PresetError
+    from zoo.presets.formats import converter_for, detect_format
+
+    fmt = detect_format(folder)
+    if fmt == "zoo":
+        raise PresetError(f"{folder} is already a zoo preset; load it with from_preset, or "
+                          "copy it into the hub. Nothing to convert.")
+    return converter_for(folder, fmt).__module__
+
+
 def raw_folder(source: str) -> Path:
     """The local checkpoint folder behind a handle (downloaded when needed)."""
     from zoo.core.errors import PresetNotFoundError
@@ -56,21 +104,18 @@ def raw_folder(source: str) -> Path:
     return Path(source)
 
 
-def main(argv: list[str] | None, converter: str, reference: str | None, description: str,
-         formats: dict[str, SourceFormat] | None = None) -> int:
+def main(argv: list[str] | None, converter: str, description: str,
+         formats: dict[str, SourceFormat] | None = None, prog: str | None = None) -> int:
     """Run a conversion script.
 
     Args:
         argv: command-line arguments (None: sys.argv).
-        converter: module defining the functions the formats name; by default
-            `convert_transformers(source, output, handle)` and
-            `compare_with_transformers(preset_dir, source) -> float`.
-        reference: the packages `compare_with_transformers` needs,
-            comma-separated (unused when `formats` is given).
+        converter: module defining the functions the formats name.
         description: the script's help text.
         formats: the checkpoint kinds the script reads, by the name
-            `zoo.presets.formats.detect_format` gives them; default:
-            transformers folders only.
+            `zoo.presets.formats.detect_format` gives them; default: the
+            converter's entry in `CONVERSIONS`.
+        prog: the program name shown in usage messages.
 
     Returns:
         The exit code: 0 written, 1 mismatch or error, 2 not a checkpoint it reads.
@@ -78,10 +123,8 @@ def main(argv: list[str] | None, converter: str, reference: str | None, descript
     from zoo.presets.formats import detect_format
 
     if formats is None:
-        formats = {"transformers": SourceFormat(
-            "convert_transformers", "compare_with_transformers", reference or "",
-            "max abs difference vs transformers")}
-    parser = argparse.ArgumentParser(description=description)
+        formats = CONVERSIONS[converter]
+    parser = argparse.ArgumentParser(description=description, prog=prog)
     parser.add_argument("source", help="hf://org/repo, pkg://package/path or a local path")
     parser.add_argument("--name", required=True, help="hub name of the converted preset")
     parser.add_argument("--upload", metavar="HF_HANDLE", help="also upload to hf://org/repo")

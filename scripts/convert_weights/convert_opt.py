@@ -17,7 +17,7 @@ from zoo.cli_convert import main as run
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, "zoo.nlp.opt.opt_convert", "transformers,torch", __doc__.splitlines()[0])
+    return run(argv, "zoo.nlp.opt.opt_convert", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -17,20 +17,11 @@ $ZOO_HOME/presets/NAME and optionally uploaded.
 
 import sys
 
-from zoo.cli_convert import SourceFormat
 from zoo.cli_convert import main as run
-
-FORMATS = {
-    "diffusers": SourceFormat("convert_diffusers", "compare_with_diffusers",
-                              "torch,transformers,diffusers",
-                              "max abs difference vs diffusers/transformers", tolerance=1e-3),
-    "torch_file": SourceFormat("convert_single_file", None, "", ""),
-}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, "zoo.diffusion.stable_diffusion.stable_diffusion_convert", None,
-               __doc__.splitlines()[0], formats=FORMATS)
+    return run(argv, "zoo.diffusion.stable_diffusion.stable_diffusion_convert", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

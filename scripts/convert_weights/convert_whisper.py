@@ -18,24 +18,11 @@ $ZOO_HOME/presets/NAME and optionally uploaded.
 
 import sys
 
-from zoo.cli_convert import SourceFormat
 from zoo.cli_convert import main as run
-
-FORMATS = {
-    "transformers": SourceFormat("convert_transformers", "compare_with_transformers",
-                                 "transformers,torch", "max abs difference vs transformers"),
-    # relative to the output's scale; `compare_with_ctranslate2` says why 1e-4
-    "ctranslate2": SourceFormat("convert_ctranslate2", "compare_with_ctranslate2",
-                                "ctranslate2",
-                                "max abs difference / max abs value vs ctranslate2",
-                                tolerance=1e-4),
-    "torch_file": SourceFormat("convert_openai", None, "", ""),  # openai-whisper .pt
-}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, "zoo.audio.whisper.whisper_convert", None, __doc__.splitlines()[0],
-               formats=FORMATS)
+    return run(argv, "zoo.audio.whisper.whisper_convert", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

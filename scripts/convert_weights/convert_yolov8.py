@@ -17,19 +17,11 @@ optionally uploaded.
 
 import sys
 
-from zoo.cli_convert import SourceFormat
 from zoo.cli_convert import main as run
-
-FORMATS = {
-    "torch_file": SourceFormat("convert_ultralytics", "compare_with_onnxruntime", "onnxruntime",
-                               "max abs difference vs onnxruntime (pixels, probabilities)",
-                               tolerance=1e-2),
-}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, "zoo.cv.yolov8.yolov8_convert", None, __doc__.splitlines()[0],
-               formats=FORMATS)
+    return run(argv, "zoo.cv.yolov8.yolov8_convert", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

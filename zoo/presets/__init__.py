@@ -40,7 +40,23 @@ def info(name: str) -> dict[str, Any]:
     return entry
 
 
+def available_offline(name: str) -> bool:
+    """Whether preset `name` loads with no network: a converted copy is in the
+    hub, or one of its sources is a `pkg://` package that is installed."""
+    import importlib.util
+
+    entry = info(name)
+    if entry["cached"]:
+        return True
+    for source in entry["sources"]:
+        if source.startswith("pkg://"):
+            package = source[len("pkg://"):].split("/", 1)[0]
+            if importlib.util.find_spec(package) is not None:
+                return True
+    return False
+
+
 list = list_presets  # noqa: A001  (the documented name is zoo.presets.list)
 
-__all__ = ["detect_format", "info", "list", "list_presets", "resolve", "upload",
+__all__ = ["available_offline", "detect_format", "info", "list", "list_presets", "resolve", "upload",
            "validate_preset", "zoo_home"]

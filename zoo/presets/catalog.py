@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
 
 #: modules defining a `PRESETS` dict (name -> entry); data only, cheap to import
@@ -14,11 +17,25 @@ FAMILY_PRESET_MODULES = ("zoo.nlp.bert.bert_presets", "zoo.nlp.opt.opt_presets",
 REQUIRED_KEYS = ("family", "description", "params", "sources", "license")
 
 
+def _load_data_module(module: str) -> Any:
+    """Import a presets module without running its packages' `__init__` (which
+    import Keras): listing the catalog must not pay for, or print, a backend import."""
+    if module in sys.modules:
+        return sys.modules[module]
+    path = Path(__file__).resolve().parents[1].joinpath(*module.split(".")[1:]).with_suffix(".py")
+    spec = importlib.util.spec_from_file_location(module, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - broken install
+        return importlib.import_module(module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
 def catalog() -> dict[str, dict[str, Any]]:
     """Every catalog entry, by name."""
     out: dict[str, dict[str, Any]] = {}
     for module in FAMILY_PRESET_MODULES:
-        for name, entry in importlib.import_module(module).PRESETS.items():
+        for name, entry in _load_data_module(module).PRESETS.items():
             missing = [k for k in REQUIRED_KEYS if k not in entry]
             if missing:
                 raise RuntimeError(f"Catalog entry {name!r} lacks {missing}.")
