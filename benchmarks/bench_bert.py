@@ -422,6 +422,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """`zoo benchmark`'s rows: one per zoo backend, with the forward pass's FLOPs."""
+    w = results["workload"]
+    m = w["model"]
+    tokens = w["batch"] * w["seq"]
+    flops = common.transformer_flops(tokens, m["num_layers"], m["hidden_dim"],
+                                     m["intermediate_dim"], w["seq"])
+    peer = results.get(PEER)
+    return [common.row("bert", f"forward {w['batch']}x{w['seq']}", backend, res, PEER,
+                       peer, flops=flops,
+                       match=(res["max_abs_diff"] < 1e-4) if "max_abs_diff" in res else None)
+            for backend, res in results["zoo"].items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     return common.main(argv, parse_args, run_worker, run_parent)
 

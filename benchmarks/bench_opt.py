@@ -454,6 +454,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """`zoo benchmark`'s rows: one per zoo backend and batch size. FLOPs: the
+    prompt through every layer, then one token per row per new position (against
+    the growing context), and the LM head for every generated token."""
+    w = results["workload"]
+    m = w["model"]
+    prompt, new = w["prompt"], w["new_tokens"]
+    rows = []
+    for batch in w["batches"]:
+        args = (m["num_layers"], m["hidden_dim"], m["intermediate_dim"])
+        flops = common.transformer_flops(batch * prompt, *args, context=(prompt + 1) / 2)
+        flops += common.transformer_flops(batch * (new - 1), *args, context=prompt + new / 2)
+        flops += 2.0 * batch * new * m["hidden_dim"] * m["vocabulary_size"]
+        peer = (results.get(PEER) or {}).get("batches", {}).get(str(batch))
+        for backend, res in results["zoo"].items():
+            entry = res.get("batches", {}).get(str(batch)) or {"error": res.get("error")}
+            rows.append(common.row("opt", f"generate b{batch}, {prompt}+{new} tokens", backend,
+                                   entry, PEER, peer, flops=flops,
+                                   match=entry.get("ids_match")))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     return common.main(argv, parse_args, run_worker, run_parent)
 

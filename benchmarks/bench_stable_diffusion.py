@@ -220,6 +220,13 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
                                                       ).max())
             entry["max_abs_diff_decode"] = float(np.abs(decode() - np.load(share / "image.npy")
                                                         ).max())
+        if dtype == "float32":  # XLA's count of the UNet call and the decode (jax only)
+            unet, decoder = task.backbone.unet, task.backbone.vae_decoder
+            doubled = np.concatenate([data["latents"]] * 2)
+            t = np.full((2,), TIMESTEP, "float32")
+            out["flops"] = {"step": common.jax_flops(lambda x, c: unet(x, t, c), doubled,
+                                                     data["context"]),
+                            "decode": common.jax_flops(decoder, data["latents"])}
         out["dtypes"][dtype] = entry
         del task
     return out
@@ -362,6 +369,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
+
+
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """`zoo benchmark`'s rows: the guided UNet step and the VAE decode, per zoo
+    backend and dtype, against diffusers in the same dtype. FLOPs are XLA's
+    count from the jax worker (None when jax did not run)."""
+    size = results["workload"]["image_size"][0]
+    peer = results.get(PEER) or {}
+    flops = next((r["flops"] for r in results["zoo"].values() if r.get("flops")), {})
+    rows = []
+    for backend, res in results["zoo"].items():
+        for dtype in res.get("dtypes") or {d: {} for d in results["workload"]["dtypes"]}:
+            entry = (res.get("dtypes") or {}).get(dtype) or {"error": res.get("error")}
+            theirs = (peer.get("dtypes") or {}).get(dtype) or {}
+            for part, name in (("step", f"UNet step {size}px, guided batch 2"),
+                               ("decode", f"VAE decode {size}px")):
+                diff = entry.get(f"max_abs_diff_{part}")
+                rows.append(common.row(
+                    "stable_diffusion", name, backend, entry.get(part, entry), PEER,
+                    theirs.get(part), dtype=dtype, flops=flops.get(part),
+                    match=None if diff is None else diff < 1e-3))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

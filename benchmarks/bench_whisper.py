@@ -233,6 +233,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """`zoo benchmark`'s rows: one per zoo backend and clip. No FLOPs: the work
+    depends on how many tokens each library decodes and on its fallbacks."""
+    peer = (results.get(PEER) or {}).get("clips") or {}
+    rows = []
+    for backend, res in results["zoo"].items():
+        for clip in res.get("clips") or {c: {} for c in results["workload"]["clips"]}:
+            entry = (res.get("clips") or {}).get(clip) or {"error": res.get("error")}
+            rows.append(common.row("whisper", f"transcribe {clip} clip", backend, entry, PEER,
+                                   peer.get(clip), match=entry.get("text_match")))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     return common.main(argv, parse_args, run_worker, run_parent)
 

@@ -232,6 +232,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
 
     entry = common.time_calls(run, args.warmup, args.runs)
     entry["detections"] = run()
+    side = detector.preprocessor.image_converter.image_size[0]
+    entry["flops"] = common.jax_flops(detector.inference_model(),  # XLA's count (jax only)
+                                      np.zeros((1, side, side, 3), "float32"))
     reference = Path(args.share_dir or "/nonexistent") / DETECTIONS_FILE
     if reference.is_file():
         entry.update(compare_detections(entry["detections"], json.loads(reference.read_text())))
@@ -355,6 +358,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
+
+
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """`zoo benchmark`'s rows: one per zoo backend; FLOPs of the forward pass
+    from the jax worker (XLA's count), None when jax did not run."""
+    side = results["workload"]["image_size"][0]
+    flops = next((r["flops"] for r in results["zoo"].values() if r.get("flops")), None)
+    return [common.row("yolov8", f"detect {side}x{side}, batch 1", backend, res, PEER,
+                       results.get(PEER), flops=flops, match=res.get("detections_match"))
+            for backend, res in results["zoo"].items()]
 
 
 def main(argv: list[str] | None = None) -> int:

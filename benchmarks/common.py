@@ -351,3 +351,52 @@ def start_zoo_worker(backend: str) -> Any:
         raise RuntimeError(f"keras picked {keras.backend.backend()!r}, not {backend!r}")
     keras.utils.set_random_seed(0)
     return keras
+
+
+# --------------------------------------------------------------------------- #
+# FLOPs and the rows `zoo benchmark` reports.
+# --------------------------------------------------------------------------- #
+
+
+def transformer_flops(tokens: int, layers: int, hidden: int, intermediate: int,
+                      context: float) -> float:
+    """Matrix-product FLOPs of `tokens` tokens through `layers` transformer
+    layers: the four attention projections (8 h^2), the MLP (4 h ff) and the
+    score and value products against `context` keys (4 context h), per token."""
+    per_token = 8 * hidden * hidden + 4 * hidden * intermediate + 4 * context * hidden
+    return float(tokens * layers * per_token)
+
+
+def jax_flops(fn: Callable[..., Any], *args: Any) -> float | None:
+    """The FLOPs XLA counts for one call of `fn(*args)`, a function of
+    `keras.ops`; None unless the Keras backend is jax."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    analysis = jax.jit(fn).lower(*args).cost_analysis()
+    if isinstance(analysis, list):  # older jax: one dict per computation
+        analysis = analysis[0]
+    return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def row(family: str, workload: str, backend: str, zoo: dict[str, Any] | None, peer_name: str,
+        peer: dict[str, Any] | None, dtype: str = "float32", flops: float | None = None,
+        match: bool | None = None) -> dict[str, Any]:
+    """One line of `zoo benchmark`'s table: zoo on `backend` against the peer
+    for one workload; `zoo` and `peer` are timing dicts with `ms` (or None
+    after a failure). ratio = peer ms / zoo ms (> 1: zoo faster)."""
+    zoo_ms = (zoo or {}).get("ms")
+    peer_ms = (peer or {}).get("ms")
+    out = {"family": family, "workload": workload, "dtype": dtype, "backend": backend,
+           "zoo_ms": zoo_ms, "peer": peer_name, "peer_ms": peer_ms,
+           "ratio": peer_ms / zoo_ms if zoo_ms and peer_ms else None,
+           "flops": flops, "match": match,
+           "other_cpu_cores": (zoo or {}).get("other_cpu_cores")}
+    if zoo_ms is None:
+        out["error"] = str((zoo or {}).get("error", "no result"))[:200]
+    if peer_ms is None:
+        out["peer_error"] = str((peer or {}).get("error", "no result"))[:200]
+    return out

@@ -1,0 +1,446 @@
+"""`zoo benchmark`: every family on every backend against its peer, in one report.
+
+The workloads are the family benchmarks in the repository's `benchmarks/`
+folder (`bench_bert.py`, `bench_opt.py`, ...). Each runs as its own process
+and starts one process per library and Keras backend, with the peer
+(transformers, diffusers, faster-whisper, onnxruntime) in the same run. This
+module runs them, reduces their results to one row per (family, workload,
+dtype, backend) with the speed ratio against the peer and the model FLOP
+utilisation (MFU: achieved FLOP/s over what this machine's matrix products
+reach in that dtype, measured at the start of the run), and writes:
+
+- a JSON file (default `benchmarks/results/zoo_benchmark.json`),
+- a markdown table, printed and written into `benchmarks/README.md` between
+  the `zoo-benchmark` markers,
+- a PNG chart of zoo's speed relative to the peer per family and backend.
+
+`--compare baseline.json --max-regression 10%` exits with status 1 when any
+row's zoo time grew by more than that against the baseline, so a CI job can
+gate on it. `--smoke` runs tiny models for a few seconds per family and
+writes nothing into the repository unless asked.
+
+Example:
+
+    zoo benchmark --family bert,yolov8 --backend jax,torch
+    zoo benchmark --smoke --out /tmp/smoke.json
+    zoo benchmark --report-only                  # rebuild the report from the
+                                                 # families' last result files
+    zoo benchmark --compare benchmarks/results/zoo_benchmark.json --max-regression 10%
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: family -> its benchmark script in benchmarks/
+FAMILIES = {
+    "bert": "bench_bert.py",
+    "opt": "bench_opt.py",
+    "whisper": "bench_whisper.py",
+    "yolov8": "bench_yolov8.py",
+    "stable_diffusion": "bench_stable_diffusion.py",
+}
+BACKENDS = ("jax", "tensorflow", "torch")
+MARK_START = "<!-- zoo-benchmark:start -->"
+MARK_END = "<!-- zoo-benchmark:end -->"
+SCHEMA = "zoo-benchmark/1"
+
+
+class BenchmarkError(Exception):
+    """A problem with the benchmark's inputs or outputs (printed as one line)."""
+
+
+# --------------------------------------------------------------------------- #
+# Options.
+# --------------------------------------------------------------------------- #
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `zoo benchmark` (also used by `python -m zoo.benchmark`)."""
+    parser.add_argument("--family", dest="families", default=",".join(FAMILIES),
+                        help="comma-separated families (default: all: %(default)s)")
+    parser.add_argument("--backend", "--backends", dest="backends", default=",".join(BACKENDS),
+                        help="comma-separated Keras backends for zoo (default: %(default)s)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny models and few runs: the same code in seconds per family")
+    parser.add_argument("--out", help="JSON results (default: benchmarks/results/"
+                                      "zoo_benchmark.json; with --smoke a temporary folder)")
+    parser.add_argument("--chart", help="PNG chart (default: next to --out, .png)")
+    parser.add_argument("--readme", help="markdown file whose zoo-benchmark section gets the "
+                                         "table (default: benchmarks/README.md; with --smoke: "
+                                         "none); 'none' to skip")
+    parser.add_argument("--compare", metavar="BASELINE",
+                        help="a previous zoo benchmark JSON to compare against")
+    parser.add_argument("--max-regression", default="10%",
+                        help="with --compare: largest allowed slow-down of any row "
+                             "(e.g. 10%% or 0.1; default %(default)s)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the families' last result files in "
+                             "benchmarks/results/")
+    parser.add_argument("--bench-dir", help="the benchmarks/ folder (default: the one next to "
+                                            "the zoo package, else ./benchmarks)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds allowed per family (default: 7200, 600 with --smoke)")
+
+
+def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A comma-separated option as a list of known names."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in items if t not in allowed]
+    if unknown or not items:
+        raise BenchmarkError(f"Unknown {what} {', '.join(unknown) or repr(text)}. "
+                             f"Choose from {', '.join(allowed)}.")
+    return items
+
+
+def parse_regression(text: str) -> float:
+    """'10%' or '0.1' -> 0.1.
+
+    >>> parse_regression("10%"), parse_regression("0.25")
+    (0.1, 0.25)
+    """
+    try:
+        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or math.isinf(value):
+        raise BenchmarkError(f"--max-regression {text!r} is not a fraction. Fix: e.g. 10% "
+                             "or 0.1.")
+    return value
+
+
+def find_bench_dir(given: str | None) -> Path:
+    candidates = [Path(given)] if given else [Path(__file__).resolve().parents[1] / "benchmarks",
+                                              Path.cwd() / "benchmarks"]
+    for path in candidates:
+        if (path / "common.py").is_file():
+            return path
+    raise BenchmarkError(f"No benchmarks folder at {', '.join(map(str, candidates))}. The "
+                         "workloads live in the zoo repository's benchmarks/; run from a "
+                         "checkout or pass --bench-dir.")
+
+
+def load_baseline(path: str) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The rows of a previous run, by (family, workload, dtype, backend)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BenchmarkError(f"Baseline {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchmarkError(f"Cannot read baseline {path}: {e}.") from None
+    except json.JSONDecodeError as e:
+        raise BenchmarkError(f"Baseline {path} is not valid JSON (line {e.lineno}: {e.msg}); "
+                             "pass a file written by zoo benchmark.") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise BenchmarkError(f"Baseline {path} is not a zoo benchmark result (no 'schema': "
+                             f"{SCHEMA!r}); pass a file written by zoo benchmark.")
+    rows = data.get("rows")
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and {"family", "workload", "dtype", "backend"} <= set(r)
+            for r in rows):
+        raise BenchmarkError(f"Baseline {path} has malformed 'rows'; pass a file written by "
+                             "zoo benchmark.")
+    return {row_key(r): r for r in rows}
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return (row["family"], row["workload"], row["dtype"], row["backend"])
+
+
+def check_writable(path: Path) -> Path:
+    from zoo.cli import CommandError, check_output_path
+
+    try:
+        return check_output_path(path)
+    except CommandError as e:
+        raise BenchmarkError(str(e)) from None
+
+
+# --------------------------------------------------------------------------- #
+# Running.
+# --------------------------------------------------------------------------- #
+
+
+def load_script(bench_dir: Path, family: str) -> Any:
+    """Import `benchmarks/bench_<family>.py` (its `summary` turns results into rows)."""
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))
+    path = bench_dir / FAMILIES[family]
+    spec = importlib.util.spec_from_file_location(f"zoo_bench_{family}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # type: ignore[union-attr]  (dataclasses look it up)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, out: Path,
+               timeout: float) -> dict[str, Any]:
+    """Run one family's benchmark script; return its results (or {"error": ...})."""
+    cmd = [sys.executable, str(bench_dir / FAMILIES[family]), "--backends", ",".join(backends),
+           "--out", str(out)]
+    if smoke:
+        cmd.append("--smoke")
+    print(f"[zoo benchmark] {family}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    print(f"[zoo benchmark] {family}: done in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr, flush=True)
+    if not out.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"exited with {proc.returncode}: {' / '.join(tail)}"}
+    return json.loads(out.read_text())
+
+
+def measure_peak_flops(smoke: bool) -> dict[str, float | None]:
+    """FLOP/s of large square matrix products on this machine, float32 and
+    bfloat16 (torch, every core): the ceiling MFU is measured against."""
+    try:
+        import torch
+    except ImportError:
+        return {"float32": None, "bfloat16": None}
+    torch.set_num_threads(os.cpu_count() or 1)
+    n = 512 if smoke else 2048
+    peaks: dict[str, float | None] = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        with torch.inference_mode():
+            torch.mm(a, b)
+            best = math.inf
+            for _ in range(3 if smoke else 5):
+                start = time.perf_counter()
+                torch.mm(a, b)
+                best = min(best, time.perf_counter() - start)
+        peaks[name] = 2.0 * n ** 3 / best
+    return peaks
+
+
+def add_mfu(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -> None:
+    for row in rows:
+        peak = peaks.get(row["dtype"])
+        row["mfu"] = (row["flops"] / (row["zoo_ms"] / 1e3) / peak
+                      if row.get("flops") and row.get("zoo_ms") and peak else None)
+
+
+def compare(rows: list[dict[str, Any]], baseline: dict[tuple[str, ...], dict[str, Any]],
+            max_regression: float) -> list[dict[str, Any]]:
+    """Rows slower than the baseline by more than `max_regression` (each gets
+    `baseline_ms` and `slowdown`); rows missing from the baseline are skipped."""
+    regressions = []
+    for row in rows:
+        old = baseline.get(row_key(row))
+        if not old or not old.get("zoo_ms"):
+            continue
+        if row.get("zoo_ms") is None:
+            regressions.append({**row, "baseline_ms": old["zoo_ms"], "slowdown": math.inf})
+            continue
+        slowdown = row["zoo_ms"] / old["zoo_ms"] - 1
+        row["baseline_ms"] = old["zoo_ms"]
+        if slowdown > max_regression:
+            regressions.append({**row, "slowdown": slowdown})
+    return regressions
+
+
+# --------------------------------------------------------------------------- #
+# Reporting.
+# --------------------------------------------------------------------------- #
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def markdown_table(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -> str:
+    lines = ["| family | workload | dtype | backend | zoo ms | peer | peer ms | speed-up vs peer"
+             " | output matches peer | MFU |",
+             "|---|---|---|---|---:|---|---:|---:|:---:|---:|"]
+    for r in rows:
+        zoo_ms = _fmt(r.get("zoo_ms"), ".1f") if r.get("zoo_ms") else (
+            "error: " + str(r.get("error", ""))[:60].replace("|", "/"))
+        peer_ms = _fmt(r.get("peer_ms"), ".1f") if r.get("peer_ms") else (
+            "error: " + str(r["peer_error"])[:60].replace("|", "/") if r.get("peer_error")
+            else "-")
+        match = {True: "yes", False: "**no**", None: "-"}[r.get("match")]
+        mfu = _fmt(None if r.get("mfu") is None else 100 * r["mfu"], ".1f", "%")
+        lines.append(f"| {r['family']} | {r['workload']} | {r['dtype']} | {r['backend']} | "
+                     f"{zoo_ms} | {r['peer']} | {peer_ms} | "
+                     f"{_fmt(r.get('ratio'), '.2f', 'x')} | {match} | {mfu} |")
+    peak_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items() if v)
+    lines.append("")
+    lines.append("speed-up = peer ms / zoo ms (> 1: zoo faster). MFU = the workload's "
+                 "matrix-product FLOPs per second over this machine's measured matrix-product "
+                 f"peak ({peak_text or 'not measured'}); '-' where the FLOPs are not defined "
+                 "(whisper: they depend on the decoded text) or were not counted.")
+    return "\n".join(lines)
+
+
+def write_readme(path: Path, section: str) -> None:
+    """Replace the text between the zoo-benchmark markers of `path` (appending
+    the markers at the end when they are missing)."""
+    text = path.read_text() if path.is_file() else ""
+    block = f"{MARK_START}\n{section}\n{MARK_END}"
+    if MARK_START in text and MARK_END in text:
+        head, _, rest = text.partition(MARK_START)
+        _, _, tail = rest.partition(MARK_END)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """A grouped bar chart: zoo's speed-up over the peer per workload, one bar
+    per backend (and dtype), a line at 1 (parity). None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[zoo benchmark] matplotlib not installed: no chart", file=sys.stderr)
+        return None
+    labels = list(dict.fromkeys(f"{r['family']}\n{r['workload']}" for r in rows))
+    series = list(dict.fromkeys(f"{r['backend']} {r['dtype']}" for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels)), 4.5))
+    width = 0.8 / max(1, len(series))
+    for i, name in enumerate(series):
+        values = []
+        for label in labels:
+            match = [r for r in rows if f"{r['family']}\n{r['workload']}" == label
+                     and f"{r['backend']} {r['dtype']}" == name]
+            values.append(match[0]["ratio"] if match and match[0].get("ratio") else 0.0)
+        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))], values,
+               width, label=name)
+    ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("speed-up over the peer (peer time / zoo time)")
+    ax.set_title("zoo vs peer, per family and backend (> 1: zoo faster)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- #
+# Entry points.
+# --------------------------------------------------------------------------- #
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run `zoo benchmark`; returns the exit code (1: a failure or a regression)."""
+    families = parse_list(args.families, tuple(FAMILIES), "family")
+    backends = parse_list(args.backends, BACKENDS, "backend")
+    max_regression = parse_regression(args.max_regression)
+    baseline = load_baseline(args.compare) if args.compare else None
+    bench_dir = find_bench_dir(args.bench_dir)
+    results_dir = bench_dir / "results"
+    tmp_dir = Path(tempfile.mkdtemp(prefix="zoo-benchmark-"))
+    default_out = (tmp_dir if args.smoke else results_dir) / "zoo_benchmark.json"
+    out = check_writable(Path(args.out) if args.out else default_out)
+    chart = check_writable(Path(args.chart) if args.chart else out.with_suffix(".png"))
+    readme_arg = args.readme or ("none" if args.smoke else str(bench_dir / "README.md"))
+    readme = None if readme_arg == "none" else check_writable(Path(readme_arg))
+    timeout = args.timeout or (600.0 if args.smoke else 7200.0)
+
+    peaks = measure_peak_flops(args.smoke)
+    rows: list[dict[str, Any]] = []
+    sources: dict[str, str] = {}
+    failed = []
+    for family in families:
+        script = load_script(bench_dir, family)
+        if args.report_only:
+            source = results_dir / f"{family}.json"
+            if not source.is_file():
+                raise BenchmarkError(f"No results for {family} at {source}; run zoo benchmark "
+                                     f"--family {family} first.")
+            results = json.loads(source.read_text())
+        else:
+            source = tmp_dir / f"{family}.json"
+            results = run_family(bench_dir, family, backends, args.smoke, source, timeout)
+            if "error" in results:
+                failed.append(family)
+                rows += [{"family": family, "workload": "-", "dtype": "-", "backend": b,
+                          "zoo_ms": None, "peer": "-", "peer_ms": None, "ratio": None,
+                          "flops": None, "match": None, "error": results["error"]}
+                         for b in backends]
+                continue
+            if not args.smoke:  # keep the family's full result file, as its script does
+                (results_dir / f"{family}.json").write_text(json.dumps(results, indent=2) + "\n")
+        sources[family] = str(source)
+        family_rows = [r for r in script.summary(results) if r["backend"] in backends]
+        rows += family_rows
+        failed += [f"{family}/{r['backend']}" for r in family_rows if r.get("error")]
+        if any(r.get("peer_error") for r in family_rows):
+            failed.append(f"{family}/{family_rows[0]['peer']}")
+    add_mfu(rows, peaks)
+    regressions = compare(rows, baseline, max_regression) if baseline is not None else []
+
+    table = markdown_table(rows, peaks)
+    data = {"schema": SCHEMA,
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "command": " ".join(["zoo benchmark", *sys.argv[2:]]) if sys.argv[1:2] == [
+                "benchmark"] else "zoo benchmark",
+            "smoke": args.smoke, "report_only": args.report_only,
+            "cpu_count": os.cpu_count(), "peak_flops": peaks, "sources": sources,
+            "rows": rows, "regressions": regressions, "markdown_table": table}
+    out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    chart_path = write_chart(chart, rows)
+    if readme is not None:
+        write_readme(readme, table)
+    print(table)
+    print(f"\nresults: {out}" + (f"\nchart: {chart_path}" if chart_path else "")
+          + (f"\ntable written into {readme}" if readme else ""))
+    status = 0
+    if failed:
+        print(f"zoo benchmark: failed: {', '.join(failed)}", file=sys.stderr)
+        status = 1
+    if baseline is not None:
+        if regressions:
+            for r in regressions:
+                print(f"REGRESSION {r['family']} / {r['workload']} / {r['dtype']} / "
+                      f"{r['backend']}: {_fmt(r.get('zoo_ms'), '.1f')} ms vs "
+                      f"{r['baseline_ms']:.1f} ms in the baseline "
+                      f"(+{100 * r['slowdown']:.0f}%, limit {100 * max_regression:.0f}%)",
+                      file=sys.stderr)
+            status = 1
+        else:
+            print(f"no row slower than the baseline by more than {100 * max_regression:.0f}%")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.benchmark",
+                                     description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except BenchmarkError as e:
+        print(f"zoo benchmark: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
