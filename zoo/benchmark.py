@@ -185,6 +185,32 @@ def load_script(bench_dir: Path, family: str) -> Any:
     return module
 
 
+def report_family(script: Any, results_dir: Path, family: str) -> list[dict[str, Any]]:
+    """The rows of a family's saved results: `<family>.json` and any
+    `<family>_*.json` (a re-run of some backends written beside it). Each row
+    keeps its own file's peer timing; a row that failed in one file is
+    replaced by the same row from a file where it ran."""
+    files = sorted(results_dir.glob(f"{family}_*.json"))
+    if (results_dir / f"{family}.json").is_file():
+        files.insert(0, results_dir / f"{family}.json")
+    if not files:
+        raise BenchmarkError(f"No results for {family} in {results_dir}; run zoo benchmark "
+                             f"--family {family} first.")
+    merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path in files:
+        try:
+            results = json.loads(path.read_text())
+            rows = script.summary(results)
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise BenchmarkError(f"{path} is not a {family} benchmark result ({e!r}); "
+                                 "re-run its benchmark.") from None
+        for row in rows:
+            key = row_key(row)
+            if key not in merged or (merged[key].get("error") and not row.get("error")):
+                merged[key] = {**row, "source": str(path)}
+    return list(merged.values())
+
+
 def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, out: Path,
                timeout: float) -> dict[str, Any]:
     """Run one family's benchmark script; return its results (or {"error": ...})."""
@@ -214,7 +240,7 @@ def measure_peak_flops(smoke: bool) -> dict[str, float | None]:
     except ImportError:
         return {"float32": None, "bfloat16": None}
     torch.set_num_threads(os.cpu_count() or 1)
-    n = 512 if smoke else 2048
+    n = 1024 if smoke else 2048
     peaks: dict[str, float | None] = {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         a = torch.randn(n, n).to(dtype)
@@ -261,6 +287,17 @@ def compare(rows: list[dict[str, Any]], baseline: dict[tuple[str, ...], dict[str
 # --------------------------------------------------------------------------- #
 
 
+def _error_cell(text: str) -> str:
+    """The last line of an error (usually the exception), short enough for a table.
+
+    >>> _error_cell("worker exited with 1: Traceback...\\n  File x\\nValueError: bad | input")
+    'error: ValueError: bad / input'
+    """
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()] or ["?"]
+    last = lines[-1].replace("|", "/")
+    return "error: " + (last if len(last) <= 70 else last[:67] + "...")
+
+
 def _fmt(value: Any, spec: str, suffix: str = "") -> str:
     return "-" if value is None else format(value, spec) + suffix
 
@@ -270,11 +307,10 @@ def markdown_table(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -
              " | output matches peer | MFU |",
              "|---|---|---|---|---:|---|---:|---:|:---:|---:|"]
     for r in rows:
-        zoo_ms = _fmt(r.get("zoo_ms"), ".1f") if r.get("zoo_ms") else (
-            "error: " + str(r.get("error", ""))[:60].replace("|", "/"))
-        peer_ms = _fmt(r.get("peer_ms"), ".1f") if r.get("peer_ms") else (
-            "error: " + str(r["peer_error"])[:60].replace("|", "/") if r.get("peer_error")
-            else "-")
+        zoo_ms = (_fmt(r.get("zoo_ms"), ".1f") if r.get("zoo_ms")
+                  else _error_cell(r.get("error", "")))
+        peer_ms = (_fmt(r.get("peer_ms"), ".1f") if r.get("peer_ms")
+                   else _error_cell(r["peer_error"]) if r.get("peer_error") else "-")
         match = {True: "yes", False: "**no**", None: "-"}[r.get("match")]
         mfu = _fmt(None if r.get("mfu") is None else 100 * r["mfu"], ".1f", "%")
         lines.append(f"| {r['family']} | {r['workload']} | {r['dtype']} | {r['backend']} | "
@@ -370,11 +406,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     for family in families:
         script = load_script(bench_dir, family)
         if args.report_only:
-            source = results_dir / f"{family}.json"
-            if not source.is_file():
-                raise BenchmarkError(f"No results for {family} at {source}; run zoo benchmark "
-                                     f"--family {family} first.")
-            results = json.loads(source.read_text())
+            family_rows = report_family(script, results_dir, family)
+            sources[family] = ", ".join(sorted({r.pop("source") for r in family_rows}))
+            rows += [r for r in family_rows if r["backend"] in backends]
+            continue
         else:
             source = tmp_dir / f"{family}.json"
             results = run_family(bench_dir, family, backends, args.smoke, source, timeout)
@@ -390,7 +425,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         sources[family] = str(source)
         family_rows = [r for r in script.summary(results) if r["backend"] in backends]
         rows += family_rows
-        failed += [f"{family}/{r['backend']}" for r in family_rows if r.get("error")]
+        failed += list(dict.fromkeys(f"{family}/{r['backend']}" for r in family_rows
+                                     if r.get("error")))
         if any(r.get("peer_error") for r in family_rows):
             failed.append(f"{family}/{family_rows[0]['peer']}")
     add_mfu(rows, peaks)
@@ -413,6 +449,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"\nresults: {out}" + (f"\nchart: {chart_path}" if chart_path else "")
           + (f"\ntable written into {readme}" if readme else ""))
     status = 0
+    recorded = list(dict.fromkeys(f"{r['family']}/{r['backend']}" for r in rows
+                                  if args.report_only and r.get("error")))
+    if recorded:
+        print(f"zoo benchmark: the result files record failures: {', '.join(recorded)}",
+              file=sys.stderr)
     if failed:
         print(f"zoo benchmark: failed: {', '.join(failed)}", file=sys.stderr)
         status = 1

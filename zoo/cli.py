@@ -61,16 +61,23 @@ class CommandError(Exception):
 
 def _import_keras(debug: bool) -> Any:
     """Import Keras once, hiding the backend's start-up chatter on stderr
-    (tensorflow prints log lines while loading) unless `--debug`."""
+    (tensorflow prints log lines while loading) unless `--debug`. Keras
+    imports tensorflow lazily on every backend when it is installed (to
+    serialize configs), so it is imported here too, under the same cover."""
     if debug or "keras" in sys.modules:
         import keras
 
         return keras
+    import importlib.util
+
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
         import keras
+
+        if importlib.util.find_spec("tensorflow") is not None:
+            import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -1,0 +1,136 @@
+"""`zoo benchmark`: the smoke run of every family on the current backend, the
+regression gate, the report from committed results, and one-line errors.
+
+The smoke run is the `make test` part of the benchmark: tiny models, each
+family's script in its own processes with its peer, seconds per family.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKEND = keras.backend.backend()
+FAMILIES = ("bert", "opt", "whisper", "yolov8", "stable_diffusion")
+PEERS = {"bert": "transformers", "opt": "transformers", "whisper": "faster_whisper",
+         "yolov8": "onnxruntime", "stable_diffusion": "diffusers"}
+
+for module in ("transformers", "torch", "diffusers", "faster_whisper", "onnxruntime",
+               "matplotlib"):
+    pytest.importorskip(module)
+
+
+def zoo_benchmark(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zoo.cli", "benchmark", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=dict(os.environ))
+
+
+def write_json(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def check_rows(data: dict) -> None:
+    """Every row: timings of both sides, the ratio and the MFU they imply."""
+    for row in data["rows"]:
+        assert row["zoo_ms"] > 0 and row["peer_ms"] > 0, row
+        assert row["ratio"] == pytest.approx(row["peer_ms"] / row["zoo_ms"], rel=1e-9)
+        assert row["match"] is not False, row  # same weights, same inputs: same output
+        if row["flops"]:
+            peak = data["peak_flops"][row["dtype"]]
+            assert row["mfu"] == pytest.approx(row["flops"] / (row["zoo_ms"] / 1e3) / peak,
+                                               rel=1e-9)
+        else:
+            assert row["mfu"] is None
+
+
+def test_smoke_every_family_and_the_regression_gate(tmp_path):
+    bert_key = {"family": "bert", "workload": "forward 2x16", "dtype": "float32",
+                "backend": BACKEND}
+    baseline = write_json(tmp_path / "baseline.json", {
+        "schema": "zoo-benchmark/1",
+        "rows": [{**bert_key, "zoo_ms": 1e-6},  # impossible to match: a regression
+                 {"family": "opt", "workload": "generate b1, 8+8 tokens", "dtype": "float32",
+                  "backend": BACKEND, "zoo_ms": 1e9}]})  # far slower: not a regression
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- zoo-benchmark:start -->\nold table\n"
+                      "<!-- zoo-benchmark:end -->\ntail\n")
+    out = tmp_path / "smoke.json"
+    proc = zoo_benchmark("--smoke", "--backend", BACKEND, "--out", str(out), "--compare",
+                         str(baseline), "--max-regression", "10%", "--readme", str(readme))
+
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the bert row regressed
+    regressions = [line for line in proc.stderr.splitlines() if line.startswith("REGRESSION")]
+    assert len(regressions) == 1 and f"bert / forward 2x16 / float32 / {BACKEND}" in (
+        regressions[0]), proc.stderr[-3000:]
+    assert "failed" not in proc.stderr, proc.stderr[-3000:]
+
+    data = json.loads(out.read_text())
+    assert data["schema"] == "zoo-benchmark/1" and data["smoke"] is True
+    assert [r["backend"] for r in data["regressions"]] == [BACKEND]
+    assert {r["family"] for r in data["rows"]} == set(FAMILIES)
+    assert {r["backend"] for r in data["rows"]} == {BACKEND}
+    for row in data["rows"]:
+        assert row["peer"] == PEERS[row["family"]]
+    check_rows(data)
+    flops = {(r["family"], r["workload"]): r["flops"] for r in data["rows"]}
+    assert flops[("bert", "forward 2x16")] > 0 and flops[("whisper", "transcribe 2s clip")] is None
+
+    # Each family's own results, as its script wrote them.
+    family = {name: json.loads(Path(path).read_text()) for name, path in data["sources"].items()}
+    assert family["bert"]["zoo"][BACKEND]["max_abs_diff"] < 1e-3
+    assert all(b["ids_match"] for b in family["opt"]["zoo"][BACKEND]["batches"].values())
+    assert family["whisper"]["zoo"][BACKEND]["clips"]["2s"]["text_match"] is True
+    assert family["yolov8"]["onnxruntime"]["detections"]["classes"]
+    assert family["yolov8"]["zoo"][BACKEND]["detections_match"] is True
+    assert family["stable_diffusion"]["zoo"][BACKEND]["dtypes"]["float32"][
+        "max_abs_diff_step"] < 1e-3
+
+    chart = out.with_suffix(".png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("tail\n") and "old table" not in text
+    assert data["markdown_table"] in text and "| bert | forward 2x16 | float32 |" in text
+
+
+def test_report_from_the_committed_results(tmp_path):
+    """--report-only runs nothing: it reduces benchmarks/results/<family>.json."""
+    out = tmp_path / "report.json"
+    proc = zoo_benchmark("--report-only", "--out", str(out), "--readme", "none", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert {r["family"] for r in data["rows"]} == set(FAMILIES)
+    bert = json.loads((ROOT / "benchmarks" / "results" / "bert.json").read_text())
+    for row in (r for r in data["rows"] if r["family"] == "bert"):
+        assert row["zoo_ms"] == bert["zoo"][row["backend"]]["ms"]
+        assert row["peer_ms"] == bert["transformers"]["ms"]
+    assert "| bert |" in proc.stdout
+
+
+def test_bad_inputs_are_one_clear_line(tmp_path):
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"schema": "zoo-benchmark/1", "rows": [')
+    cases = {
+        ("--compare", str(corrupt)): "is not valid JSON",
+        ("--compare", str(write_json(tmp_path / "other.json", {"rows": []}))):
+            "not a zoo benchmark result",
+        ("--compare", str(tmp_path / "missing.json")): "does not exist",
+        ("--out", str(tmp_path / "no" / "such" / "dir.json")): "does not exist",
+        ("--family", "gpt"): "Unknown family gpt",
+        ("--max-regression", "ten"): "not a fraction",
+    }
+    for args, message in cases.items():
+        proc = zoo_benchmark("--smoke", *args, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("zoo: error: "), (args, proc.stderr)
+        assert message in lines[0], (args, lines[0])
+    assert not (tmp_path / "no").exists()
