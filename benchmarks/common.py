@@ -396,7 +396,7 @@ def row(family: str, workload: str, backend: str, zoo: dict[str, Any] | None, pe
            "flops": flops, "match": match,
            "other_cpu_cores": (zoo or {}).get("other_cpu_cores")}
     if zoo_ms is None:
-        out["error"] = str((zoo or {}).get("error", "no result"))[:200]
+        out["error"] = str((zoo or {}).get("error", "no result"))[-300:]
     if peer_ms is None:
-        out["peer_error"] = str((peer or {}).get("error", "no result"))[:200]
+        out["peer_error"] = str((peer or {}).get("error", "no result"))[-300:]
     return out
