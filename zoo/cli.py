@@ -180,8 +180,8 @@ def cmd_pull(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     from zoo.cli_convert import converter_module, main as convert_main, raw_folder
 
+    _import_keras(args.debug)  # reading the folder's format imports Keras
     module = converter_module(raw_folder(args.source))
-    _import_keras(args.debug)
     argv = [args.source, "--name", args.name]
     if args.upload:
         argv += ["--upload", args.upload]
