@@ -23,6 +23,7 @@ from zoo.core.errors import ConversionError, PresetError, PresetNotFoundError, Z
 from zoo.presets import hub
 from zoo.presets.catalog import catalog, unknown_name_message
 from zoo.presets.formats import converter_for, detect_format
+from zoo.utils.progress import download_bars
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,9 @@ def _hf_file(handle: str, repo_id: str, revision: str | None, filename: str) -> 
     reason = "HF_HUB_OFFLINE is set"
     if not huggingface_hub.constants.HF_HUB_OFFLINE:
         try:
-            return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
+            with download_bars():
+                return Path(huggingface_hub.hf_hub_download(repo_id, filename,
+                                                            revision=revision))
         except Exception as e:  # HTTP, connection and DNS errors come in many types
             reason = f"the download failed: {type(e).__name__}: {str(e).splitlines()[0]}"
     raise PresetNotFoundError(
@@ -259,13 +262,15 @@ def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:
             api = huggingface_hub.HfApi()
             files = api.list_repo_files(repo_id, revision=revision)
             if "model_index.json" in files:  # a diffusers pipeline: only what zoo reads
-                return Path(huggingface_hub.snapshot_download(
-                    repo_id, revision=revision, allow_patterns=diffusers_files(files)))
-            ignore = list(HF_IGNORE)
-            if any(f.endswith(".safetensors") for f in files):
-                ignore += ["*.bin", "*.pt", "*.ckpt"]
-            return Path(huggingface_hub.snapshot_download(
-                repo_id, revision=revision, ignore_patterns=ignore))
+                patterns = {"allow_patterns": diffusers_files(files)}
+            else:
+                ignore = list(HF_IGNORE)
+                if any(f.endswith(".safetensors") for f in files):
+                    ignore += ["*.bin", "*.pt", "*.ckpt"]
+                patterns = {"ignore_patterns": ignore}
+            with download_bars():
+                return Path(huggingface_hub.snapshot_download(repo_id, revision=revision,
+                                                              **patterns))
         except Exception as e:  # HTTP, connection and DNS errors come in many types
             reason = f"the download failed: {type(e).__name__}: {str(e).splitlines()[0]}"
     raise PresetNotFoundError(

@@ -1,4 +1,4 @@
-"""Progress bars for long work (downloads, conversion, denoising).
+"""Progress bars for long work (downloads, conversion, denoising, transcription).
 
 One library (tqdm) everywhere. Bars are shown only when stderr is a
 terminal, and can be turned off with `ZOO_PROGRESS=0` or
@@ -7,6 +7,7 @@ terminal, and can be turned off with `ZOO_PROGRESS=0` or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -83,3 +84,28 @@ def progress_bar(*, total: float | None, desc: str, unit: str = "it") -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False)
+
+
+@contextlib.contextmanager
+def download_bars() -> Iterator[None]:
+    """Within the block, huggingface_hub's download bars (tqdm too) follow
+    zoo's setting: shown on a terminal, off otherwise or with ZOO_PROGRESS=0.
+
+    Example:
+
+    >>> with download_bars():
+    ...     pass
+    """
+    from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,
+                                       enable_progress_bars)
+
+    was_disabled = are_progress_bars_disabled()
+    if enabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
