@@ -6,7 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := jax tensorflow torch
-PYTEST_ARGS ?= -q
+# Two pytest workers (pytest-xdist): jax compiles and the CLI and benchmark
+# tests start processes on one core each, so two use the machine's two cores
+# (jax 15.6 -> 12.5 min here). --dist loadfile keeps each test file on one
+# worker, so a file's module fixtures (real weights, converted presets) load once.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?= -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install test demo bench clean
 

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import importlib.util
 import json
@@ -93,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "the zoo package, else ./benchmarks)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed per family (default: 7200, 600 with --smoke)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="families run at once (default: 1, so timings do not disturb "
+                             "each other; 2 with --smoke, whose timings are not measurements)")
 
 
 def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -399,12 +403,24 @@ def run_from_args(args: argparse.Namespace) -> int:
     readme = None if readme_arg == "none" else check_writable(Path(readme_arg))
     timeout = args.timeout or (600.0 if args.smoke else 7200.0)
 
+    jobs = args.jobs if args.jobs is not None else (2 if args.smoke else 1)
+    if jobs < 1:
+        raise BenchmarkError(f"--jobs {jobs}: pass 1 or more families at once.")
+    scripts = {family: load_script(bench_dir, family) for family in families}
     peaks = measure_peak_flops(args.smoke)
+    run_results: dict[str, dict[str, Any]] = {}
+    if not args.report_only:
+        def run(family: str) -> dict[str, Any]:
+            return run_family(bench_dir, family, backends, args.smoke,
+                              tmp_dir / f"{family}.json", timeout)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            run_results = dict(zip(families, pool.map(run, families)))
     rows: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
     failed = []
     for family in families:
-        script = load_script(bench_dir, family)
+        script = scripts[family]
         if args.report_only:
             family_rows = report_family(script, results_dir, family)
             sources[family] = ", ".join(sorted({r.pop("source") for r in family_rows}))
@@ -412,7 +428,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             continue
         else:
             source = tmp_dir / f"{family}.json"
-            results = run_family(bench_dir, family, backends, args.smoke, source, timeout)
+            results = run_results[family]
             if "error" in results:
                 failed.append(family)
                 rows += [{"family": family, "workload": "-", "dtype": "-", "backend": b,
