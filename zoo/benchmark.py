@@ -40,6 +40,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -358,7 +359,7 @@ def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         return None
     labels = list(dict.fromkeys(f"{r['family']}\n{r['workload']}" for r in rows))
     series = list(dict.fromkeys(f"{r['backend']} {r['dtype']}" for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(labels)), 5.0))
     width = 0.8 / max(1, len(series))
     for i, name in enumerate(series):
         values = []
@@ -370,7 +371,8 @@ def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
                width, label=name)
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticklabels(["\n".join(textwrap.fill(part, 18) for part in label.split("\n"))
+                        for label in labels], fontsize=7)
     ax.set_ylabel("speed-up over the peer (peer time / zoo time)")
     ax.set_title("zoo vs peer, per family and backend (> 1: zoo faster)")
     ax.legend(fontsize=7)
