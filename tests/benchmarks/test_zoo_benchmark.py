@@ -126,6 +126,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
         ("--out", str(tmp_path / "no" / "such" / "dir.json")): "does not exist",
         ("--family", "gpt"): "Unknown family gpt",
         ("--max-regression", "ten"): "not a fraction",
+        ("--jobs", "0"): "--jobs 0",
     }
     for args, message in cases.items():
         proc = zoo_benchmark("--smoke", *args, timeout=120)
