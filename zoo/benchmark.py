@@ -410,14 +410,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"--jobs {jobs}: pass 1 or more families at once.")
     scripts = {family: load_script(bench_dir, family) for family in families}
     peaks = measure_peak_flops(args.smoke)
+    run_files = {family: tmp_dir / f"{family}.json" for family in families}
     run_results: dict[str, dict[str, Any]] = {}
     if not args.report_only:
-        def run(family: str) -> dict[str, Any]:
-            return run_family(bench_dir, family, backends, args.smoke,
-                              tmp_dir / f"{family}.json", timeout)
-
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            run_results = dict(zip(families, pool.map(run, families)))
+            run_results = dict(zip(families, pool.map(
+                lambda f: run_family(bench_dir, f, backends, args.smoke, run_files[f], timeout),
+                families)))
     rows: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
     failed = []
@@ -428,19 +427,17 @@ def run_from_args(args: argparse.Namespace) -> int:
             sources[family] = ", ".join(sorted({r.pop("source") for r in family_rows}))
             rows += [r for r in family_rows if r["backend"] in backends]
             continue
-        else:
-            source = tmp_dir / f"{family}.json"
-            results = run_results[family]
-            if "error" in results:
-                failed.append(family)
-                rows += [{"family": family, "workload": "-", "dtype": "-", "backend": b,
-                          "zoo_ms": None, "peer": "-", "peer_ms": None, "ratio": None,
-                          "flops": None, "match": None, "error": results["error"]}
-                         for b in backends]
-                continue
-            if not args.smoke:  # keep the family's full result file, as its script does
-                (results_dir / f"{family}.json").write_text(json.dumps(results, indent=2) + "\n")
-        sources[family] = str(source)
+        results = run_results[family]
+        if "error" in results:
+            failed.append(family)
+            rows += [{"family": family, "workload": "-", "dtype": "-", "backend": b,
+                      "zoo_ms": None, "peer": "-", "peer_ms": None, "ratio": None,
+                      "flops": None, "match": None, "error": results["error"]}
+                     for b in backends]
+            continue
+        if not args.smoke:  # keep the family's full result file, as its script does
+            (results_dir / f"{family}.json").write_text(json.dumps(results, indent=2) + "\n")
+        sources[family] = str(run_files[family])
         family_rows = [r for r in script.summary(results) if r["backend"] in backends]
         rows += family_rows
         failed += list(dict.fromkeys(f"{family}/{r['backend']}" for r in family_rows
