@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from zoo.diffusion.stable_diffusion.diffusion_layers import group_norm
+from zoo.layers.attention import dot_product_attention
 
 
 def timestep_embedding(timesteps: Any, dim: int, flip_sin_to_cos: bool = True,
@@ -50,8 +51,8 @@ class Attention(keras.layers.Layer):
         context = x if context is None else context
         b = ops.shape(x)[0]
         split = lambda t: ops.reshape(t, (b, -1, self.num_heads, self.head_dim))  # noqa: E731
-        out = ops.dot_product_attention(split(self.to_q(x)), split(self.to_k(context)),
-                                        split(self.to_v(context)), scale=self.head_dim ** -0.5)
+        out = dot_product_attention(split(self.to_q(x)), split(self.to_k(context)),
+                                    split(self.to_v(context)), scale=self.head_dim ** -0.5)
         return self.to_out(ops.reshape(out, (b, -1, self.num_heads * self.head_dim)))
 
     def get_config(self) -> dict:

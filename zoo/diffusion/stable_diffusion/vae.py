@@ -21,6 +21,7 @@ from zoo.diffusion.stable_diffusion.diffusion_layers import (
     conv,
     group_norm,
 )
+from zoo.layers.attention import dot_product_attention
 
 #: GroupNorm epsilon everywhere in the VAE
 VAE_EPSILON = 1e-6
@@ -51,7 +52,7 @@ class VAEAttention(keras.layers.Layer):
         b, h, w = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
         flat = ops.reshape(self.group_norm(x), (b, h * w, 1, self.channels))
         q, k, v = self.to_q(flat), self.to_k(flat), self.to_v(flat)
-        out = ops.dot_product_attention(q, k, v, scale=self.channels ** -0.5)
+        out = dot_product_attention(q, k, v, scale=self.channels ** -0.5)
         return x + ops.reshape(self.to_out(out), (b, h, w, self.channels))
 
     def get_config(self) -> dict:
