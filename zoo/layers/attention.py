@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from zoo.core.compiled_loop import update_cache
+from zoo.layers.packing import Packing, pack, unpack
 
 
 #: score-matrix size (query length x key length, per head) from which
@@ -169,6 +170,7 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index: Any = None,
         training: bool | None = None,
         static_key_value: Any = None,
+        packing: Packing | None = None,
     ) -> Any:
         """Attend from `query` to `context` (self-attention when `context` is None).
 
@@ -187,11 +189,18 @@ class MultiHeadAttention(keras.layers.Layer):
             static_key_value: ready keys and values from
                 `project_key_value` (cross-attention during decoding); the
                 key/value projections are skipped and `context` is ignored.
+            packing: self-attention on packed tokens (`zoo.layers.packing`):
+                `query` is `(tokens, dim)` and `attention_mask` the
+                `(batch, 1, 1, length)` padding mask; the projections run on the real
+                tokens only, attention on the padded layout, and the output
+                is packed again.
 
         Returns:
             The attention output `(batch, q_len, output_dim)`; with a cache,
             a tuple `(output, updated_cache)`.
         """
+        if packing is not None:
+            return self._packed_call(query, attention_mask, packing, training)
         context = query if context is None else context
         q = self._split_heads(self.query_dense(query))
         if static_key_value is not None:
@@ -210,6 +219,12 @@ class MultiHeadAttention(keras.layers.Layer):
             cache = (key_cache, value_cache)
             k = ops.transpose(key_cache, (0, 2, 1, 3))
             v = ops.transpose(value_cache, (0, 2, 1, 3))
+        out = self.output_dense(self._attend(q, k, v, attention_mask, training))
+        return out if cache is None else (out, cache)
+
+    def _attend(self, q: Any, k: Any, v: Any, attention_mask: Any,
+                training: bool | None) -> Any:
+        """Heads `(batch, length, heads, head_dim)` -> merged `(batch, q_len, width)`."""
         scale = 1.0 / math.sqrt(self.head_dim)
         if training and self.dropout > 0:
             scores = ops.einsum("btnh,bsnh->bnts", q, k) * ops.cast(scale, q.dtype)
@@ -220,9 +235,16 @@ class MultiHeadAttention(keras.layers.Layer):
             out = ops.einsum("bnts,bsnh->btnh", probs, v)
         else:
             out = ops.dot_product_attention(q, k, v, mask=attention_mask, scale=scale)
-        out = ops.reshape(out, ops.shape(out)[:-2] + (self.num_heads * self.head_dim,))
-        out = self.output_dense(out)
-        return out if cache is None else (out, cache)
+        return ops.reshape(out, ops.shape(out)[:-2] + (self.num_heads * self.head_dim,))
+
+    def _packed_call(self, query: Any, attention_mask: Any, packing: Packing,
+                     training: bool | None) -> Any:
+        # (tokens, dim) in and out; attention itself needs (batch, length, ...)
+        length = ops.shape(attention_mask)[-1]  # (batch, 1, 1, length)
+        q, k, v = (self._split_heads(unpack(dense(query), packing, length))
+                   for dense in (self.query_dense, self.key_dense, self.value_dense))
+        out = self._attend(q, k, v, attention_mask, training)
+        return self.output_dense(pack(out, packing))
 
     def compute_output_shape(self, query_shape: tuple, context_shape: tuple | None = None) -> tuple:
         return tuple(query_shape[:-1]) + (self.output_dim,)

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.packing import Packing, pack, packing, packing_supported, unpack
 
 
 class TransformerEncoderLayer(keras.layers.Layer):
@@ -29,6 +30,10 @@ class TransformerEncoderLayer(keras.layers.Layer):
         use_bias: whether projections and MLP layers have biases.
         key_bias: whether the attention key projection has a bias (default:
             `use_bias`; Whisper's has none).
+        remove_padding: with a padding mask, run the projections, MLP and
+            layer norms on the real tokens only (`zoo.layers.packing`; on
+            TensorFlow graphs and PyTorch, where shapes may depend on the
+            mask). Outputs at padded positions are then zeros.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         kernel_initializer: Any = "glorot_uniform",
         use_bias: bool = True,
         key_bias: bool | None = None,
+        remove_padding: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,6 +67,11 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.normalize_first = normalize_first
         self.use_bias = use_bias
         self.key_bias = use_bias if key_bias is None else bool(key_bias)
+        self.remove_padding = bool(remove_padding)
+        if self.remove_padding and keras.backend.backend() == "tensorflow":
+            # Packed shapes depend on the mask's values, which XLA cannot
+            # compile: `model.compile(jit_compile="auto")` picks a plain graph.
+            self.supports_jit = False
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         init = keras.initializers.serialize(self.kernel_initializer)
         policy = self.dtype_policy
@@ -95,22 +106,29 @@ class TransformerEncoderLayer(keras.layers.Layer):
         mask = None
         if padding_mask is not None:
             mask = ops.cast(padding_mask, "bool")[:, None, None, :]  # (batch, 1, 1, length)
+            if self.remove_padding and packing_supported():
+                packed = packing(padding_mask)
+                out = self._block(pack(x, packed), mask, training=training, packing_=packed)
+                return unpack(out, packed, ops.shape(padding_mask)[1])
         return self._block(x, mask, training=training)
 
     def _block(self, x: Any, mask: Any, cache: Any = None, cache_update_index: Any = None,
-               training: bool | None = None) -> Any:
+               training: bool | None = None, packing_: Packing | None = None) -> Any:
         """Attention and MLP sub-blocks with residuals; returns `x` or `(x, cache)`."""
-        x, cache = self._self_attention_block(x, mask, cache, cache_update_index, training)
+        x, cache = self._self_attention_block(x, mask, cache, cache_update_index, training,
+                                              packing_)
         x = self._mlp_block(x, training)
         return x if cache is None else (x, cache)
 
     def _self_attention_block(self, x: Any, mask: Any, cache: Any, cache_update_index: Any,
-                              training: bool | None) -> tuple[Any, Any]:
+                              training: bool | None,
+                              packing_: Packing | None = None) -> tuple[Any, Any]:
         residual = x
         if self.normalize_first:
             x = self.self_attention_layer_norm(x)
         x = self.self_attention(x, attention_mask=mask, cache=cache,
-                                cache_update_index=cache_update_index, training=training)
+                                cache_update_index=cache_update_index, training=training,
+                                packing=packing_)
         if cache is not None:
             x, cache = x
         x = residual + self.self_attention_dropout(x, training=training)
@@ -144,5 +162,6 @@ class TransformerEncoderLayer(keras.layers.Layer):
             "normalize_first": self.normalize_first,
             "use_bias": self.use_bias,
             "key_bias": self.key_bias,
+            "remove_padding": self.remove_padding,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }

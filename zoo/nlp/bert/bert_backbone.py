@@ -33,6 +33,11 @@ class BertBackbone(Backbone):
         num_segments: number of segment (token type) ids.
         layer_norm_epsilon: epsilon of every layer norm.
         activation: MLP activation (`"gelu"`: exact erf GELU).
+        remove_padding: run each encoder block on the real tokens only, so
+            padding costs no matrix products (TensorFlow graphs and PyTorch;
+            JAX's compiled shapes cannot depend on the mask, so it keeps the
+            padded layout). `sequence_output` is then zero at padded
+            positions; real positions are unchanged.
         dtype: dtype or dtype policy (e.g. `"bfloat16"`, `"mixed_bfloat16"`).
 
     Example:
@@ -59,6 +64,7 @@ class BertBackbone(Backbone):
         num_segments: int = 2,
         layer_norm_epsilon: float = 1e-12,
         activation: str = "gelu",
+        remove_padding: bool = True,
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -87,6 +93,7 @@ class BertBackbone(Backbone):
                 hidden_dim, num_heads, intermediate_dim, activation=activation,
                 dropout=dropout, attention_dropout=dropout,
                 layer_norm_epsilon=layer_norm_epsilon, normalize_first=False,
+                remove_padding=remove_padding,
                 kernel_initializer=keras.initializers.serialize(init),
                 **layer_kwargs(f"transformer_layer_{i}"),
             )
@@ -133,6 +140,7 @@ class BertBackbone(Backbone):
         self.num_segments = num_segments
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
+        self.remove_padding = remove_padding
 
     @classmethod
     def layout_rules(cls) -> list[layout.ShardRule]:
@@ -159,4 +167,5 @@ class BertBackbone(Backbone):
             "num_segments": self.num_segments,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
+            "remove_padding": self.remove_padding,
         }
