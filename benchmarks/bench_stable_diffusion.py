@@ -371,13 +371,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: XLA's FLOP count of the full-size (512x512) workload, from the jax worker
+#: of the 2026-12-05 run (results/stable_diffusion.json): runs without a jax
+#: worker (tensorflow/torch only) report their MFU against it.
+XLA_FLOPS_512 = {"step": 1346204598272.0, "decode": 2504076820480.0}
+
+
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
     """`zoo benchmark`'s rows: the guided UNet step and the VAE decode, per zoo
     backend and dtype, against diffusers in the same dtype. FLOPs are XLA's
-    count from the jax worker (None when jax did not run)."""
+    count from the jax worker, or `XLA_FLOPS_512` for a full-size run
+    without one (None for other sizes)."""
     size = results["workload"]["image_size"][0]
     peer = results.get(PEER) or {}
-    flops = next((r["flops"] for r in results["zoo"].values() if r.get("flops")), {})
+    flops = next((r["flops"] for r in results["zoo"].values()
+                  if any((r.get("flops") or {}).values())),  # tf/torch workers count None
+                 XLA_FLOPS_512 if size == 512 else {})
     rows = []
     for backend, res in results["zoo"].items():
         for dtype in res.get("dtypes") or {d: {} for d in results["workload"]["dtypes"]}:
