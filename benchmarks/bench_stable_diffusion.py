@@ -16,7 +16,11 @@ What it measures, at 512x512 with SD v1.5-size networks (random weights):
   process. The networks hold the peer's random weights (written once by the
   peer worker, ported with zoo's converters), so the outputs are compared:
   `max_abs_diff` of the noise prediction after guidance and of the decoded
-  pixels (in [0, 1]).
+  pixels (in [0, 1]). zoo's float32 3x3 convolutions with many channels
+  and tiles run through Winograd F(4x4, 3x3) (`zoo.layers.conv`), as they do
+  for users; `--conv direct` measures the direct op instead. MFU always
+  counts the direct algorithm's FLOPs (XLA's count with Winograd off), so a
+  Winograd row can pass 100%.
 
 bfloat16 (`--dtypes float32,bfloat16`, the default): both libraries also
 run the networks in bfloat16 (diffusers: `.to(torch.bfloat16)`; zoo:
@@ -28,6 +32,7 @@ Reproduce (from the repository root)::
 
     .venv/bin/python benchmarks/bench_stable_diffusion.py
     .venv/bin/python benchmarks/bench_stable_diffusion.py --backends jax --dtypes float32
+    .venv/bin/python benchmarks/bench_stable_diffusion.py --backends tensorflow --conv direct
     .venv/bin/python benchmarks/bench_stable_diffusion.py --smoke --out /tmp/r.json  # seconds
 
 `--smoke` runs a tiny UNet/VAE at 64x64 once (no warm-up, no idle wait,
@@ -184,11 +189,16 @@ def build_zoo(smoke: bool, dtype: str, share_dir: str | None) -> Any:
 def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     common.start_zoo_worker(backend)
     from zoo.diffusion.schedulers import get_scheduler
+    from zoo.layers import conv as zoo_conv
 
+    zoo_conv.ENABLED = args.conv == "winograd"
     data = inputs(args.smoke)
     out: dict[str, Any] = {"path": "StableDiffusion compiled denoising step (UNet on the "
                                    "guided batch of 2, guidance, DDIM update) and "
-                                   "decode_latents", "dtypes": {}}
+                                   "decode_latents; large float32 3x3 convolutions by "
+                                   + ("Winograd F(4x4, 3x3)" if zoo_conv.ENABLED else
+                                      "the direct op (--conv direct)"),
+                           "conv": args.conv, "dtypes": {}}
     scheduler = get_scheduler("ddim")
     full = scheduler.schedule(2)  # run its first call only: t = 501 -> 1
     schedule = dataclasses.replace(full, timesteps=full.timesteps[:1], table=full.table[:1],
@@ -221,12 +231,16 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             entry["max_abs_diff_decode"] = float(np.abs(decode() - np.load(share / "image.npy")
                                                         ).max())
         if dtype == "float32":  # XLA's count of the UNet call and the decode (jax only)
+            # counted with direct convolutions: the model's FLOPs, whichever
+            # algorithm ran (Winograd's rows can pass 100% MFU)
             unet, decoder = task.backbone.unet, task.backbone.vae_decoder
             doubled = np.concatenate([data["latents"]] * 2)
             t = np.full((2,), TIMESTEP, "float32")
+            enabled, zoo_conv.ENABLED = zoo_conv.ENABLED, False
             out["flops"] = {"step": common.jax_flops(lambda x, c: unet(x, t, c), doubled,
                                                      data["context"]),
                             "decode": common.jax_flops(decoder, data["latents"])}
+            zoo_conv.ENABLED = enabled
         out["dtypes"][dtype] = entry
         del task
     return out
@@ -257,7 +271,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
            "--runs", str(args.runs), "--warmup", str(args.warmup),
-           "--dtypes", ",".join(args.dtypes)]
+           "--dtypes", ",".join(args.dtypes), "--conv", args.conv]
     if args.smoke:
         cmd.append("--smoke")
     if share_dir:
@@ -358,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed calls after the (separately timed) first call")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 run, no warm-up")
+    parser.add_argument("--conv", choices=("winograd", "direct"), default="winograd",
+                        help="zoo's large float32 3x3 convolutions: Winograd F(4x4, 3x3) "
+                             "(zoo's default) or the direct op (default: %(default)s)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
     common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=1)
     args = parser.parse_args(argv)

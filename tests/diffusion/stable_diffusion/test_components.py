@@ -28,6 +28,7 @@ from zoo.diffusion.stable_diffusion.vae_convert import (
     vae_config,
 )
 from zoo.layers import attention as zoo_attention
+from zoo.layers import conv as zoo_conv
 from zoo.presets.checkpoint_io import WeightReader
 from zoo.tokenizers.clip import CLIPTokenizer
 
@@ -127,26 +128,37 @@ UNET_V2 = {**UNET, "use_linear_projection": True, "attention_head_dim": (2, 4), 
            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "layers_per_block": 1}
 
 
-def force_blocked_attention(monkeypatch):
-    """Every attention of the tiny models takes the query-blocked path (partial blocks)."""
+def force_fast_paths(monkeypatch):
+    """Every attention of the tiny models takes the query-blocked path (partial
+    blocks) and every 3x3 convolution Winograd's (partial tiles)."""
     monkeypatch.setattr(zoo_attention, "BLOCKED_MIN_SCORES", 0)
     monkeypatch.setattr(zoo_attention, "BLOCK_SIZE", 7)
-    calls = []
-    real_map = keras.ops.map
-    monkeypatch.setattr(zoo_attention.ops, "map",
-                        lambda f, xs: calls.append(1) or real_map(f, xs))
+    monkeypatch.setattr(zoo_conv, "MIN_TILES", 0)
+    monkeypatch.setattr(zoo_conv, "MIN_CHANNELS", {})
+    calls = {"map": 0, "winograd": 0}
+    real_map, real_winograd = keras.ops.map, zoo_conv.winograd_conv2d
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    monkeypatch.setattr(zoo_attention.ops, "map", counted("map", real_map))
+    monkeypatch.setattr(zoo_conv, "winograd_conv2d", counted("winograd", real_winograd))
     return calls
 
 
-def check_blocked(calls):
-    blocked_backends = ("jax", "tensorflow")  # torch keeps its fused kernel
-    assert bool(calls) == (keras.backend.backend() in blocked_backends)
+def check_fast_paths(calls):
+    blocked_backends = ("jax", "tensorflow")  # torch keeps its fused attention kernel
+    assert bool(calls["map"]) == (keras.backend.backend() in blocked_backends)
+    assert calls["winograd"] > 0
 
 
-@pytest.mark.parametrize("config,blocked", [(UNET, False), (UNET_V2, False), (UNET, True)],
-                         ids=["sd1", "linear-9ch", "sd1-blocked-attention"])
-def test_unet_matches_diffusers(config, blocked, monkeypatch):
-    calls = force_blocked_attention(monkeypatch) if blocked else None
+@pytest.mark.parametrize("config,fast", [(UNET, False), (UNET_V2, False), (UNET, True)],
+                         ids=["sd1", "linear-9ch", "sd1-blocked-attention-winograd"])
+def test_unet_matches_diffusers(config, fast, monkeypatch):
+    calls = force_fast_paths(monkeypatch) if fast else None
     torch.manual_seed(0)
     reference = perturbed(diffusers.UNet2DConditionModel(**config), 2)
     unet = UNet(**unet_config(dict(reference.config)))
@@ -167,8 +179,8 @@ def test_unet_matches_diffusers(config, blocked, monkeypatch):
                                  encoder_hidden_states=torch.from_numpy(context)).sample
         got = numpy(unet(latents, timesteps, context))
         assert np.abs(got - expected.numpy().transpose(0, 2, 3, 1)).max() < TOLERANCE, size
-    if blocked:
-        check_blocked(calls)
+    if fast:
+        check_fast_paths(calls)
 
 
 def test_unet_config_errors_name_the_setting():
@@ -189,9 +201,9 @@ def test_unet_runs_in_bfloat16():
 
 
 # -- VAE --------------------------------------------------------------------------
-@pytest.mark.parametrize("layers,blocked", [(1, False), (2, False), (1, True)])
-def test_vae_matches_diffusers(layers, blocked, monkeypatch):
-    calls = force_blocked_attention(monkeypatch) if blocked else None
+@pytest.mark.parametrize("layers,fast", [(1, False), (2, False), (1, True)])
+def test_vae_matches_diffusers(layers, fast, monkeypatch):
+    calls = force_fast_paths(monkeypatch) if fast else None
     torch.manual_seed(0)
     reference = perturbed(diffusers.AutoencoderKL(
         block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -213,8 +225,8 @@ def test_vae_matches_diffusers(layers, blocked, monkeypatch):
         decoded = reference.decode(nchw(latents)).sample.numpy()
     assert np.abs(numpy(encoder(images)) - moments.transpose(0, 2, 3, 1)).max() < TOLERANCE
     assert np.abs(numpy(decoder(latents)) - decoded.transpose(0, 2, 3, 1)).max() < TOLERANCE
-    if blocked:
-        check_blocked(calls)
+    if fast:
+        check_fast_paths(calls)
 
 
 def test_vae_config_errors_and_old_attention_names():

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo.layers.conv import Conv2D
+
 
 def group_norm(num_groups: int, epsilon: float, dtype: Any, name: str) -> keras.layers.Layer:
     """torch's `GroupNorm` on channels-last images."""
@@ -23,8 +25,12 @@ def group_norm(num_groups: int, epsilon: float, dtype: Any, name: str) -> keras.
 
 def conv(filters: int, kernel_size: int, dtype: Any, name: str, strides: int = 1,
          padding: str = "same") -> keras.layers.Conv2D:
-    """A `Conv2D` with bias (torch `Conv2d(..., padding=kernel_size // 2)` for "same")."""
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+    """A `Conv2D` with bias (torch `Conv2d(..., padding=kernel_size // 2)` for "same").
+
+    zoo's `Conv2D` runs the large 3x3 ones on the CPU through Winograd's
+    algorithm (`zoo.layers.conv`).
+    """
+    return Conv2D(filters, kernel_size, strides=strides, padding=padding,
                                dtype=dtype, name=name)
 
 
