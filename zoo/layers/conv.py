@@ -15,7 +15,7 @@ The price is rounding: in float32 the result differs from a direct
 convolution by about 3e-6 (root mean square, unit-scale inputs) where the
 direct one is within 3e-7 of the exact value. `Conv2D` therefore takes the
 path only for float32 computation on the CPU, for large inputs where it pays
-(`MIN_TILES`, `MIN_CHANNELS`), and while `ENABLED` is true. Set
+(`MIN_TILES`, `MIN_CHANNELS`, per backend), and while `ENABLED` is true. Set
 `zoo.layers.conv.ENABLED = False` to get the direct convolution everywhere.
 """
 
@@ -29,10 +29,11 @@ from keras import ops
 
 #: take the Winograd path where `Conv2D` allows it (read at call time)
 ENABLED = True
-#: fewest 4x4 output tiles (batch x tile rows x tile columns) worth transforming
-MIN_TILES = 64
-#: fewest input and output channels per backend; below them the transforms
-#: cost more than the saved multiplies (measured on the 2-core CPU)
+#: fewest 4x4 output tiles (batch x tile rows x tile columns) per backend,
+#: and fewest input and output channels: below them the transforms and the
+#: 4x larger transformed filters cost more than the saved multiplies
+#: (measured on the 2-core CPU; other backends and devices are left alone)
+MIN_TILES = {"tensorflow": 32, "jax": 64, "torch": 64}
 MIN_CHANNELS = {"tensorflow": 128, "jax": 256, "torch": 256}
 
 # F(4x4, 3x3) on the interpolation points 0, 1, -1, 2, -2 and infinity.
@@ -143,8 +144,9 @@ def winograd_applies(inputs: Any, kernel_shape: tuple[int, ...]) -> bool:
     if batch is None or height is None or width is None:
         return False
     tiles = int(batch) * -(-int(height) // 4) * -(-int(width) // 4)
-    channels = MIN_CHANNELS.get(keras.backend.backend(), 0)
-    if tiles < MIN_TILES or min(kernel_shape[2], kernel_shape[3]) < channels:
+    backend = keras.backend.backend()
+    if (tiles < MIN_TILES.get(backend, 0)
+            or min(kernel_shape[2], kernel_shape[3]) < MIN_CHANNELS.get(backend, 0)):
         return False
     return _on_cpu(inputs)
 

@@ -133,7 +133,7 @@ def force_fast_paths(monkeypatch):
     blocks) and every 3x3 convolution Winograd's (partial tiles)."""
     monkeypatch.setattr(zoo_attention, "BLOCKED_MIN_SCORES", 0)
     monkeypatch.setattr(zoo_attention, "BLOCK_SIZE", 7)
-    monkeypatch.setattr(zoo_conv, "MIN_TILES", 0)
+    monkeypatch.setattr(zoo_conv, "MIN_TILES", {})
     monkeypatch.setattr(zoo_conv, "MIN_CHANNELS", {})
     calls = {"map": 0, "winograd": 0}
     real_map, real_winograd = keras.ops.map, zoo_conv.winograd_conv2d
