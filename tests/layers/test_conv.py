@@ -61,10 +61,10 @@ def test_winograd_rejects_a_kernel_of_the_wrong_shape() -> None:
 
 
 def test_layer_takes_winograd_for_large_float32_inputs(winograd_calls: list) -> None:
-    layer = Conv2D(256, 3, padding="same")
-    x, _ = _inputs((1, 32, 32, 256), 1)  # 64 tiles, 256 channels: at jax and torch's thresholds
+    layer = Conv2D(320, 3, padding="same")
+    x, _ = _inputs((1, 32, 32, 320), 1)  # 64 tiles, 320 channels: at torch's thresholds
     fast = keras.ops.convert_to_numpy(layer(x))
-    assert winograd_calls == [(1, 32, 32, 256)]
+    assert winograd_calls == [(1, 32, 32, 320)]
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     bias = keras.ops.convert_to_numpy(layer.bias)
     np.testing.assert_allclose(fast, _reference(x, kernel) + bias, atol=2e-4)
@@ -102,3 +102,20 @@ def test_thresholds_and_a_compiled_step(winograd_calls: list, monkeypatch) -> No
     np.testing.assert_allclose(got, _reference(x, kernel) + keras.ops.convert_to_numpy(layer.bias),
                                atol=2e-5)
     assert Conv2D.from_config(layer.get_config()).filters == 3
+
+
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "strides": 2, "padding": "same"},
+                                    {"kernel_size": 3, "padding": "valid"},
+                                    {"kernel_size": 1, "padding": "same"},
+                                    {"kernel_size": 3, "padding": "same", "dilation_rate": 2},
+                                    {"kernel_size": 3, "padding": "same", "groups": 2},
+                                    {"kernel_size": 4, "strides": 2, "padding": "same"}])
+def test_direct_path_equals_keras_conv2d(kwargs: dict) -> None:
+    # on torch this is the channels-first view of the channels-last input
+    x, _ = _inputs((2, 11, 9, 4), 1, seed=3)
+    ours, theirs = Conv2D(6, **kwargs), keras.layers.Conv2D(6, **kwargs)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    got = keras.ops.convert_to_numpy(ours(x))
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(theirs(x)), atol=1e-5)

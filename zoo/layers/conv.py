@@ -34,7 +34,7 @@ ENABLED = True
 #: 4x larger transformed filters cost more than the saved multiplies
 #: (measured on the 2-core CPU; other backends and devices are left alone)
 MIN_TILES = {"tensorflow": 32, "jax": 64, "torch": 64}
-MIN_CHANNELS = {"tensorflow": 128, "jax": 256, "torch": 256}
+MIN_CHANNELS = {"tensorflow": 128, "jax": 256, "torch": 320}
 
 # F(4x4, 3x3) on the interpolation points 0, 1, -1, 2, -2 and infinity.
 _BT = np.array([[4, 0, -5, 0, 1, 0],
@@ -157,6 +157,12 @@ class Conv2D(keras.layers.Conv2D):
     CPU through `winograd_conv2d` (see `winograd_applies`), and every other
     convolution through `keras.ops.conv`. Same arguments, weights and config.
 
+    On PyTorch a channels-last convolution is handed to `keras.ops.conv` as a
+    channels-first view of the same memory (torch's channels-last layout),
+    which torch's convolution reads and writes in place; Keras' own
+    channels-last path copies the input and the output to reorder them (a
+    (1, 512, 512, 128) 3x3 convolution: 650 ms with the copies, 385 ms without).
+
     Example:
 
     >>> import numpy as np
@@ -170,4 +176,9 @@ class Conv2D(keras.layers.Conv2D):
                 and tuple(self.dilation_rate) == (1, 1) and self.padding == "same"
                 and self.groups == 1 and winograd_applies(inputs, tuple(kernel.shape))):
             return winograd_conv2d(inputs, kernel)
+        if keras.backend.backend() == "torch" and self.data_format == "channels_last":
+            outputs = ops.conv(ops.transpose(inputs, (0, 3, 1, 2)), kernel,
+                               strides=list(self.strides), padding=self.padding,
+                               dilation_rate=self.dilation_rate, data_format="channels_first")
+            return ops.transpose(outputs, (0, 2, 3, 1))
         return super().convolution_op(inputs, kernel)
