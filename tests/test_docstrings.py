@@ -11,7 +11,7 @@ MODULES = [
     "zoo.utils.progress", "zoo.nlp.bert.bert_backbone", "zoo.nlp.bert.bert_tokenizer",
     "zoo.nlp.bert.bert_preprocessor", "zoo.nlp.opt.opt_backbone", "zoo.nlp.opt.opt_causal_lm",
     "zoo.nlp.opt.opt_tokenizer", "zoo.tokenizers.byte_pair", "zoo.samplers",
-    "zoo.core.backbone", "zoo.layout.layout_map", "zoo.utils.audio",
+    "zoo.core.backbone", "zoo.core.compiled_loop", "zoo.layout.layout_map", "zoo.utils.audio",
     "zoo.audio.whisper.whisper_audio_converter", "zoo.audio.whisper.whisper_backbone",
     "zoo.audio.whisper.whisper_tokenizer", "zoo.utils.images", "zoo.cv.box_ops", "zoo.cv.nms",
     "zoo.cv.coco_metrics", "zoo.cv.yolov8.yolov8_decode", "zoo.cv.yolov8.yolov8_backbone",

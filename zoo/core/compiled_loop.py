@@ -19,6 +19,9 @@ This is the one place where zoo has backend-specific code (see DESIGN.md):
 
 Every backend caches by input shapes and dtypes, so repeated calls with the
 same shapes never recompile (tests/core/test_compiled_loop.py counts traces).
+
+`runs_on_cpu` tells layers that pick a CPU-only algorithm (Winograd
+convolutions, `zoo.layers.conv`) where a tensor's computation runs.
 """
 
 from __future__ import annotations
@@ -125,6 +128,30 @@ def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
             Ignored on JAX (always XLA) and PyTorch.
     """
     return CompiledStep(fn, variables, trace=trace, xla=xla)
+
+
+def runs_on_cpu(tensor: Any) -> bool:
+    """Whether computation on `tensor` runs on the CPU: jax's default backend,
+    TensorFlow without a visible GPU, or the torch tensor's device. False for
+    other Keras backends.
+
+    Example:
+
+    >>> runs_on_cpu(keras.ops.zeros((2,)))  # this project's machines have no GPU
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    if backend == "torch":
+        return getattr(getattr(tensor, "device", None), "type", "cpu") == "cpu"
+    return False
 
 
 def update_cache(cache: Any, start: Sequence[Any], update: Any) -> Any:

@@ -27,6 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo.core.compiled_loop import runs_on_cpu
+
 #: take the Winograd path where `Conv2D` allows it (read at call time)
 ENABLED = True
 #: fewest 4x4 output tiles (batch x tile rows x tile columns) per backend,
@@ -115,19 +117,6 @@ def winograd_conv2d(inputs: Any, kernel: Any) -> Any:
     return outputs
 
 
-def _on_cpu(inputs: Any) -> bool:
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-        return jax.default_backend() == "cpu"
-    if backend == "tensorflow":
-        import tensorflow as tf
-        return not tf.config.list_logical_devices("GPU")
-    if backend == "torch":
-        return getattr(getattr(inputs, "device", None), "type", "cpu") == "cpu"
-    return False
-
-
 def winograd_applies(inputs: Any, kernel_shape: tuple[int, ...]) -> bool:
     """Whether `Conv2D` takes the Winograd path for these inputs and this
     kernel (channels-last, stride 1, "same" padding assumed checked).
@@ -148,7 +137,7 @@ def winograd_applies(inputs: Any, kernel_shape: tuple[int, ...]) -> bool:
     if (tiles < MIN_TILES.get(backend, 0)
             or min(kernel_shape[2], kernel_shape[3]) < MIN_CHANNELS.get(backend, 0)):
         return False
-    return _on_cpu(inputs)
+    return runs_on_cpu(inputs)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
