@@ -7,22 +7,35 @@ import pytest
 import torch
 
 from zoo.layers import conv as zoo_conv
-from zoo.layers.conv import Conv2D, winograd_applies, winograd_conv2d
+from zoo.layers.conv import (Conv2D, im2col_applies, im2col_conv2d, winograd_applies,
+                             winograd_conv2d)
+
+IM2COL_BACKENDS = ("jax", "torch")
 
 
 def _reference(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     out = torch.nn.functional.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2).double(),
                                      torch.from_numpy(kernel).permute(3, 2, 0, 1).double(),
-                                     padding=1)
+                                     padding=kernel.shape[0] // 2)
     return out.permute(0, 2, 3, 1).numpy()
 
 
-def _inputs(shape: tuple, out_channels: int, seed: int = 0) -> tuple:
+def _inputs(shape: tuple, out_channels: int, seed: int = 0, size: int = 3) -> tuple:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype("float32")
-    kernel = (rng.standard_normal((3, 3, shape[-1], out_channels))
-              / np.sqrt(9 * shape[-1])).astype("float32")
+    kernel = (rng.standard_normal((size, size, shape[-1], out_channels))
+              / np.sqrt(size * size * shape[-1])).astype("float32")
     return x, kernel
+
+
+@pytest.fixture
+def im2col_calls(monkeypatch) -> list:
+    """Counts the layer's calls of `im2col_conv2d`."""
+    calls = []
+    real = zoo_conv.im2col_conv2d
+    monkeypatch.setattr(zoo_conv, "im2col_conv2d",
+                        lambda x, k: calls.append(tuple(x.shape)) or real(x, k))
+    return calls
 
 
 @pytest.fixture
@@ -119,3 +132,30 @@ def test_direct_path_equals_keras_conv2d(kwargs: dict) -> None:
     theirs.set_weights(ours.get_weights())
     got = keras.ops.convert_to_numpy(ours(x))
     np.testing.assert_allclose(got, keras.ops.convert_to_numpy(theirs(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,out_channels,size", [((2, 5, 6, 3), 4, 3), ((1, 4, 4, 2), 3, 1),
+                                                     ((1, 7, 3, 2), 2, 5)])
+def test_im2col_matches_torch(shape: tuple, out_channels: int, size: int) -> None:
+    x, kernel = _inputs(shape, out_channels, size=size)
+    got = keras.ops.convert_to_numpy(im2col_conv2d(x, kernel))
+    np.testing.assert_allclose(got, _reference(x, kernel), atol=1e-5)
+    with pytest.raises(ValueError, match="odd square"):
+        im2col_conv2d(x, np.zeros((2, 2, shape[-1], 1), "float32"))
+
+
+def test_layer_takes_im2col_for_small_wide_inputs(im2col_calls: list,
+                                                  winograd_calls: list) -> None:
+    # 8x8 with 512 channels: 16 tiles, too few for Winograd; 128 positions
+    x, _ = _inputs((2, 8, 8, 512), 1, seed=4)
+    layer = Conv2D(512, 3, padding="same")
+    got = keras.ops.convert_to_numpy(layer(x))
+    expected = _reference(x, keras.ops.convert_to_numpy(layer.kernel))
+    np.testing.assert_allclose(got, expected + keras.ops.convert_to_numpy(layer.bias), atol=1e-4)
+    on = keras.backend.backend() in IM2COL_BACKENDS
+    assert im2col_calls == ([(2, 8, 8, 512)] if on else []) and winograd_calls == []
+    assert not im2col_applies(np.zeros((2, 8, 8, 256), "float32"), (3, 3, 256, 256))
+    assert not im2col_applies(np.zeros((3, 16, 16, 512), "float32"), (3, 3, 512, 512))
+    bf16 = Conv2D(512, 3, padding="same", dtype="bfloat16")  # exact rounding: any dtype
+    assert keras.backend.standardize_dtype(bf16(x).dtype) == "bfloat16"
+    assert len(im2col_calls) == (2 if on else 0)

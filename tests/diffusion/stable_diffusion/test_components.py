@@ -128,15 +128,23 @@ UNET_V2 = {**UNET, "use_linear_projection": True, "attention_head_dim": (2, 4), 
            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "layers_per_block": 1}
 
 
-def force_fast_paths(monkeypatch):
+def force_fast_paths(monkeypatch, conv="winograd"):
     """Every attention of the tiny models takes the query-blocked path (partial
-    blocks) and every 3x3 convolution Winograd's (partial tiles)."""
+    blocks) and every stride-1 convolution Winograd's (3x3, partial tiles) or,
+    with `conv="im2col"`, the im2col matrix product."""
     monkeypatch.setattr(zoo_attention, "BLOCKED_MIN_SCORES", 0)
     monkeypatch.setattr(zoo_attention, "BLOCK_SIZE", 7)
-    monkeypatch.setattr(zoo_conv, "MIN_TILES", {})
-    monkeypatch.setattr(zoo_conv, "MIN_CHANNELS", {})
-    calls = {"map": 0, "winograd": 0}
-    real_map, real_winograd = keras.ops.map, zoo_conv.winograd_conv2d
+    if conv == "winograd":
+        monkeypatch.setattr(zoo_conv, "MIN_TILES", {})
+        monkeypatch.setattr(zoo_conv, "MIN_CHANNELS", {})
+    else:
+        monkeypatch.setattr(zoo_conv, "ENABLED", False)
+        monkeypatch.setattr(zoo_conv, "IM2COL_MAX_POSITIONS",
+                            {keras.backend.backend(): 1 << 30})
+        monkeypatch.setattr(zoo_conv, "IM2COL_MIN_CHANNELS", 0)
+    calls = {"map": 0, conv: 0}
+    real_map = keras.ops.map
+    real_conv = getattr(zoo_conv, f"{conv}_conv2d")
 
     def counted(name, fn):
         def wrapper(*args):
@@ -145,20 +153,22 @@ def force_fast_paths(monkeypatch):
         return wrapper
 
     monkeypatch.setattr(zoo_attention.ops, "map", counted("map", real_map))
-    monkeypatch.setattr(zoo_conv, "winograd_conv2d", counted("winograd", real_winograd))
+    monkeypatch.setattr(zoo_conv, f"{conv}_conv2d", counted(conv, real_conv))
     return calls
 
 
 def check_fast_paths(calls):
     blocked_backends = ("jax", "tensorflow")  # torch keeps its fused attention kernel
     assert bool(calls["map"]) == (keras.backend.backend() in blocked_backends)
-    assert calls["winograd"] > 0
+    assert all(count > 0 for name, count in calls.items() if name != "map")
 
 
-@pytest.mark.parametrize("config,fast", [(UNET, False), (UNET_V2, False), (UNET, True)],
-                         ids=["sd1", "linear-9ch", "sd1-blocked-attention-winograd"])
+@pytest.mark.parametrize("config,fast", [(UNET, None), (UNET_V2, None), (UNET, "winograd"),
+                                         (UNET, "im2col")],
+                         ids=["sd1", "linear-9ch", "sd1-blocked-attention-winograd",
+                              "sd1-im2col"])
 def test_unet_matches_diffusers(config, fast, monkeypatch):
-    calls = force_fast_paths(monkeypatch) if fast else None
+    calls = force_fast_paths(monkeypatch, fast) if fast else None
     torch.manual_seed(0)
     reference = perturbed(diffusers.UNet2DConditionModel(**config), 2)
     unet = UNet(**unet_config(dict(reference.config)))
@@ -201,9 +211,9 @@ def test_unet_runs_in_bfloat16():
 
 
 # -- VAE --------------------------------------------------------------------------
-@pytest.mark.parametrize("layers,fast", [(1, False), (2, False), (1, True)])
+@pytest.mark.parametrize("layers,fast", [(1, None), (2, None), (1, "winograd")])
 def test_vae_matches_diffusers(layers, fast, monkeypatch):
-    calls = force_fast_paths(monkeypatch) if fast else None
+    calls = force_fast_paths(monkeypatch, fast) if fast else None
     torch.manual_seed(0)
     reference = perturbed(diffusers.AutoencoderKL(
         block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
