@@ -10,7 +10,7 @@ from zoo.layers import conv as zoo_conv
 from zoo.layers.conv import (Conv2D, im2col_applies, im2col_conv2d, winograd_applies,
                              winograd_conv2d)
 
-IM2COL_BACKENDS = ("jax", "torch")
+IM2COL_BACKENDS = ("jax",)
 
 
 def _reference(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -41,10 +41,12 @@ MIN_CHANNELS = {"tensorflow": 128, "jax": 256, "torch": 320}
 #: largest output (batch x height x width) for which a stride-1 "same" 3x3
 #: convolution runs as one matrix product over the nine shifted copies of
 #: its input (im2col), per backend; with few positions and many channels the
-#: filters dominate and the backend's convolution reaches a fraction of the
-#: matrix-product speed (jax and torch: 2.5x to 3.6x at 8x8x1280; tensorflow's
-#: XLA convolution is already as fast there, so it never takes this path)
-IM2COL_MAX_POSITIONS = {"jax": 512, "torch": 512}
+#: filters dominate and XLA's convolution on jax reaches a fraction of the
+#: matrix-product speed (2.5x faster this way at 8x8x1280). tensorflow's XLA
+#: convolution is already as fast there. On torch it is 3x faster for one
+#: convolution and in an eager UNet call, but made the benchmarked denoising
+#: step slower (10.7 s against 9.4 s), so torch keeps its convolution.
+IM2COL_MAX_POSITIONS = {"jax": 512}
 #: fewest input and output channels for the im2col path
 IM2COL_MIN_CHANNELS = 512
 
