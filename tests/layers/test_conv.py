@@ -28,24 +28,22 @@ def _inputs(shape: tuple, out_channels: int, seed: int = 0, size: int = 3) -> tu
     return x, kernel
 
 
+def _count_calls(monkeypatch, name: str) -> list:
+    """Records the input shape of each call of `zoo.layers.conv.<name>` by the layer."""
+    calls = []
+    real = getattr(zoo_conv, name)
+    monkeypatch.setattr(zoo_conv, name, lambda x, k: calls.append(tuple(x.shape)) or real(x, k))
+    return calls
+
+
 @pytest.fixture
 def im2col_calls(monkeypatch) -> list:
-    """Counts the layer's calls of `im2col_conv2d`."""
-    calls = []
-    real = zoo_conv.im2col_conv2d
-    monkeypatch.setattr(zoo_conv, "im2col_conv2d",
-                        lambda x, k: calls.append(tuple(x.shape)) or real(x, k))
-    return calls
+    return _count_calls(monkeypatch, "im2col_conv2d")
 
 
 @pytest.fixture
 def winograd_calls(monkeypatch) -> list:
-    """Counts the layer's calls of `winograd_conv2d`."""
-    calls = []
-    real = zoo_conv.winograd_conv2d
-    monkeypatch.setattr(zoo_conv, "winograd_conv2d",
-                        lambda x, k: calls.append(tuple(x.shape)) or real(x, k))
-    return calls
+    return _count_calls(monkeypatch, "winograd_conv2d")
 
 
 @pytest.mark.parametrize("shape,out_channels", [((2, 9, 7, 4), 5), ((1, 8, 8, 3), 2),
