@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from zoo.core import preset_io
+from zoo.core.errors import ConversionError
 
 TextInput = str | Sequence[str] | np.ndarray
 
@@ -62,6 +63,34 @@ def bucket_length(length: int, maximum: int, minimum: int = 16) -> int:
     while size < length:
         size *= 2
     return max(1, min(size, maximum))
+
+
+def check_fits_embedding(tokenizer: Tokenizer, rows: int, source: str,
+                         embedding: str = "token embedding") -> None:
+    """Raise a `ConversionError` when `tokenizer` can produce ids that `rows`
+    embedding rows cannot hold (a tokenizer smaller than the embedding is fine:
+    many checkpoints pad their vocabulary to a multiple of 8 or 64).
+
+    Converters call this before writing a preset, so a checkpoint paired with
+    the wrong tokenizer fails at conversion, not as an out-of-range gather
+    (silently wrong on jax and tensorflow, an IndexError on torch).
+
+    >>> from zoo.tokenizers.wordpiece import WordPieceTokenizer
+    >>> tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    >>> check_fits_embedding(tokenizer, 5, "my_checkpoint")
+    >>> check_fits_embedding(tokenizer, 4, "my_checkpoint")
+    Traceback (most recent call last):
+    ...
+    zoo.core.errors.ConversionError: my_checkpoint: the tokenizer has 5 ids (0-4) but the token embedding has 4 rows, so ids from 4 up would read outside it. Fix: convert the checkpoint together with the tokenizer it was trained with (its tokenizer files next to config.json).
+    """
+    vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+    size = max(tokenizer.vocabulary_size(), max(vocab.values(), default=-1) + 1)
+    if size > rows:
+        raise ConversionError(
+            f"{source}: the tokenizer has {size} ids (0-{size - 1}) but the {embedding} has "
+            f"{rows} rows, so ids from {rows} up would read outside it. Fix: convert the "
+            "checkpoint together with the tokenizer it was trained with (its tokenizer "
+            "files next to config.json).")
 
 
 class Tokenizer:

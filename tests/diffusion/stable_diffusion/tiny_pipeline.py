@@ -37,14 +37,15 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars)))
 
 
-def write_clip_tokenizer_files(directory: Path) -> Path:
+def write_clip_tokenizer_files(directory: Path, num_merges: int = 49152 - 256 - 2) -> Path:
     """transformers' CLIP tokenizer files (vocab.json, merges.txt) built from
-    the vocabulary open_clip ships, as CLIP's own tokenizer builds it."""
+    the vocabulary open_clip ships, as CLIP's own tokenizer builds it; with
+    fewer merges, a smaller vocabulary of `512 + num_merges + 2` tokens."""
     spec = importlib.util.find_spec("open_clip")
     assert spec is not None, "open_clip_torch is needed for CLIP's vocabulary"
     path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(path).read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+    merges = [tuple(line.split()) for line in lines[1:num_merges + 1]]
     base = list(_bytes_to_unicode().values())
     tokens = base + [t + "</w>" for t in base] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
@@ -64,8 +65,13 @@ def _perturb(model: object, seed: int) -> None:
             p.add_(torch.randn(p.shape, generator=generator) * 0.05)
 
 
-def make_pipeline(directory: Path, unet_in_channels: int = 4) -> object:
-    """Build, save (diffusers layout) and return a tiny StableDiffusionPipeline."""
+def make_pipeline(directory: Path, unet_in_channels: int = 4,
+                  num_merges: int = 49152 - 256 - 2) -> object:
+    """Build, save (diffusers layout) and return a tiny StableDiffusionPipeline.
+
+    `num_merges` below CLIP's 48894 gives the pipeline a CLIP tokenizer and
+    text encoder of its own, smaller vocabulary (`512 + num_merges + 2`)."""
+    vocab_size = 512 + num_merges + 2
     import torch
     import transformers
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
@@ -73,9 +79,10 @@ def make_pipeline(directory: Path, unet_in_channels: int = 4) -> object:
 
     torch.manual_seed(0)
     text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        vocab_size=49408, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=37, max_position_embeddings=77, hidden_act="quick_gelu",
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)).eval()
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1)).eval()
     unet = UNet2DConditionModel(
         sample_size=IMAGE_SIZE // 2, in_channels=unet_in_channels, out_channels=4,
         block_out_channels=(32, 64), layers_per_block=1,
@@ -89,7 +96,8 @@ def make_pipeline(directory: Path, unet_in_channels: int = 4) -> object:
     for i, model in enumerate((text, unet, vae)):
         _perturb(model, 100 + i)
     tokenizer = transformers.CLIPTokenizer(
-        *[str(p) for p in _tokenizer_paths(directory / "_vocab")], pad_token="<|endoftext|>",
+        *[str(p) for p in _tokenizer_paths(directory / "_vocab", num_merges)],
+        pad_token="<|endoftext|>",
         model_max_length=77)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
@@ -100,8 +108,8 @@ def make_pipeline(directory: Path, unet_in_channels: int = 4) -> object:
     return pipe
 
 
-def _tokenizer_paths(directory: Path) -> tuple[Path, Path]:
-    write_clip_tokenizer_files(directory)
+def _tokenizer_paths(directory: Path, num_merges: int) -> tuple[Path, Path]:
+    write_clip_tokenizer_files(directory, num_merges)
     return directory / "vocab.json", directory / "merges.txt"
 
 

@@ -20,6 +20,7 @@ from zoo.audio.whisper.whisper_checkpoints import (
 )
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
+from zoo.core.tokenizer import check_fits_embedding
 from zoo.presets.checkpoint_io import (
     WeightReader,
     port_dense,
@@ -123,6 +124,7 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
     preprocessor = None
     if tokenizer_dir is not None:
         preprocessor = _preprocessor(tokenizer_dir, backbone)
+        check_fits_embedding(preprocessor.tokenizer, backbone.vocabulary_size, str(source))
     task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
     write_preset(output, task=task, source=handle)
 

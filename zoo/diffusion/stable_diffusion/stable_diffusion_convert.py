@@ -25,6 +25,7 @@ import numpy as np
 from zoo.core import deferred
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
+from zoo.core.tokenizer import check_fits_embedding
 from zoo.diffusion.stable_diffusion.clip_convert import port_text_encoder, text_encoder_config
 from zoo.diffusion.stable_diffusion.stable_diffusion_checkpoints import (
     UNET_PREFIX,
@@ -148,12 +149,23 @@ def build_backbone(configs: dict[str, dict], weights: dict[str, dict], source: s
     return backbone
 
 
-def _tokenizer(source: Path | None) -> Any:
+def _tokenizer(source: Path | None, backbone: Any, what: str) -> Any:
+    """The folder's own CLIP tokenizer (vocab.json + merges.txt, or the
+    tokenizer.json that current transformers writes alone), else CLIP's
+    vocabulary from open_clip_torch; either must fit the text encoder."""
     from zoo.tokenizers.clip import CLIPTokenizer
 
-    if source is not None and (source / "tokenizer" / "vocab.json").is_file():
-        return CLIPTokenizer.from_huggingface(source / "tokenizer")
-    return CLIPTokenizer.from_open_clip()
+    folder = None if source is None else source / "tokenizer"
+    if folder is not None and folder.is_dir():
+        try:
+            tokenizer = CLIPTokenizer.from_huggingface(folder)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConversionError(f"{folder}: {error}") from None
+    else:
+        tokenizer = CLIPTokenizer.from_open_clip()
+    check_fits_embedding(tokenizer, backbone.text_encoder.vocabulary_size, what,
+                         embedding="text encoder's token embedding")
+    return tokenizer
 
 
 def _write(backbone: Any, tokenizer: Any, scheduler_config: dict, output: Path,
@@ -174,7 +186,7 @@ def convert_diffusers(source: str | Path, output: str | Path, handle: str) -> No
     source = Path(source)
     configs, weights = read_diffusers_folder(source)
     backbone = build_backbone(configs, weights, str(source))
-    _write(backbone, _tokenizer(source), configs["scheduler"], Path(output), handle)
+    _write(backbone, _tokenizer(source, backbone, str(source)), configs["scheduler"], Path(output), handle)
 
 
 def read_single_file(path: Path) -> dict[str, np.ndarray]:
@@ -218,7 +230,7 @@ def convert_single_file(source: str | Path, output: str | Path, handle: str,
     weights = original_to_diffusers(state, unet_layout(configs["unet"]),
                                     vae_layout(configs["vae"]), str(source))
     backbone = build_backbone(configs, weights, str(source))
-    _write(backbone, _tokenizer(config_dir), configs["scheduler"], Path(output), handle)
+    _write(backbone, _tokenizer(config_dir, backbone, str(source)), configs["scheduler"], Path(output), handle)
 
 
 def _verification_inputs(backbone: Any) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
+from zoo.core.tokenizer import check_fits_embedding
 from zoo.nlp.bert.bert_backbone import BertBackbone
 from zoo.nlp.bert.bert_masked_lm import BertMaskedLM
 from zoo.nlp.bert.bert_preprocessor import BertPreprocessor
@@ -167,6 +168,7 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
     port_backbone(backbone, weights, prefix)
     tokenizer = convert_tokenizer(source)
+    check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
     sequence_length = min(hf_config.get("max_position_embeddings", 512), 512)
     architectures = hf_config.get("architectures") or []
     st_head = _sentence_transformers_head(source)

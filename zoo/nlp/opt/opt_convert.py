@@ -13,6 +13,7 @@ from typing import Any
 
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
+from zoo.core.tokenizer import check_fits_embedding
 from zoo.nlp.opt.opt_backbone import OPTBackbone
 from zoo.nlp.opt.opt_causal_lm import OPTCausalLM
 from zoo.nlp.opt.opt_causal_lm_preprocessor import OPTCausalLMPreprocessor
@@ -99,6 +100,7 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     preprocessor = None
     if any((source / name).is_file() for name in ("vocab.json", "tokenizer.json")):
         tokenizer = OPTTokenizer.from_huggingface(source)
+        check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
         preprocessor = OPTCausalLMPreprocessor(
             tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
     task = OPTCausalLM(backbone, preprocessor=preprocessor)
