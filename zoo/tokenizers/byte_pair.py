@@ -289,15 +289,25 @@ class BytePairTokenizer(Tokenizer):
         backend.decoder = decoders.ByteLevel()
         before = [self.special_tokens[r] for r in self.prepend]
         after = [self.special_tokens[r] for r in self.append]
-        first = [*before, "$A:0", *after]
-        second = [f"{t}:1" for t in before] + ["$B:1"] + [f"{t}:1" for t in after]
+        single, pair = self._templates(before, after)
         backend.post_processor = processors.TemplateProcessing(
-            single=" ".join(first),
-            pair=" ".join(first + second),
+            single=single, pair=pair,
             special_tokens=[(t, vocab[t]) for t in dict.fromkeys(before + after)],
         )
         backend.add_special_tokens(list(dict.fromkeys(self.special_tokens.values())))
         return backend
+
+    def _templates(self, before: list[str], after: list[str]) -> tuple[str, str]:
+        """`(single, pair)` templates (`tokenizers.processors.TemplateProcessing`
+        syntax) from the tokens put before and after each segment.
+
+        A pair repeats the pattern for its second segment with type id 1:
+        `before a after before b after` (GPT-2 style tokenizers, OPT).
+        Subclasses whose reference joins pairs differently override this.
+        """
+        first = [*before, "$A:0", *after]
+        second = [f"{t}:1" for t in before] + ["$B:1"] + [f"{t}:1" for t in after]
+        return " ".join(first), " ".join(first + second)
 
     def _role_id(self, role: str) -> int:
         if role not in self.special_tokens:

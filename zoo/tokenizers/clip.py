@@ -10,6 +10,7 @@ padded to 77 tokens (SD v1 pads with `<|endoftext|>`).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import json
@@ -55,6 +56,12 @@ def byte_characters() -> dict[int, str]:
             table[b] = chr(256 + extra)
             extra += 1
     return table
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_values() -> dict[str, int]:
+    """The inverse of `byte_characters()`: printable character -> byte value."""
+    return {c: b for b, c in byte_characters().items()}
 
 
 def open_clip_vocabulary() -> tuple[dict[str, int], list[str]]:
@@ -171,12 +178,16 @@ class CLIPTokenizer(BytePairTokenizer):
             end_of_word_suffix=END_OF_WORD, fuse_unk=False, dropout=None))
         backend.normalizer = normalizers.Sequence([
             normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+        # ByteLevel splits each CLIP word again with GPT-2's pattern, as in
+        # transformers: a "<|endoftext|>" the added-token matcher missed (written
+        # in capitals, lowercased only by the normalizer) becomes "<|" "endoftext" "|>".
         backend.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(CLIP_SPLIT_PATTERN), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
         bos, eos = self.special_tokens["bos"], self.special_tokens["eos"]
+        # transformers' RobertaProcessing: a pair is `bos a eos eos b eos`, all type 0.
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A:0 {eos}", pair=f"{bos} $A:0 {eos} $B:1 {eos}:1",
+            single=f"{bos} $A:0 {eos}", pair=f"{bos} $A:0 {eos} {eos} $B:0 {eos}",
             special_tokens=[(t, vocab[t]) for t in dict.fromkeys((bos, eos))])
         # Special tokens (a pad token "!" included, as transformers does) match as
         # whole tokens anywhere in the text.
@@ -187,16 +198,17 @@ class CLIPTokenizer(BytePairTokenizer):
                padding: str = "max_length", add_special_tokens: bool = True
                ) -> dict[str, np.ndarray]:
         """Like `Tokenizer.encode` (default length 77), plus `num_tokens`: each
-        text's length with special tokens before truncation (longer than the
-        sequence length: the text was truncated, its end dropped)."""
+        text's (or pair's) length with special tokens before truncation (longer
+        than the sequence length: the text was truncated, its end dropped). A
+        pair is `bos a eos eos b eos`, as in transformers."""
         length = self.sequence_length if sequence_length is None else sequence_length
         out = super().encode(texts, pairs, length, padding, add_special_tokens)
         batch, _ = as_text_list(texts)
+        inputs: list = batch if pairs is None else list(zip(batch, as_text_list(pairs)[0]))
         self._set_truncation(None)
-        specials = 2 if add_special_tokens else 0
         out["num_tokens"] = np.asarray(
-            [len(e.ids) + specials for e in self.backend.encode_batch(
-                batch, add_special_tokens=False)], "int32")
+            [len(e.ids) for e in self.backend.encode_batch(
+                inputs, add_special_tokens=add_special_tokens)], "int32")
         return out
 
     def detokenize(self, ids: Any, skip_special_tokens: bool = True) -> str | list[str]:
@@ -205,7 +217,7 @@ class CLIPTokenizer(BytePairTokenizer):
         if rows and isinstance(rows[0], (list, tuple)):
             return [self.detokenize(r, skip_special_tokens) for r in rows]
         specials = set(self.special_tokens.values())
-        decoder = {c: b for b, c in byte_characters().items()}
+        decoder = _byte_values()
         pieces = [self.id_to_token(int(i)) for i in rows]
         if skip_special_tokens:
             pieces = [p for p in pieces if p not in specials]

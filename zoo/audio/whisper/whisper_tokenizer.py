@@ -87,7 +87,9 @@ class WhisperTokenizer(BytePairTokenizer):
 
     `encode(..., add_special_tokens=True)` gives `[sot, no_timestamps, ...text,
     eot]`, as transformers' tokenizer does with no language or task set (for
-    training labels); the prompt the decoder starts from is `sot_sequence()`.
+    training labels); a pair is `[sot, no_timestamps, ...a, ...b, eot]`, as
+    Whisper's tokenizer.json says. The prompt the decoder starts from is
+    `sot_sequence()`.
 
     Args:
         vocabulary: `{token: id}` including the `<|...|>` tokens, or a path to
@@ -206,6 +208,14 @@ class WhisperTokenizer(BytePairTokenizer):
                     if i >= eot and _SPECIAL.fullmatch(t)]
         backend.add_special_tokens(specials)
         return backend
+
+    def _templates(self, before: list[str], after: list[str]) -> tuple[str, str]:
+        """Whisper joins a pair without repeating the prompt: `sot nt a b eot`
+        (the second segment and the end token have type id 1), as the
+        post-processor of its tokenizer.json and transformers'
+        `build_inputs_with_special_tokens` do."""
+        single = " ".join([*before, "$A:0", *after])
+        return single, " ".join([*before, "$A:0", "$B:1", *(f"{t}:1" for t in after)])
 
     def _vocabulary(self) -> dict[str, int]:
         if self.vocabulary is None:
