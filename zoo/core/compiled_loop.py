@@ -1,6 +1,8 @@
 """Compile a step function for the current backend (generate, denoise).
 
 This is the one place where zoo has backend-specific code (see DESIGN.md):
+compiled steps (below), `runs_on_cpu`, `update_cache`, and `backend_dataset`
+(raw-input batches of varying length buckets as TensorFlow's trainer reads them).
 
 - JAX: `jax.jit`, with the model's variables passed in as explicit state
   (a `keras.StatelessScope` maps each variable to its traced value).
@@ -128,6 +130,48 @@ def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
             Ignored on JAX (always XLA) and PyTorch.
     """
     return CompiledStep(fn, variables, trace=trace, xla=xla)
+
+
+def backend_dataset(batches: keras.utils.PyDataset,
+                    element_spec: Callable[[Any], Any]) -> Any:
+    """`batches` in the form the current backend's `fit`/`evaluate` read, for
+    batches whose shapes vary (each padded to its own length bucket).
+
+    JAX and PyTorch read a `keras.utils.PyDataset` batch by batch at any
+    shape, so `batches` comes back unchanged. TensorFlow's trainer reads
+    tf.data, and Keras' PyDataset adapter fixes its element spec from the
+    first two batches, so a later batch of another length bucket fails
+    ("generator yielded an element of shape (8, 128) where an element of
+    shape (None, 16) was expected"). There, the batches come back as a
+    `tf.data.Dataset` (prefetched, cardinality `len(batches)`) whose spec is
+    `element_spec(batches[0])`: dynamic axes stay `None`, so the trainer's
+    `tf.function` is traced once for every bucket (XLA compiles once per
+    bucket). `batches.on_epoch_end()` runs after each full pass, as Keras
+    does, so batches that reshuffle keep doing so.
+
+    Args:
+        batches: a PyDataset whose items are already-standardized batches
+            (`x`, `(x, y)` or `(x, y, sample_weight)` of numpy arrays).
+        element_spec: maps one batch to the same structure of
+            `keras.KerasTensor`s, `None` on axes that vary between batches.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return batches
+    import tensorflow as tf
+
+    if len(batches) == 0:
+        raise ValueError("There is no data: got 0 batches.")
+    signature = keras.tree.map_structure(
+        lambda spec: tf.TensorSpec(spec.shape, spec.dtype), element_spec(batches[0]))
+
+    def generate() -> Any:
+        for index in range(len(batches)):
+            yield batches[index]
+        batches.on_epoch_end()
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def runs_on_cpu(tensor: Any) -> bool:

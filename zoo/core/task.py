@@ -5,6 +5,15 @@ of lists for sentence pairs, ...): they are preprocessed batch by batch in
 numpy through a `keras.utils.PyDataset`, so no tf.data is needed on JAX or
 PyTorch. Already-preprocessed inputs (dicts of arrays, datasets, generators)
 pass straight through.
+
+Preprocessors pad each batch only to its own length bucket, so batches differ
+in shape. Keras' PyDataset adapter for TensorFlow fixes the dataset's shapes
+from the first two batches, which breaks on a later batch of another bucket;
+so on TensorFlow `fit` and `evaluate` read the batches through a tf.data
+pipeline whose element spec leaves every axis dynamic that the model accepts
+at any size (`zoo.core.compiled_loop.backend_dataset`). `predict` runs batch
+by batch and pads outputs whose length follows the batch's (a causal LM's
+logits) to the longest batch.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import numpy as np
 
 from zoo.core import preset_io
 from zoo.core.backbone import Backbone
+from zoo.core.compiled_loop import backend_dataset
 from zoo.core.preprocessor import Preprocessor
 
 
@@ -49,6 +59,51 @@ def _take(data: Any, index: np.ndarray) -> Any:
 
 def _length(x: Any) -> int:
     return len(x[0]) if isinstance(x, tuple) else len(x)
+
+
+def _standardize(batch: Any) -> Any:
+    """A preprocessor's output as Keras reads a batch: `x`, or a tuple
+    `(x, y)` / `(x, y, sample_weight)` without trailing `None`s."""
+    if isinstance(batch, list):
+        batch = tuple(batch)
+    if not isinstance(batch, tuple):
+        return batch
+    while len(batch) > 1 and batch[-1] is None:
+        batch = batch[:-1]
+    return batch[0] if len(batch) == 1 else batch
+
+
+def _spec(value: Any, declared: Any) -> Any:
+    """`keras.KerasTensor` spec of one batch structure, with the batch axis and
+    every axis that `declared` (the model's matching input, or None) does not
+    fix left dynamic."""
+    if isinstance(value, dict):
+        return {k: _spec(v, declared.get(k) if isinstance(declared, dict) else None)
+                for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        same = isinstance(declared, (tuple, list)) and len(declared) == len(value)
+        return type(value)(_spec(v, declared[i] if same else None)
+                           for i, v in enumerate(value))
+    array = np.asarray(value)
+    fixed = declared.shape if isinstance(declared, keras.KerasTensor) and len(
+        declared.shape) == array.ndim else (None,) * array.ndim
+    shape = (None,) + tuple(size if fixed[axis] is not None else None
+                            for axis, size in enumerate(array.shape) if axis > 0)
+    return keras.KerasTensor(shape, dtype=keras.backend.standardize_dtype(array.dtype))
+
+
+def _concat_padded(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate batches along axis 0, zero-padding every other axis to the
+    largest batch's size where batches differ (per-batch length buckets)."""
+    parts = [np.asarray(p) for p in parts]
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.ndim != parts[0].ndim for p in parts):
+        raise ValueError(f"Batches of outputs differ in rank: {[p.shape for p in parts]}.")
+    size = np.max([p.shape for p in parts], axis=0)
+    padded = [np.pad(p, [(0, 0)] + [(0, int(n) - d) for n, d in zip(size[1:], p.shape[1:])])
+              for p in parts]
+    return np.concatenate(padded, axis=0)
 
 
 class PreprocessedBatches(keras.utils.PyDataset):
@@ -84,11 +139,28 @@ class PreprocessedBatches(keras.utils.PyDataset):
         return -(-len(self._order) // self.batch_size)
 
     def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch {index} of {len(self)}.")
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         x = _take(self.x, rows)
         y = None if self.y is None else np.asarray(self.y)[rows]
         sw = None if self.sample_weight is None else np.asarray(self.sample_weight)[rows]
-        return self.preprocessor(x, y, sw)
+        return _standardize(self.preprocessor(x, y, sw))
+
+    def element_spec(self, batch: Any, model_inputs: Any) -> Any:
+        """The spec every batch fits: `batch`'s structure and dtypes; in `x`,
+        the axes `model_inputs` (the model's `input`) fixes keep `batch`'s
+        sizes, all others (length buckets) are dynamic; `y` and
+        `sample_weight` keep only their rank.
+
+        Args:
+            batch: one batch (`self[i]`).
+            model_inputs: the model's symbolic inputs (`keras.Model.input`),
+                or None to leave every non-batch axis dynamic.
+        """
+        if isinstance(batch, tuple):
+            return (_spec(batch[0], model_inputs),) + tuple(_spec(p, None) for p in batch[1:])
+        return _spec(batch, model_inputs)
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
@@ -109,14 +181,29 @@ class Task(keras.Model):
         super().__init__(*args, **kwargs)
 
     # -- raw-input training and inference -------------------------------------
-    def _wrap(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
-              shuffle: bool = False) -> tuple[Any, Any, Any, int | None]:
+    def _batches(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
+                 shuffle: bool = False) -> PreprocessedBatches | None:
+        """Raw `x` as preprocessed batches; None when `x` is not raw input."""
         if self.preprocessor is None or not _is_raw(x):
-            return x, y, sample_weight, batch_size
-        data = PreprocessedBatches(
+            return None
+        return PreprocessedBatches(
             self.preprocessor, x, y, sample_weight, batch_size or 32, shuffle=shuffle
         )
-        return data, None, None, None
+
+    def _wrap(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
+              shuffle: bool = False) -> tuple[Any, Any, Any, int | None]:
+        """Raw `x` (and `y`, `sample_weight`) as one dataset Keras' `fit` and
+        `evaluate` read on every backend, whatever length buckets its batches
+        fall into; other inputs unchanged."""
+        data = self._batches(x, y, sample_weight, batch_size, shuffle)
+        if data is None:
+            return x, y, sample_weight, batch_size
+        try:
+            model_inputs = self.input  # a functional model's symbolic inputs
+        except (AttributeError, ValueError):
+            model_inputs = None
+        dataset = backend_dataset(data, lambda batch: data.element_spec(batch, model_inputs))
+        return dataset, None, None, None
 
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
             shuffle: bool = True, sample_weight: Any = None,
@@ -126,11 +213,13 @@ class Task(keras.Model):
         Same arguments as `keras.Model.fit`; raw `validation_data` is
         preprocessed the same way.
         """
+        raw = self.preprocessor is not None and _is_raw(x)
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size, shuffle)
         if isinstance(validation_data, tuple) and _is_raw(validation_data[0]):
             vx, vy, vsw = keras.utils.unpack_x_y_sample_weight(validation_data)
             validation_data = self._wrap(vx, vy, vsw, None)[0]
-        return super().fit(x, y, batch_size=batch_size, shuffle=shuffle,
+        # Raw inputs are reshuffled row by row every epoch by the batches themselves.
+        return super().fit(x, y, batch_size=batch_size, shuffle=shuffle and not raw,
                            sample_weight=sample_weight, validation_data=validation_data,
                            **kwargs)
 
@@ -141,11 +230,37 @@ class Task(keras.Model):
         return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight,
                                 **kwargs)
 
-    def predict(self, x: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
-        """Predict on raw inputs or arrays (arguments of `keras.Model.predict`)."""
-        x, _, _, batch_size = self._wrap(x, None, None, batch_size)
-        kwargs.setdefault("verbose", 0)
-        return super().predict(x, batch_size=batch_size, **kwargs)
+    def predict(self, x: Any, batch_size: int | None = None, verbose: Any = 0,
+                steps: int | None = None, callbacks: Any = None) -> Any:
+        """Predict on raw inputs or arrays (arguments of `keras.Model.predict`).
+
+        Raw inputs run batch by batch (each padded to its own length bucket);
+        an output whose length follows the batch's (a causal LM's logits) is
+        zero-padded to the longest batch, past each row's own padding.
+        """
+        data = self._batches(x, None, None, batch_size)
+        if data is None:
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
+                                   callbacks=callbacks)
+        verbose = 1 if verbose == "auto" else verbose
+        num = len(data) if steps is None else min(int(steps), len(data))
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks = keras.callbacks.CallbackList(
+                callbacks, add_progbar=verbose != 0, verbose=verbose, epochs=1, steps=num,
+                model=self)
+        self.stop_predicting = False
+        callbacks.on_predict_begin()
+        outputs = []
+        for step in range(num):
+            callbacks.on_predict_batch_begin(step)
+            batch = data[step]
+            out = self.predict_on_batch(batch[0] if isinstance(batch, tuple) else batch)
+            outputs.append(out)
+            callbacks.on_predict_batch_end(step, {"outputs": out})
+            if self.stop_predicting:
+                break
+        callbacks.on_predict_end()
+        return keras.tree.map_structure(lambda *parts: _concat_padded(parts), *outputs)
 
     # -- config ---------------------------------------------------------------
     def get_config(self) -> dict:
