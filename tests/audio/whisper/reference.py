@@ -14,14 +14,25 @@ TINY_HF = dict(num_mel_bins=8, encoder_layers=2, decoder_layers=2, encoder_atten
 FRAMES = 60  # 2 * max_source_positions
 
 
-def random_whisper(directory: Path, vocab_size: int = 120, seed: int = 0):
-    """Save a random `WhisperForConditionalGeneration` into `directory`; return it."""
+def random_whisper(directory: Path, vocab_size: int = 120, seed: int = 0,
+                   perturb: bool = False, **config_overrides):
+    """Save a random `WhisperForConditionalGeneration` into `directory`; return it.
+
+    `config_overrides` replace entries of `TINY_HF`; `perturb` adds noise to
+    layer norms and biases (zero biases and unit scales when fresh), so a
+    port that drops or swaps one changes the outputs.
+    """
     import torch
     import transformers
 
+    from tests.sweeps import perturb_norms_and_biases
+
     torch.manual_seed(seed)
-    config = transformers.WhisperConfig(vocab_size=vocab_size, **TINY_HF)
+    config = transformers.WhisperConfig(vocab_size=vocab_size,
+                                        **{**TINY_HF, **config_overrides})
     model = transformers.WhisperForConditionalGeneration(config).eval()
+    if perturb:
+        perturb_norms_and_biases(model)
     model.save_pretrained(directory)
     return model
 

@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.core.tokenizer import check_fits_embedding
@@ -100,8 +102,13 @@ def port_masked_lm(task: BertMaskedLM, weights: WeightReader) -> None:
     port_layer_norm(head.layer_norm, weights, "cls.predictions.transform.LayerNorm")
     port_weight(head.bias, weights.take("cls.predictions.bias", "cls.predictions.decoder.bias"),
                 name="cls.predictions.bias")
-    if "cls.predictions.decoder.weight" in weights:
-        weights.take("cls.predictions.decoder.weight")  # tied: equals word_embeddings
+    if "cls.predictions.decoder.weight" in weights:  # tied: equals word_embeddings
+        embeddings = weights.take("bert.embeddings.word_embeddings.weight",
+                                  "embeddings.word_embeddings.weight")
+        if not np.array_equal(weights.take("cls.predictions.decoder.weight"), embeddings):
+            raise ConversionError(
+                "cls.predictions.decoder.weight differs from the word embeddings "
+                "(tie_word_embeddings=False); zoo's BertMaskedLM ties them.")
 
 
 def convert_tokenizer(source: Path) -> BertTokenizer:

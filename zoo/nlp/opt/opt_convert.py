@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.core.tokenizer import check_fits_embedding
@@ -91,8 +93,12 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     backbone = OPTBackbone(**convert_backbone_config(hf_config))
     prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in weights else "decoder."
     port_backbone(backbone, weights, prefix)
-    if "lm_head.weight" in weights:  # tied to embed_tokens in every OPT
-        weights.take("lm_head.weight")
+    if "lm_head.weight" in weights:  # tied to embed_tokens in every released OPT
+        if not np.array_equal(weights.take("lm_head.weight"),
+                              weights.take(f"{prefix}embed_tokens.weight")):
+            raise ConversionError(
+                f"{source}: lm_head.weight differs from the token embedding "
+                "(tie_word_embeddings=False); zoo's OPT ties them as every released OPT does.")
     unused = weights.unused()
     if unused:
         raise ConversionError(
