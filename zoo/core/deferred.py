@@ -84,3 +84,20 @@ def initialize_rest(variables: list[keras.Variable]) -> None:
     for variable in variables:
         if is_deferred(variable):
             variable._deferred_initialize()
+
+
+
+def require_values(model: Any, variables: list[keras.Variable], source: str) -> None:
+    """After a conversion ported a checkpoint into `model` (built by
+    `abstract_build`, which returned `variables`): raise a `ConversionError`
+    naming the weights left without a value, then initialize the state that
+    is not a weight (dropout seed generators)."""
+    from zoo.core.errors import ConversionError
+
+    weights = {id(v) for v in model.weights}
+    left = [v.path for v in variables if id(v) in weights and is_deferred(v)]
+    if left:
+        raise ConversionError(
+            f"{source} gave no value to {left[:5]}{' ...' if len(left) > 5 else ''}. "
+            "Fix: convert the complete checkpoint (every weight file of the folder).")
+    initialize_rest(variables)

@@ -18,6 +18,7 @@ from zoo.audio.whisper.whisper_checkpoints import (
     ctranslate2_to_transformers,
     openai_to_transformers,
 )
+from zoo.core import deferred
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.core.tokenizer import check_fits_embedding
@@ -109,8 +110,11 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
     from zoo.audio.whisper.whisper_audio_to_text import WhisperAudioToText
 
     weights = WeightReader(arrays, str(source))
-    backbone = WhisperBackbone(**convert_backbone_config(config))
+    # Built without random values; every weight gets the checkpoint's.
+    backbone, created = deferred.abstract_build(
+        lambda: WhisperBackbone(**convert_backbone_config(config)))
     port_backbone(backbone, weights)
+    deferred.require_values(backbone, created, str(source))
     for tied in ("proj_out.weight", "model.decoder.proj_out.weight"):
         if tied in weights:  # the output projection is the token embedding
             if not np.array_equal(weights.take(tied), weights.take(

@@ -143,9 +143,7 @@ def build_backbone(configs: dict[str, dict], weights: dict[str, dict], source: s
             raise ConversionError(
                 f"{source}: the {name} has weights the converted model would drop: "
                 f"{unused[:5]}{' ...' if len(unused) > 5 else ''}.")
-    left = [v.path for v in created if deferred.is_deferred(v)]
-    if left:
-        raise ConversionError(f"{source} gave no value to {left[:5]}.")
+    deferred.require_values(backbone, created, source)
     return backbone
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.core import deferred
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.core.tokenizer import check_fits_embedding
@@ -171,9 +172,12 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     source = Path(source)
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
-    backbone = BertBackbone(**convert_backbone_config(hf_config))
+    # Built without random values; every weight gets the checkpoint's.
+    backbone, created = deferred.abstract_build(
+        lambda: BertBackbone(**convert_backbone_config(hf_config)))
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
     port_backbone(backbone, weights, prefix)
+    deferred.initialize_rest(created)  # the pooler, when the checkpoint has none
     tokenizer = convert_tokenizer(source)
     check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
     sequence_length = min(hf_config.get("max_position_embeddings", 512), 512)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.core import deferred
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.core.tokenizer import check_fits_embedding
@@ -90,9 +91,12 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     source = Path(source)
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
-    backbone = OPTBackbone(**convert_backbone_config(hf_config))
+    # Built without random values; every weight gets the checkpoint's.
+    backbone, created = deferred.abstract_build(
+        lambda: OPTBackbone(**convert_backbone_config(hf_config)))
     prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in weights else "decoder."
     port_backbone(backbone, weights, prefix)
+    deferred.require_values(backbone, created, str(source))
     if "lm_head.weight" in weights:  # tied to embed_tokens in every released OPT
         if not np.array_equal(weights.take("lm_head.weight"),
                               weights.take(f"{prefix}embed_tokens.weight")):
