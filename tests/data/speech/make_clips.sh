@@ -77,6 +77,34 @@ for i in "${!SENTENCES[@]}"; do
 done
 sox "${parts[@]}" -C 8 "$HERE/story.flac"
 
+# -- long-form fallback recordings (tests/audio/whisper/test_whisper_fallback.py)
+# repeat_long.flac: one long sentence spoken three times ("Part 1. ..." to
+# "Part 3. ..."), 0.6 s apart: the first 30 s window decodes as text too
+# repetitive for the compression-ratio rule, and its no-speech probability is
+# above 0.6 (the case of issue 19).
+# repeat_short.flac: a short sentence four times, one window whose text is
+# just repetitive enough to fail the rule.
+LONG="The committee will meet again on Thursday morning to review the budget for the new library and the park, and everyone who lives in the town is welcome to come and share their ideas."
+SHORT="Please close the window."
+# repeat TEXT N OUT: "Part i. TEXT" for i = 1..N, each followed by 0.6 s of silence.
+repeat() {
+    local pieces=()
+    for i in $(seq 1 "$2"); do
+        say "Part $i. $1" "$WORK/rep$i.wav"
+        sox "$WORK/rep$i.wav" "$WORK/reppad$i.wav" pad 0 0.6
+        pieces+=("$WORK/reppad$i.wav")
+    done
+    sox "${pieces[@]}" -C 8 "$3"
+}
+repeat "$LONG" 3 "$HERE/repeat_long.flac"
+repeat "$SHORT" 4 "$HERE/repeat_short.flac"
+# hum_then_speech.flac: 36 s of a quiet 50 Hz hum (no speech: its first window
+# is dropped by the no-speech rule), then two sentences.
+sox -D -n -r 16000 -c 1 -b 16 -e signed-integer "$WORK/hum.wav" synth 36 sine 50 vol 0.02
+say "The meeting starts at nine in the morning." "$WORK/meeting.wav"
+say "Please bring your notes and a pen." "$WORK/notes.wav"
+sox "$WORK/hum.wav" "$WORK/meeting.wav" "$WORK/notes.wav" -C 8 "$HERE/hum_then_speech.flac"
+
 "$PYTHON" - "$HERE" <<'EOF'
 import sys
 from pathlib import Path

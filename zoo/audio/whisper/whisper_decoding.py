@@ -77,6 +77,31 @@ class DecodingResult:
         return self.sum_logprob / (lengths + 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class CategoricalSampler(samplers.Sampler):
+    """Samples `softmax(logits)` by inverting its cumulative distribution,
+    with one `zoo.samplers.uniform_noise` value per row (reproducible and the
+    same on every backend, like zoo's samplers).
+
+    One uniform per row instead of Gumbel noise per vocabulary entry: the
+    noise hash over Whisper's 51,864 tokens cost a third of a sampling step.
+    A token the logit rules forbid (probability 0) is never picked, whatever
+    the uniform (Gumbel-max breaks there: in float32 the largest noise value
+    rounds to 1.0, whose Gumbel noise is +inf and beats any logit).
+    """
+
+    def __call__(self, logits: Any, seed: Any, step: Any) -> Any:
+        logits = ops.cast(logits, "float32")
+        probs = ops.softmax(logits, axis=-1)  # (batch, vocabulary)
+        cdf = ops.cumsum(probs, axis=-1)
+        uniform = samplers.uniform_noise(seed, step, (tuple(logits.shape)[0], 1))
+        target = uniform * cdf[:, -1:]  # (batch, 1)
+        index = ops.minimum(ops.sum(ops.cast(cdf <= target, "int32"), axis=-1),
+                            ops.shape(logits)[-1] - 1)
+        allowed = ops.take_along_axis(probs, index[:, None], axis=1)[:, 0] > 0
+        return ops.cast(ops.where(allowed, index, ops.argmax(logits, axis=-1)), "int32")
+
+
 def _mask(ids: tuple[int, ...], size: int) -> np.ndarray:
     out = np.zeros((size,), bool)
     out[[i for i in ids if 0 <= i < size]] = True
@@ -143,14 +168,20 @@ class WhisperDecoder:
         force_ts = ops.logical_and(check, ts_mass > text_best)[:, None]
         return ops.where(ops.logical_and(force_ts, ops.logical_not(is_ts)), NEG_INF, logits)
 
-    def _choose(self, logits: Any, state: tuple, step: Any, seed: Any,
+    def _choose(self, logits: Any, state: tuple, step: Any, seed: Any, inverse_t: Any,
                 sampler: samplers.Sampler, options: DecodingOptions) -> tuple[Any, tuple]:
         """Next token per row and the updated state `(last, penultimate_ts,
-        last_ts, done, sum_logprob)`."""
+        last_ts, done, sum_logprob)`.
+
+        The sampler draws from `softmax(logits * inverse_t)` (1 / temperature,
+        a runtime input so every temperature shares one compiled program), but
+        the summed log probability is of the untempered distribution, as
+        CTranslate2 scores sampled tokens (faster-whisper's `avg_logprob`).
+        """
         last, penultimate_ts, last_ts, done, sum_lp = state
         logits = self._filter(ops.cast(logits, "float32"), step, last, penultimate_ts,
                               last_ts, options)
-        token = sampler(logits, seed, step)
+        token = sampler(logits * inverse_t, seed, step)
         log_probs = ops.log_softmax(logits, axis=-1)
         picked = ops.take_along_axis(log_probs, token[:, None], axis=1)[:, 0]
         sum_lp = sum_lp + ops.where(done, 0.0, picked)
@@ -168,6 +199,7 @@ class WhisperDecoder:
 
     # -- compiled steps -------------------------------------------------------
     def _get_steps(self, sampler: samplers.Sampler, options: DecodingOptions) -> dict:
+        options = dataclasses.replace(options, temperature=0.0)  # a runtime input
         variables = self.task.variables
         key = (sampler, options, tuple(id(v) for v in variables))
         if key in self._steps:
@@ -178,7 +210,7 @@ class WhisperDecoder:
             return backbone.cross_key_values(backbone.encode(features))
 
         def prefill(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                    seed: Any, head: tuple) -> Any:
+                    seed: Any, inverse_t: Any, head: tuple) -> Any:
             hidden, cache = backbone.call_decoder_with_cache(prompt, mask, cache, cross, 0)
             logits = task.logits_from_hidden(hidden[:, -1, :], head)
             sot_hidden = ops.take(hidden, sot_index, axis=1)
@@ -190,23 +222,23 @@ class WhisperDecoder:
                      ops.full((batch,), -1, "int32"), ops.zeros((batch,), "bool"),
                      ops.zeros((batch,), "float32"))
             token, state = self._choose(logits, state, ops.convert_to_tensor(0, "int32"),
-                                        seed, sampler, options)
+                                        seed, inverse_t, sampler, options)
             return token, state, cache, no_speech
 
         def decode(token: Any, mask: Any, cache: Any, cross: Any, index: Any, step: Any,
-                   state: tuple, seed: Any, head: tuple) -> Any:
+                   state: tuple, seed: Any, inverse_t: Any, head: tuple) -> Any:
             hidden, cache = backbone.call_decoder_with_cache(token[:, None], mask, cache, cross,
                                                              index)
             logits = task.logits_from_hidden(hidden[:, -1, :], head)
-            token, state = self._choose(logits, state, step, seed, sampler, options)
+            token, state = self._choose(logits, state, step, seed, inverse_t, sampler, options)
             return token, state, cache
 
         def loop(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                 seed: Any, head: tuple) -> Any:
+                 seed: Any, inverse_t: Any, head: tuple) -> Any:
             batch, length = ops.shape(prompt)
             max_new = ops.shape(mask)[1] - length
             token, state, cache, no_speech = prefill(prompt, mask, cache, cross, sot_index, seed,
-                                                     head)
+                                                     inverse_t, head)
             out = ops.full((batch, max_new), sp.eot, dtype="int32")
             out = ops.slice_update(out, (0, 0), token[:, None])
 
@@ -215,7 +247,7 @@ class WhisperDecoder:
 
             def body(i: Any, token: Any, state: tuple, cache: Any, out: Any) -> tuple:
                 token, state, cache = decode(token, mask, cache, cross, length + i - 1, i,
-                                             state, seed, head)
+                                             state, seed, inverse_t, head)
                 out = ops.slice_update(out, (0, i), token[:, None])
                 return i + 1, token, state, cache, out
 
@@ -242,28 +274,34 @@ class WhisperDecoder:
         """Decode one window per row from equal-length `prompts`.
 
         Args:
-            cross: `encode()`'s output for these rows.
+            cross: `encode()`'s output for these rows, or for one row that
+                every prompt reads (e.g. several samples of one window).
             prompts: token ids per row, all the same length, each ending with
                 the start-of-transcript sequence.
             sot_index: position of <|startoftranscript|> in the prompts (the
                 no-speech probability is read there).
             options: decoding options.
-            seed: seed of sampling (temperature > 0).
+            seed: seed of sampling (temperature > 0); rows draw different samples.
         """
         prompt, mask, sot_index, max_new = self._prepare(prompts, sot_index, options)
         batch, padded = prompt.shape
-        sampler = (samplers.GreedySampler() if options.temperature == 0
-                   else samplers.RandomSampler(temperature=float(options.temperature)))
+        if batch > 1 and ops.shape(keras.tree.flatten(cross)[0])[0] == 1:
+            rows = np.zeros(batch, "int32")
+            cross = keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cross)
+        greedy = options.temperature == 0
+        sampler = samplers.GreedySampler() if greedy else CategoricalSampler()
         steps = self._get_steps(sampler, options)
         cache = self.backbone.init_cache(batch, mask.shape[1])
         sot, seed_ = np.int32(sot_index), np.int32(seed)
+        inverse_t = np.float32(1.0 if greedy else 1.0 / options.temperature)
         head = self.task.lm_head.inference_weights()
         if "loop" in steps:
-            out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_, head)
+            out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_,
+                                                   inverse_t, head)
             out = np.asarray(ops.convert_to_numpy(out), "int32")
         else:
             out, sum_lp, no_speech = self._python_loop(steps, prompt, mask, cache, cross,
-                                                       sot, seed_, head, max_new)
+                                                       sot, seed_, inverse_t, head, max_new)
         tokens = []
         for row in out:
             ends = np.flatnonzero(row == self.special.eot)
@@ -398,12 +436,12 @@ class WhisperDecoder:
                               np.asarray(ops.convert_to_numpy(no_speech), "float64")[:1])
 
     def _python_loop(self, steps: dict, prompt: np.ndarray, mask: np.ndarray, cache: Any,
-                     cross: Any, sot: np.int32, seed: np.int32, head: tuple,
-                     max_new: int) -> tuple:
+                     cross: Any, sot: np.int32, seed: np.int32, inverse_t: np.float32,
+                     head: tuple, max_new: int) -> tuple:
         length = prompt.shape[1]
         mask_t = ops.convert_to_tensor(mask)
         token, state, cache, no_speech = steps["prefill"](prompt, mask_t, cache, cross, sot, seed,
-                                                          head)
+                                                          inverse_t, head)
         out = np.full((prompt.shape[0], max_new), self.special.eot, "int32")
         out[:, 0] = ops.convert_to_numpy(token)
         for i in range(1, max_new):
@@ -411,6 +449,6 @@ class WhisperDecoder:
                 break
             token, state, cache = steps["decode"](token, mask_t, cache, cross,
                                                   np.int32(length + i - 1), np.int32(i),
-                                                  state, seed, head)
+                                                  state, seed, inverse_t, head)
             out[:, i] = ops.convert_to_numpy(token)
         return out, state[4], no_speech

@@ -6,9 +6,15 @@ decoded timestamp pairs split it into segments; the next window starts at
 the last complete segment's end (or after the window when the text ended
 with a lone timestamp). A window whose text is too repetitive (gzip
 compression ratio) or too unlikely (average log probability) is decoded
-again at the next temperature; a window the model calls silent (no-speech
-probability) and that decoded poorly is skipped. Text decoded so far is
-the prompt of the next window unless the temperature climbed above 0.5.
+again at the next temperature, sampling `best_of` hypotheses and keeping
+the best scored; a window the model calls silent (no-speech probability)
+and that decoded poorly is skipped. Text decoded so far is the prompt of
+the next window unless the temperature climbed above 0.5.
+
+Every decision (which attempt is kept, when a window is silent, how
+sampled tokens are scored) is faster-whisper's, the reference zoo's tests
+compare with: see `needs_fallback`, `skip_as_silence`, `best_sample` and
+`decode_with_fallback`.
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ class TranscribeOptions:
     compression_ratio_threshold: float | None = 2.4
     # Fall back when the average log probability is below this.
     log_prob_threshold: float | None = -1.0
-    # A window is silent when its no-speech probability is above this and it
-    # also failed `log_prob_threshold`.
+    # A window is silent when its no-speech probability is above this and its
+    # average log probability is not above `log_prob_threshold`.
     no_speech_threshold: float | None = 0.6
     # Prompt each window with the text decoded so far.
     condition_on_previous_text: bool = True
@@ -59,6 +65,8 @@ class TranscribeOptions:
     without_timestamps: bool = False
     # Beams of the temperature-0 decode (1: greedy); sampling never uses beams.
     beam_size: int = 1
+    # Hypotheses sampled at each temperature above 0; the best scored is kept.
+    best_of: int = 5
     # Beam search ends once beam_size * patience candidates have ended.
     patience: float = 1.0
     # Add per-word start/end times (cross-attention alignment; needs the
@@ -72,14 +80,118 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One decode of a window at one temperature."""
+
+    # The temperature (0: greedy or beam search).
+    temperature: float
+    # Summed log probability (end token included) over generated tokens + 1.
+    avg_logprob: float
+    # `compression_ratio` of the decoded text.
+    compression_ratio: float
+    # Probability of <|nospeech|> at <|startoftranscript|>.
+    no_speech_prob: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowDecode:
+    """What `decode_with_fallback` kept for one window, and every attempt."""
+
+    # The kept decode (one row).
+    result: DecodingResult
+    # Its average log probability and compression ratio.
+    avg_logprob: float
+    compression_ratio: float
+    # The last temperature tried (what decides the prompt reset), as in
+    # faster-whisper: when every attempt failed, the kept decode may come
+    # from a lower one.
+    temperature: float
+    # Every decode made, in order.
+    attempts: tuple[Attempt, ...]
+
+
+def needs_fallback(attempt: Attempt, options: TranscribeOptions) -> bool:
+    """Whether the window must be decoded again at the next temperature.
+
+    faster-whisper's rule (`generate_with_fallback`): a decode fails when its
+    text compresses too well or its average log probability is too low, but
+    a decode that is both unlikely and probably silence (no-speech probability
+    above its threshold) ends the fallback: resampling silence is pointless.
+    """
+    ratio_limit, logprob_limit = options.compression_ratio_threshold, options.log_prob_threshold
+    repetitive = ratio_limit is not None and attempt.compression_ratio > ratio_limit
+    unlikely = logprob_limit is not None and attempt.avg_logprob < logprob_limit
+    silent = (options.no_speech_threshold is not None
+              and attempt.no_speech_prob > options.no_speech_threshold and unlikely)
+    return (repetitive or unlikely) and not silent
+
+
+def skip_as_silence(no_speech_prob: float, avg_logprob: float,
+                    options: TranscribeOptions) -> bool:
+    """Whether the window loop drops a window as silence.
+
+    faster-whisper's rule (in `generate_segments`, after the fallback): the
+    kept decode's no-speech probability is above the threshold, unless its
+    average log probability is above `log_prob_threshold` (confident text is
+    kept whatever the no-speech probability says). Both numbers are the kept
+    decode's; the no-speech probability does not depend on the temperature
+    (it is read at <|startoftranscript|>, before any sampling).
+    """
+    if options.no_speech_threshold is None or no_speech_prob <= options.no_speech_threshold:
+        return False
+    return not (options.log_prob_threshold is not None
+                and avg_logprob > options.log_prob_threshold)
+
+
+def best_sample(result: DecodingResult) -> int:
+    """The row CTranslate2 returns first among sampled hypotheses.
+
+    CTranslate2 sorts hypotheses by their score: the summed log probability
+    (end token included) divided by the length without the end token
+    (`length_penalty=1`, faster-whisper's default); faster-whisper keeps the
+    first. An empty hypothesis scores -inf (CTranslate2 divides by zero).
+    """
+    scores = [float(s) / len(t) if t else -np.inf
+              for s, t in zip(result.sum_logprob, result.tokens)]
+    return int(np.argmax(scores))
+
+
+def choose_attempt(attempts: Sequence[Attempt], options: TranscribeOptions) -> int:
+    """Index of the attempt a window keeps, given the attempts made so far.
+
+    faster-whisper's choice: the first attempt that does not `needs_fallback`;
+    when every attempt needed it, the most likely one (highest average log
+    probability, the first on a tie) among those whose compression ratio was
+    within the threshold, or among all of them when none was.
+    """
+    for i, attempt in enumerate(attempts):
+        if not needs_fallback(attempt, options):
+            return i
+    limit = options.compression_ratio_threshold
+    candidates = [i for i, a in enumerate(attempts)
+                  if limit is not None and a.compression_ratio <= limit]
+    return max(candidates or range(len(attempts)), key=lambda i: attempts[i].avg_logprob)
+
+
 def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int], sot_index: int,
                          options: TranscribeOptions, decode_text: Callable[[list[int]], str],
-                         seed: int = 0) -> tuple[DecodingResult, float, float]:
+                         seed: int = 0) -> WindowDecode:
     """Decode one window, raising the temperature while the result looks wrong.
 
-    Returns the result, its average log probability and the temperature used.
+    The temperature-0 decode is greedy (or beam search); above 0,
+    `options.best_of` hypotheses are sampled and the best scored one is the
+    attempt (see `best_sample`). Temperatures are tried in turn until an
+    attempt does not `needs_fallback`; `choose_attempt` picks the kept one.
     """
-    tried: list[tuple[DecodingResult, float, float, float]] = []
+    if not options.temperatures:
+        raise ValueError("TranscribeOptions.temperatures is empty. Fix: pass at least one "
+                         "temperature, e.g. temperatures=(0.0,).")
+    if options.best_of < 1:
+        raise ValueError(f"TranscribeOptions.best_of must be at least 1, got "
+                         f"{options.best_of!r}.")
+    results: list[DecodingResult] = []
+    attempts: list[Attempt] = []
     for temperature in options.temperatures:
         decoding = DecodingOptions(
             temperature=temperature, timestamps=not options.without_timestamps,
@@ -88,22 +200,37 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
         if temperature == 0 and options.beam_size > 1:
             result = decoder.beam_decode(cross, prompt, sot_index, decoding,
                                          options.beam_size, options.patience)
-        else:
+        elif temperature == 0:
             result = decoder.decode(cross, [prompt], sot_index, decoding, seed=seed)
-        avg = float(result.avg_logprob[0])
-        ratio = compression_ratio(decode_text(result.tokens[0]).strip())
-        tried.append((result, avg, temperature, ratio))
-        too_repetitive = (options.compression_ratio_threshold is not None
-                          and ratio > options.compression_ratio_threshold)
-        too_unlikely = options.log_prob_threshold is not None and avg < options.log_prob_threshold
-        silent = (options.no_speech_threshold is not None
-                  and result.no_speech_prob[0] > options.no_speech_threshold and too_unlikely)
-        if silent or not (too_repetitive or too_unlikely):
-            return result, avg, temperature
-    passing = [t for t in tried if options.compression_ratio_threshold is None
-               or t[3] <= options.compression_ratio_threshold] or tried
-    best = max(passing, key=lambda t: t[1])
-    return best[0], best[1], options.temperatures[-1]
+        else:
+            samples = decoder.decode(cross, [prompt] * options.best_of, sot_index, decoding,
+                                     seed=seed)
+            row = best_sample(samples)
+            result = DecodingResult([samples.tokens[row]], samples.sum_logprob[row: row + 1],
+                                    samples.no_speech_prob[row: row + 1])
+        results.append(result)
+        attempts.append(Attempt(temperature, float(result.avg_logprob[0]),
+                                compression_ratio(decode_text(result.tokens[0]).strip()),
+                                float(result.no_speech_prob[0])))
+        if not needs_fallback(attempts[-1], options):
+            break
+    kept = choose_attempt(attempts, options)
+    return WindowDecode(results[kept], attempts[kept].avg_logprob,
+                        attempts[kept].compression_ratio, attempts[-1].temperature,
+                        tuple(attempts))
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowRecord:
+    """One window of the loop, as `transcribe_features` reports it to `on_window`."""
+
+    # First mel frame of the window, and frames of audio in it.
+    seek: int
+    frames: int
+    # The decode kept and every attempt.
+    decode: WindowDecode
+    # Dropped by the no-speech rule (`skip_as_silence`).
+    skipped: bool
 
 
 def split_segments(tokens: list[int], timestamp_begin: int, time_offset: float,
@@ -151,6 +278,7 @@ def transcribe_features(
     options: TranscribeOptions,
     initial_prompt: Sequence[int] = (),
     on_progress: Callable[[int], None] | None = None,
+    on_window: Callable[[WindowRecord], None] | None = None,
 ) -> list[dict]:
     """Transcribe one recording's log-mel `(num_mels, frames)`, window by window.
 
@@ -165,10 +293,12 @@ def transcribe_features(
         options: loop settings.
         initial_prompt: ids of text that precedes the recording.
         on_progress: called with the frames done after each window.
+        on_window: called with each window's `WindowRecord` (its decisions).
 
     Returns:
         Segments `{"start", "end", "text", "tokens", "avg_logprob",
-        "no_speech_prob", "temperature"}` in time order.
+        "no_speech_prob", "temperature", "compression_ratio", "seek"}` in time
+        order (`seek`: the first frame of the segment's window).
     """
     seek, segments, all_tokens, last_speech = 0, [], list(initial_prompt), 0.0
     prompt_reset_since = 0
@@ -185,14 +315,16 @@ def transcribe_features(
         if options.without_timestamps:
             prompt = prompt + [tokenizer.no_timestamps]
         sot_index = len(prompt) - len(start) - (1 if options.without_timestamps else 0)
-        result, avg, temperature = decode_with_fallback(
-            decoder, cross, prompt, sot_index, options, tokenizer.decode)
+        window = decode_with_fallback(decoder, cross, prompt, sot_index, options,
+                                      tokenizer.decode)
+        result, avg, temperature = window.result, window.avg_logprob, window.temperature
         no_speech = float(result.no_speech_prob[0])
         time_offset = seek / FRAMES_PER_SECOND
         previous_seek = seek
-        if (options.no_speech_threshold is not None and no_speech > options.no_speech_threshold
-                and not (options.log_prob_threshold is not None
-                         and avg > options.log_prob_threshold)):
+        skipped = skip_as_silence(no_speech, avg, options)
+        if on_window is not None:
+            on_window(WindowRecord(seek, segment_frames, window, skipped))
+        if skipped:
             seek += segment_frames  # silence: skip the window
         else:
             pieces, seek, single_ending = split_segments(result.tokens[0], ts_begin,
@@ -212,6 +344,7 @@ def transcribe_features(
                     "start": round(piece["start"], 3), "end": round(piece["end"], 3),
                     "text": text, "tokens": piece["tokens"], "avg_logprob": avg,
                     "no_speech_prob": no_speech, "temperature": temperature,
+                    "compression_ratio": window.compression_ratio, "seek": previous_seek,
                     **({"words": piece["words"]} if options.word_timestamps else {}),
                 })
         if not options.condition_on_previous_text or (
