@@ -28,8 +28,11 @@ def uniform_noise(seed: Any, step: Any, shape: tuple[int, int]) -> Any:
     counter = rows + ops.arange(shape[1], dtype="int32")[None, :]
     key = _mix(ops.cast(seed, "int32") * 1000003 + ops.cast(step, "int32"))
     bits = _mix(counter + key)
-    mantissa = ops.cast(ops.bitwise_and(ops.right_shift(bits, 8), 0xFFFFFF), "float32")
-    return (mantissa + 0.5) / 16777216.0
+    # 23 random bits: (m + 0.5) / 2**23 is exact in float32 and at most
+    # 1 - 2**-24, so u never rounds to 1.0 (24 bits did, once in 2**24 draws:
+    # an infinite Gumbel value that picked a filtered-out token).
+    mantissa = ops.cast(ops.bitwise_and(ops.right_shift(bits, 9), 0x7FFFFF), "float32")
+    return (mantissa + 0.5) / 8388608.0
 
 
 @dataclasses.dataclass(frozen=True)
