@@ -108,3 +108,17 @@ def assert_close(ours: Any, expected: Any, atol: float, what: str,
     diff = max_abs_diff(ours, expected)
     assert np.isfinite(diff) and diff < atol, f"{what}: max abs diff {diff:.3g} >= {atol} " \
                                               f"for config {config}"
+
+
+def converted_or_refused(load: Callable[[], Any], zoo_home: Any) -> Any:
+    """`load()` (a `from_preset` of a raw reference folder), or None when the
+    converter refused it with its own clean `ConversionError` (not a wrapped
+    crash) and left no weights in the hub."""
+    from zoo.core.errors import ConversionError
+
+    try:
+        return load()
+    except ConversionError as error:
+        assert error.__cause__ is None, f"a converter crash, not a clean error: {error}"
+        assert not (zoo_home.exists() and any(zoo_home.rglob("model.weights.h5")))
+        return None

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from tests.nlp.opt.reference import make_hf_opt, random_batch
-from tests.sweeps import assert_close, choice, not_multiple_of_8, odd_int, sweep_params
-from zoo.core.errors import ConversionError
+from tests.sweeps import (assert_close, choice, converted_or_refused, not_multiple_of_8, odd_int,
+                          sweep_params)
 from zoo.models import OPTCausalLM, Task
 
 LOGIT_ATOL = 1e-4  # as test_opt_parity.py
@@ -133,11 +133,8 @@ def test_unsupported_options_are_a_clean_error_or_exact(option, tmp_path, zoo_ho
         with torch.no_grad():
             reference.lm_head.weight.add_(0.5)
         reference.save_pretrained(tmp_path / "hf")
-    try:
-        lm = Task.from_preset(str(tmp_path / "hf"))
-    except ConversionError as error:
-        assert error.__cause__ is None, f"a converter crash, not a clean error: {error}"
-        assert not any(zoo_home.rglob("model.weights.h5")) if zoo_home.exists() else True
+    lm = converted_or_refused(lambda: Task.from_preset(str(tmp_path / "hf")), zoo_home)
+    if lm is None:
         return
     batch = random_batch(3, 9, 53, seed=3)
     real = batch["padding_mask"].astype(bool)
