@@ -13,6 +13,7 @@ Example:
 
 from zoo.samplers.samplers import (
     BeamSampler,
+    CategoricalSampler,
     GreedySampler,
     RandomSampler,
     Sampler,
@@ -22,5 +23,5 @@ from zoo.samplers.samplers import (
     uniform_noise,
 )
 
-__all__ = ["BeamSampler", "GreedySampler", "RandomSampler", "Sampler", "TopKSampler", "TopPSampler", "get",
+__all__ = ["BeamSampler", "CategoricalSampler", "GreedySampler", "RandomSampler", "Sampler", "TopKSampler", "TopPSampler", "get",
            "uniform_noise"]

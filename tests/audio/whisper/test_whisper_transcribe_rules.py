@@ -9,7 +9,8 @@ import pytest
 from keras import ops
 
 from zoo import samplers
-from zoo.audio.whisper.whisper_decoding import NEG_INF, CategoricalSampler, DecodingResult
+from zoo.audio.whisper.whisper_decoding import NEG_INF, DecodingResult
+from zoo.samplers import CategoricalSampler
 from zoo.audio.whisper.whisper_transcribe import (
     Attempt,
     TranscribeOptions,
@@ -162,17 +163,18 @@ def test_sampling_never_picks_a_forbidden_token(monkeypatch, uniform, expected):
     # are forbidden by the logit rules, including the first and the last.
     logits = np.full((2, 6), NEG_INF, "float32")
     logits[:, 1:3] = [0.0, 1.0]
-    monkeypatch.setattr(samplers, "uniform_noise",
+    monkeypatch.setattr("zoo.samplers.samplers.uniform_noise",
                         lambda seed, step, shape: ops.full(shape, uniform, "float32"))
     picked = ops.convert_to_numpy(CategoricalSampler()(logits, 0, 0))
     assert picked.tolist() == [expected, expected]
 
 
 def test_gumbel_noise_can_be_infinite():
-    # Why Whisper does not sample by Gumbel-max over zoo's hash noise: in
-    # float32 its largest value, (2**24 - 0.5) / 2**24, rounds to exactly 1.0,
-    # whose Gumbel noise -log(-log(1.0)) is +inf and picks a token whatever
-    # its logit, -1e9 (forbidden) included.
+    # The bug behind issue 19's dropped window: zoo's hash noise once used 24
+    # bits, and in float32 its largest value, (2**24 - 0.5) / 2**24, rounds to
+    # exactly 1.0, whose Gumbel noise -log(-log(1.0)) is +inf and picks a token
+    # whatever its logit, -1e9 (forbidden) included. uniform_noise now uses 23
+    # bits (tests/samplers), and CategoricalSampler never picks probability 0.
     assert (np.float32(2**24 - 1) + np.float32(0.5)) / np.float32(2**24) == 1.0
 
 

@@ -77,31 +77,6 @@ class DecodingResult:
         return self.sum_logprob / (lengths + 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class CategoricalSampler(samplers.Sampler):
-    """Samples `softmax(logits)` by inverting its cumulative distribution,
-    with one `zoo.samplers.uniform_noise` value per row (reproducible and the
-    same on every backend, like zoo's samplers).
-
-    One uniform per row instead of Gumbel noise per vocabulary entry: the
-    noise hash over Whisper's 51,864 tokens cost a third of a sampling step.
-    A token the logit rules forbid (probability 0) is never picked, whatever
-    the uniform (Gumbel-max breaks there: in float32 the largest noise value
-    rounds to 1.0, whose Gumbel noise is +inf and beats any logit).
-    """
-
-    def __call__(self, logits: Any, seed: Any, step: Any) -> Any:
-        logits = ops.cast(logits, "float32")
-        probs = ops.softmax(logits, axis=-1)  # (batch, vocabulary)
-        cdf = ops.cumsum(probs, axis=-1)
-        uniform = samplers.uniform_noise(seed, step, (tuple(logits.shape)[0], 1))
-        target = uniform * cdf[:, -1:]  # (batch, 1)
-        index = ops.minimum(ops.sum(ops.cast(cdf <= target, "int32"), axis=-1),
-                            ops.shape(logits)[-1] - 1)
-        allowed = ops.take_along_axis(probs, index[:, None], axis=1)[:, 0] > 0
-        return ops.cast(ops.where(allowed, index, ops.argmax(logits, axis=-1)), "int32")
-
-
 def _mask(ids: tuple[int, ...], size: int) -> np.ndarray:
     out = np.zeros((size,), bool)
     out[[i for i in ids if 0 <= i < size]] = True
@@ -289,7 +264,7 @@ class WhisperDecoder:
             rows = np.zeros(batch, "int32")
             cross = keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cross)
         greedy = options.temperature == 0
-        sampler = samplers.GreedySampler() if greedy else CategoricalSampler()
+        sampler = samplers.GreedySampler() if greedy else samplers.CategoricalSampler()
         steps = self._get_steps(sampler, options)
         cache = self.backbone.init_cache(batch, mask.shape[1])
         sot, seed_ = np.int32(sot_index), np.int32(seed)
