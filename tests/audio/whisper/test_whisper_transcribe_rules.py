@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from keras import ops
 
-from zoo import samplers
 from zoo.audio.whisper.whisper_decoding import NEG_INF, DecodingResult
 from zoo.samplers import CategoricalSampler
 from zoo.audio.whisper.whisper_transcribe import (
