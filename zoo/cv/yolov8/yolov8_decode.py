@@ -61,7 +61,11 @@ def make_anchors(height: int, width: int, strides: Sequence[int] = STRIDES,
 
 def dfl_distances(box_logits: Any, reg_max: int = 16) -> Any:
     """Expected distances (..., 4) from DFL logits (..., 4 * reg_max): the
-    softmax over each side's bins, weighted by the bin index."""
+    softmax over each side's bins, weighted by the bin index. With
+    `reg_max=1` there is no distribution: the head predicts the four
+    distances directly (ultralytics' `DFL` is then an identity)."""
+    if reg_max == 1:
+        return box_logits
     shape = ops.shape(box_logits)
     logits = ops.reshape(box_logits, (*shape[:-1], 4, reg_max))
     bins = ops.arange(reg_max, dtype=logits.dtype)

@@ -38,7 +38,8 @@ class YOLOV8Detector(ObjectDetector):
             to model inputs); `None` builds the default 640x640 one.
         neck_depth: bottlenecks per neck C2f block (default: the backbone's
             last stage depth, as in every ultralytics scale).
-        reg_max: DFL bins per box side (16).
+        reg_max: DFL bins per box side (16; 1: the head predicts the four
+            distances directly, without DFL, as ultralytics does then).
         score_threshold: minimum class probability kept by `predict` (0.25).
         iou_threshold: non-max suppression IoU (0.7).
         max_detections: most boxes per image (300).
