@@ -99,6 +99,34 @@ def test_single_file_converts_to_identical_weights(tiny, tmp_path, suffix):
         np.testing.assert_array_equal(ours[name], folder[name], name)
 
 
+def test_single_file_config_may_give_settings_per_level(tiny, tmp_path):
+    """A config folder that spells `layers_per_block` / `cross_attention_dim`
+    once per level (as diffusers allows) converts when the levels agree and
+    is refused, naming the setting, when they differ."""
+    from safetensors.numpy import save_file
+
+    pipe, root = tiny
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in _original_state(pipe, root).items()},
+              str(path))
+    configs = tmp_path / "configs"
+    shutil.copytree(root / "diffusers", configs)
+    unet_file = configs / "unet" / "config.json"
+    unet = json.loads(unet_file.read_text())
+    levels = len(unet["block_out_channels"])
+    unet["layers_per_block"] = [unet["layers_per_block"]] * levels
+    unet["cross_attention_dim"] = [unet["cross_attention_dim"]] * levels
+    unet_file.write_text(json.dumps(unet))
+    convert_single_file(path, tmp_path / "preset", str(path), config_dir=configs)
+    ours, folder = _weights(tmp_path / "preset"), _weights(root / "preset")
+    assert ours.keys() == folder.keys()
+    unet["layers_per_block"][-1] += 1
+    unet_file.write_text(json.dumps(unet))
+    with pytest.raises(ConversionError, match="layers_per_block=.* differs between levels"):
+        convert_single_file(path, tmp_path / "refused", str(path), config_dir=configs)
+    assert not (tmp_path / "refused").exists()
+
+
 def test_single_file_errors(tiny, tmp_path):
     from safetensors.numpy import save_file
 

@@ -33,7 +33,11 @@ from zoo.diffusion.stable_diffusion.stable_diffusion_checkpoints import (
     unet_layout,
     vae_layout,
 )
-from zoo.diffusion.stable_diffusion.unet_convert import port_unet, unet_config
+from zoo.diffusion.stable_diffusion.unet_convert import (
+    one_value_per_level,
+    port_unet,
+    unet_config,
+)
 from zoo.diffusion.stable_diffusion.vae_convert import (
     port_vae_decoder,
     port_vae_encoder,
@@ -218,6 +222,7 @@ def convert_single_file(source: str | Path, output: str | Path, handle: str,
         config_dir = Path(config_dir)
         configs = {name: _read_json(config_dir / name / "config.json")
                    for name in ("text_encoder", "unet", "vae")}
+        configs["unet"] = one_value_per_level(configs["unet"])
         scheduler_file = config_dir / "scheduler" / "scheduler_config.json"
         configs["scheduler"] = _read_json(scheduler_file) if scheduler_file.is_file() else {}
     else:

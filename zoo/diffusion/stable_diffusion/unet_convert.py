@@ -29,8 +29,27 @@ _UNSUPPORTED = {
     "conv_out_kernel": 3, "timestep_post_act": None, "time_embedding_act_fn": None,
     "mid_block_only_cross_attention": None, "cross_attention_norm": None,
     "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
-    "reverse_transformer_layers_per_block": None,
+    "reverse_transformer_layers_per_block": None, "downsample_padding": 1,
+    "mid_block_scale_factor": 1, "time_embedding_dim": None, "encoder_hid_dim_type": None,
 }
+#: settings diffusers also takes per level (a list): zoo needs one value for all
+_PER_LEVEL = ("only_cross_attention", "cross_attention_dim", "layers_per_block")
+
+
+def one_value_per_level(diffusers: dict[str, Any]) -> dict[str, Any]:
+    """`diffusers` (a UNet config) with each per-level list of `_PER_LEVEL`
+    that repeats one value replaced by that value (zoo builds every level
+    alike); a list whose levels differ is a ConversionError."""
+    out = dict(diffusers)
+    for key in _PER_LEVEL:
+        value = out.get(key)
+        if not isinstance(value, (list, tuple)):
+            continue
+        if len(set(value)) != 1:
+            raise ConversionError(f"The UNet's {key}={list(value)} differs between levels, "
+                                  f"which is not supported (one {key} for every level).")
+        out[key] = value[0]
+    return out
 
 
 def unet_config(diffusers: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +59,7 @@ def unet_config(diffusers: dict[str, Any]) -> dict[str, Any]:
     historical misnomer it keeps for compatibility); `num_attention_heads`,
     when set, wins, as in diffusers.
     """
+    diffusers = one_value_per_level(diffusers)
     for key, default in _UNSUPPORTED.items():
         value = diffusers.get(key, default)
         if value != default and not (value is False and default is None):
@@ -57,8 +77,6 @@ def unet_config(diffusers: dict[str, Any]) -> dict[str, Any]:
         pass  # float32 attention is what zoo computes anyway (float32 default dtype)
     heads = diffusers.get("num_attention_heads") or diffusers.get("attention_head_dim", 8)
     layers_per_block = diffusers.get("layers_per_block", 2)
-    if not isinstance(layers_per_block, int):
-        raise ConversionError(f"layers_per_block={layers_per_block} per level is not supported.")
     return {"in_channels": int(diffusers.get("in_channels", 4)),
             "out_channels": int(diffusers.get("out_channels", 4)),
             "block_out_channels": [int(c) for c in diffusers["block_out_channels"]],
