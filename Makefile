@@ -11,7 +11,8 @@ BACKENDS := jax tensorflow torch
 # (jax 15.6 -> 12.5 min here). --dist loadfile keeps each test file on one
 # worker, so a file's module fixtures (real weights, converted presets) load once.
 TEST_WORKERS ?= 2
-PYTEST_ARGS ?= -q -n $(TEST_WORKERS) --dist loadfile
+# --durations: the slowest tests in every CI log, to keep make test under 45 min
+PYTEST_ARGS ?= -q -n $(TEST_WORKERS) --dist loadfile --durations=40
 
 .PHONY: install test demo bench clean
 
