@@ -19,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from zoo.core.errors import ConversionError  # noqa: E402
 from zoo.utils.torch_pickle import (  # noqa: E402
     PickledObject,
     UnsafeCheckpointError,
@@ -367,7 +368,7 @@ def test_truncated_and_corrupted_archives(tmp_path):
     garbage = _raw_checkpoint(tmp_path, b"\x80\x02\xff not a pickle", {})
     with pytest.raises(ValueError, match="corrupt") as info:
         load_torch_checkpoint(garbage)
-    assert type(info.value) is ValueError and str(garbage) in str(info.value)
+    assert type(info.value) is ConversionError and str(garbage) in str(info.value)
 
     scripted = tmp_path / "scripted.pt"
     with warnings.catch_warnings():  # torch.jit is deprecated in recent torch

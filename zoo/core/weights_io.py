@@ -23,7 +23,7 @@ import keras
 import ml_dtypes
 import numpy as np
 
-from zoo.core.errors import PresetError
+from zoo.core.errors import PresetError, ZooError
 
 FORMAT = "zoo.weights"
 FORMAT_VERSION = 1
@@ -35,12 +35,52 @@ def numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
 
 
+def index_shards(index: Path, error: type[ZooError] = PresetError) -> list[str]:
+    """The shard file names a sharded-weights index lists in its `weight_map`.
+
+    Used for zoo's own `{base}.weights.json` and for transformers'
+    `*.index.json`. Each shard must be a plain file name that exists next to
+    the index: a name with a path in it (`../x`, `a/b`) is refused, so an
+    index can never make zoo read outside its folder.
+
+    Args:
+        index: the JSON index file.
+        error: the exception class to raise (`PresetError` for zoo presets,
+            `ConversionError` for checkpoints being converted).
+
+    Raises:
+        error: the index is not JSON, has no `weight_map` of names to shard
+            files, or names a shard that is not a file in its folder.
+    """
+    fix = "Fix: download the complete checkpoint or preset folder again."
+    try:
+        data = json.loads(index.read_text())
+    except (ValueError, RecursionError) as e:
+        raise error(f"{index} is not valid JSON ({e}). {fix}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not (isinstance(weight_map, dict) and weight_map
+            and all(isinstance(v, str) for v in weight_map.values())):
+        raise error(f"{index} has no 'weight_map' of weight names to shard files. {fix}")
+    shards = sorted(set(weight_map.values()))
+    for name in shards:
+        if Path(name).name != name or name in (".", "..") or "\\" in name or "\0" in name:
+            raise error(
+                f"{index} lists the shard {name!r}, which is not a file name in "
+                f"{index.parent}; zoo reads shards only from the index's own folder. {fix}")
+        if not (index.parent / name).is_file():
+            raise error(f"{index} lists the shard {name!r}, which is missing. {fix}")
+    return shards
+
+
 def weight_files(directory: Path, base: str) -> list[str]:
-    """File names (relative to `directory`) holding the weights named `base`."""
+    """File names (relative to `directory`) holding the weights named `base`.
+
+    Raises:
+        PresetError: the sharded index is broken (see `index_shards`).
+    """
     index = directory / f"{base}.weights.json"
     if index.exists():
-        data = json.loads(index.read_text())
-        return [f"{base}.weights.json"] + sorted(set(data["weight_map"].values()))
+        return [f"{base}.weights.json"] + index_shards(index)
     return [f"{base}.weights.h5"]
 
 
@@ -124,6 +164,23 @@ def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
     return np.asarray(data)
 
 
+def check_dataset(file: Path, path: str, dataset: h5py.Dataset) -> None:
+    """Refuse a dataset `save_weights` cannot have written: a non-numeric or
+    oversized element type (a huge string type could make a tiny file read as
+    terabytes), or data kept in other files (external or virtual storage)."""
+    problem = None
+    if dataset.dtype.kind not in "biuf" or dataset.dtype.itemsize > 8:
+        problem = f"has element type {dataset.dtype}, not a number"
+    elif dataset.attrs.get("dtype") == "bfloat16" and dataset.dtype != np.uint16:
+        problem = f"is marked bfloat16 but stores {dataset.dtype}, not uint16 bits"
+    elif dataset.external or dataset.is_virtual:
+        problem = "keeps its data in other files (external or virtual storage)"
+    if problem:
+        raise PresetError(
+            f"Weight {path!r} in {file} {problem}; zoo never writes that. Fix: delete the "
+            "preset directory and convert or download it again.")
+
+
 def _index(directory: Path, base: str) -> dict[str, tuple[Path, tuple[int, ...]]]:
     """`{path: (file, shape)}` of every array stored under `base` (no data read)."""
     out: dict[str, tuple[Path, tuple[int, ...]]] = {}
@@ -141,6 +198,7 @@ def _index(directory: Path, base: str) -> dict[str, tuple[Path, tuple[int, ...]]
 
                 def visit(path: str, item: object) -> None:
                     if isinstance(item, h5py.Dataset):
+                        check_dataset(file, path, item)
                         out[path] = (file, tuple(item.shape))
 
                 f.visititems(visit)

@@ -10,6 +10,7 @@ never runs code from the file.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,34 +27,108 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+#: Largest safetensors JSON header read (the safetensors library's own limit)
+_MAX_HEADER_BYTES = 100_000_000
+#: How deep `_flatten_state` follows nested dicts (a state dict is 1-3 levels)
+_MAX_NESTING = 32
+
+
+def _bad_safetensors(path: Path, problem: str) -> ConversionError:
+    return ConversionError(
+        f"{path} is not a valid safetensors file: {problem}. Fix: download the file "
+        "again, or re-save the weights with safetensors' save_file.")
+
+
+def _header_spans(path: Path, header: object, data_len: int) -> dict[str, tuple]:
+    """`{name: (dtype, shape, start, end)}` after checking every entry against
+    the data section's `data_len` bytes: known dtype, non-negative shape,
+    offsets inside the data, a byte size that matches the shape, no overlap."""
+    if not isinstance(header, dict):
+        raise _bad_safetensors(path, "its header is not a JSON object")
+    header.pop("__metadata__", None)
+    spans = {}
+    for name, info in header.items():
+        info = info if isinstance(info, dict) else {}
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
+                and all(type(n) is int and n >= 0 for n in shape + offsets)):
+            raise _bad_safetensors(
+                path, f"tensor {name!r} lacks a valid 'shape' or 'data_offsets' (non-negative "
+                "integers)")
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype")) if isinstance(
+            info.get("dtype"), str) else None
+        if dtype is None:
+            raise ConversionError(
+                f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r} (zoo "
+                f"reads {', '.join(_SAFETENSORS_DTYPES)}). Fix: save it in one of those dtypes.")
+        start, end = offsets
+        if end > data_len:
+            raise ConversionError(
+                f"{path} is truncated: tensor {name!r} ends at byte {end:,} of a "
+                f"{data_len:,}-byte data section. Fix: download the file again.")
+        if end - start != math.prod(shape) * np.dtype(dtype).itemsize:
+            raise _bad_safetensors(
+                path, f"tensor {name!r} of shape {shape} and dtype {info['dtype']} needs "
+                f"{math.prod(shape) * np.dtype(dtype).itemsize:,} bytes, but its data_offsets "
+                f"span {end - start:,}")
+        spans[name] = (dtype, tuple(shape), start, end)
+    previous = None
+    for name, (_, _, start, end) in sorted(spans.items(), key=lambda item: item[1][2:]):
+        if start == end:
+            continue  # empty tensors take no bytes
+        if previous is not None and start < spans[previous][3]:
+            raise _bad_safetensors(path, f"tensors {previous!r} and {name!r} overlap")
+        previous = name
+    return spans
+
+
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a `.safetensors` file, as read-only memory-mapped arrays."""
+    """All tensors of a `.safetensors` file, as read-only memory-mapped arrays.
+
+    The header is checked against the file before anything is mapped: its
+    length must fit the file (and the safetensors library's 100 MB limit),
+    and each tensor must have a known dtype and lie inside the data section,
+    with a byte size that matches its shape and no overlap with another, so
+    the arrays never add up to more than the file.
+
+    Raises:
+        ConversionError: the file is truncated, not safetensors, or its header
+            is inconsistent.
+    """
     path = Path(path)
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > min(size - 8, _MAX_HEADER_BYTES):
+                raise _bad_safetensors(
+                    path, f"its header claims {header_len:,} bytes, but the file has "
+                    f"{size:,} (truncated, or not safetensors)")
             header = json.loads(f.read(header_len))
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise ConversionError(f"{path} is not a readable safetensors file ({e}).") from None
-    header.pop("__metadata__", None)
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    out = {}
-    for name, info in header.items():
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise ConversionError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}.")
-        start, end = info["data_offsets"]
-        if end > data.shape[0]:
-            raise ConversionError(f"{path} is truncated: tensor {name!r} ends past the file end.")
-        out[name] = data[start:end].view(dtype).reshape(info["shape"])
-    return out
+    except (struct.error, ValueError, RecursionError, OSError) as e:
+        if isinstance(e, ConversionError):
+            raise
+        raise ConversionError(
+            f"{path} is not a readable safetensors file ({e}). Fix: download it again, or "
+            "pass the checkpoint's .safetensors file.") from None
+    data_len = size - 8 - header_len
+    spans = _header_spans(path, header, data_len)
+    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len) if data_len
+            else np.zeros(0, np.uint8))
+    return {name: data[start:end].view(dtype).reshape(shape)
+            for name, (dtype, shape, start, end) in spans.items()}
 
 
-def _flatten_state(state: object, prefix: str = "") -> dict[str, np.ndarray]:
+def _flatten_state(state: object, prefix: str = "", depth: int = 0) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if isinstance(state, Mapping):
+        if depth > _MAX_NESTING:  # also catches a dict that contains itself
+            raise ConversionError(
+                f"the checkpoint's state dict nests deeper than {_MAX_NESTING} levels at "
+                f"{prefix[:80]!r}; it is not a model state dict. Fix: pass the model's "
+                "weights saved with torch.save(model.state_dict(), path).")
         for key, value in state.items():
-            out.update(_flatten_state(value, f"{prefix}{key}."))
+            out.update(_flatten_state(value, f"{prefix}{key}.", depth + 1))
     elif isinstance(state, np.ndarray):
         out[prefix[:-1]] = state
     return out
@@ -64,15 +139,21 @@ def read_transformers_weights(directory: str | Path) -> dict[str, np.ndarray]:
 
     Handles `model.safetensors`, sharded `model.safetensors.index.json`, and
     `pytorch_model.bin` (single or sharded) through the restricted unpickler.
+    An index must be JSON with a `weight_map` whose shards are plain file
+    names in `directory` that exist.
+
+    Raises:
+        ConversionError: no weights, a broken index, or an unreadable file.
     """
+    from zoo.core.weights_io import index_shards
+
     directory = Path(directory)
     for index_name, reader in (("model.safetensors.index.json", read_safetensors),
                                ("pytorch_model.bin.index.json", _read_torch)):
         index = directory / index_name
         if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             out: dict[str, np.ndarray] = {}
-            for name in files:
+            for name in index_shards(index, ConversionError):
                 out.update(reader(directory / name))
             return out
     if (directory / "model.safetensors").is_file():
@@ -87,12 +168,27 @@ def read_transformers_weights(directory: str | Path) -> dict[str, np.ndarray]:
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    from zoo.utils.torch_pickle import load_torch_checkpoint
+    """The flattened state dict of a `torch.save` file (restricted unpickler).
 
-    state = load_torch_checkpoint(path)
+    Raises:
+        ConversionError: the file is unreadable, hostile or not a state dict.
+    """
+    from zoo.utils.torch_pickle import UnsafeCheckpointError, load_torch_checkpoint
+
+    try:
+        state = load_torch_checkpoint(path)
+    except UnsafeCheckpointError:
+        raise
+    except (ValueError, FileNotFoundError) as e:
+        message = str(e) if "Fix:" in str(e) else (
+            f"{e}. Fix: download the checkpoint again, or re-save it with torch.save.")
+        raise ConversionError(message) from None
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    return _flatten_state(state)
+    try:
+        return _flatten_state(state)
+    except ConversionError as e:
+        raise ConversionError(f"{path}: {e}") from None
 
 
 class WeightReader:

@@ -50,6 +50,7 @@ def torch_file_kind(path: Path) -> str:
     file is something else)."""
     import struct
     import zipfile
+    import zlib
 
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -64,12 +65,16 @@ def torch_file_kind(path: Path) -> str:
         with zipfile.ZipFile(path) as zf:
             pickles = [n for n in zf.namelist() if n.endswith("/data.pkl")]
             if pickles:
-                data = zf.read(pickles[0])
+                with zf.open(pickles[0]) as f:
+                    # No further than the file's size (+1 MiB): a compressed pickle
+                    # cannot inflate into a memory bomb here.
+                    data = f.read(path.stat().st_size + (1 << 20))
                 if b"ultralytics" in data:
                     return "ultralytics"
                 if _SD_MARKER in data:
                     return "stable_diffusion"
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error):
         pass  # the converter reports what is wrong with the file
     return "openai_whisper"
 
@@ -107,9 +112,9 @@ def detect_format(path: Path) -> str:
         if config.is_file():
             try:
                 data = json.loads(config.read_text())
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or not UTF-8
                 data = {}
-            if "model_type" in data:
+            if isinstance(data, dict) and "model_type" in data:
                 return "transformers"
         if (path / "model.bin").is_file() and ctranslate2_spec(path / "model.bin"):
             return "ctranslate2"

@@ -14,6 +14,8 @@ so each other origin is first renamed into it here:
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import struct
 from pathlib import Path
@@ -39,20 +41,31 @@ def _read(f: BinaryIO, fmt: str) -> Any:
 
 def _read_string(f: BinaryIO) -> str:
     length = _read(f, "H")
-    return f.read(length)[:-1].decode("utf-8")
+    return _read_bytes(f, length)[:-1].decode("utf-8")
+
+
+def _read_bytes(f: BinaryIO, nbytes: int) -> bytes:
+    """`nbytes` from `f`, checked against what is left of the file before reading,
+    so a corrupt length never allocates more than the file holds."""
+    if nbytes > os.fstat(f.fileno()).st_size - f.tell():
+        raise EOFError
+    return f.read(nbytes)
 
 
 def read_ctranslate2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     """The spec name and every variable of a CTranslate2 `model.bin`.
 
     Aliases (e.g. Whisper's output projection, tied to the embedding) are
-    resolved to the arrays they name.
+    resolved to the arrays they name. Every length in the header is checked
+    against the file before it is read, and each variable's byte count must
+    match its shape and dtype, so memory never exceeds the file's size.
 
     Raises:
         ConversionError: the file is not a CTranslate2 model, is truncated,
-            or uses a format version zoo does not read.
+            is inconsistent, or uses a format version zoo does not read.
     """
     path = Path(path)
+    fix = "Fix: download or convert the model again."
     arrays: dict[str, np.ndarray] = {}
     try:
         with open(path, "rb") as f:
@@ -69,21 +82,29 @@ def read_ctranslate2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
                 shape = tuple(_read(f, "I") for _ in range(_read(f, "B")))
                 dtype_id = _read(f, "B")
                 nbytes = _read(f, "I")
-                data = f.read(nbytes)
-                if len(data) != nbytes:
-                    raise EOFError
                 if dtype_id >= len(_CT2_DTYPES):
-                    raise ConversionError(f"{path}: {name} has unknown dtype id {dtype_id}.")
-                arrays[name] = np.frombuffer(data, _CT2_DTYPES[dtype_id]).reshape(shape)
+                    raise ConversionError(
+                        f"{path}: {name} has unknown dtype id {dtype_id}. {fix}")
+                dtype = np.dtype(_CT2_DTYPES[dtype_id])
+                if nbytes != math.prod(shape) * dtype.itemsize:
+                    raise ConversionError(
+                        f"{path}: {name} of shape {shape} and dtype {dtype} declares "
+                        f"{nbytes:,} bytes of data instead of "
+                        f"{math.prod(shape) * dtype.itemsize:,}. {fix}")
+                arrays[name] = np.frombuffer(_read_bytes(f, nbytes), dtype).reshape(shape)
             for _ in range(_read(f, "I")):
                 alias, target = _read_string(f), _read_string(f)
+                if target not in arrays:
+                    raise ConversionError(
+                        f"{path}: the alias {alias} names {target}, which the file does not "
+                        f"hold. {fix}")
                 arrays[alias] = arrays[target]
     except (EOFError, UnicodeDecodeError, ValueError) as e:
         if isinstance(e, ConversionError):
             raise
         raise ConversionError(
             f"{path} is truncated or not a CTranslate2 model.bin ({type(e).__name__}). "
-            "Fix: download or convert the model again.") from None
+            f"{fix}") from None
     return spec, arrays
 
 
@@ -117,7 +138,16 @@ def ctranslate2_to_transformers(path: str | Path) -> tuple[dict[str, Any], dict[
         raise ConversionError(
             f"{path} holds a CTranslate2 {spec}, not a Whisper model. Fix: point at a "
             "faster-whisper / CTranslate2 Whisper model directory.")
-    arrays = _dequantize(raw)
+    try:
+        return _ctranslate2_whisper(_dequantize(raw), raw)
+    except KeyError as e:
+        raise ConversionError(
+            f"{path} is a CTranslate2 Whisper model without the variable {e}. Fix: convert "
+            "the model again with ctranslate2's transformers converter.") from None
+
+
+def _ctranslate2_whisper(arrays: dict[str, np.ndarray], raw: dict[str, np.ndarray]
+                         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     out: dict[str, np.ndarray] = {}
 
     def linear(src: str, dst: str, bias: bool = True) -> None:
@@ -232,17 +262,20 @@ def openai_to_transformers(path: str | Path) -> tuple[dict[str, Any], dict[str, 
     except UnsafeCheckpointError:
         raise
     except Exception as e:
-        raise ConversionError(f"{path} is not a readable PyTorch checkpoint ({e}).") from None
-    if not (isinstance(checkpoint, dict) and "dims" in checkpoint
-            and "model_state_dict" in checkpoint):
+        fix = "" if "Fix:" in str(e) else " Fix: download the checkpoint again."
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint ({e}).{fix}"
+                              ) from None
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("dims"), dict)
+            and isinstance(checkpoint.get("model_state_dict"), dict)):
         raise ConversionError(
             f"{path} is not an openai-whisper checkpoint (no 'dims' and "
             "'model_state_dict'). Fix: pass a file saved by openai-whisper, or a "
             "transformers / CTranslate2 Whisper directory.")
     dims = checkpoint["dims"]
-    missing = [k for k in _OPENAI_DIMS if k not in dims]
+    missing = [k for k in _OPENAI_DIMS if type(dims.get(k)) is not int or dims[k] <= 0]
     if missing:
-        raise ConversionError(f"{path}: 'dims' lacks {missing}.")
+        raise ConversionError(f"{path}: 'dims' lacks positive integers {missing}. Fix: pass "
+                              "a checkpoint saved by openai-whisper.")
     out: dict[str, np.ndarray] = {}
     for name, value in checkpoint["model_state_dict"].items():
         new = name
