@@ -11,7 +11,8 @@ from keras import ops
 
 from zoo import samplers
 from zoo.core.compiled_loop import compile_step
-from zoo.core.task import Task
+from zoo.core.errors import InputError
+from zoo.core.task import Task, check_inputs, positive_int
 from zoo.core.tokenizer import bucket_length
 
 
@@ -135,19 +136,16 @@ class CausalLM(Task):
             (a string for a single prompt). With arrays, the generated ids
             `(batch, max_new_tokens)`.
         """
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
+        max_new_tokens = positive_int(max_new_tokens, "max_new_tokens", 32)
         from_text = not isinstance(inputs, dict)
         if from_text:
+            check_inputs(inputs, "inputs")
             if self.preprocessor is None:
                 raise ValueError("generate() on text needs a preprocessor; load the model "
                                  "with from_preset() or pass token arrays.")
             single = isinstance(inputs, str)
             inputs = self.preprocessor.generate_preprocess(inputs)
-        token_ids = np.asarray(inputs["token_ids"], "int32")
-        padding_mask = np.asarray(inputs["padding_mask"], "int32")
-        if token_ids.ndim != 2 or token_ids.shape[1] == 0 or (padding_mask.sum(1) == 0).any():
-            raise ValueError("Every prompt needs at least one token; got an empty prompt.")
+        token_ids, padding_mask = _token_arrays(inputs)
         pad_id = self._pad_token_id()
         if stop_token_ids is None:
             stop_token_ids = self._default_stop_ids()
@@ -170,7 +168,7 @@ class CausalLM(Task):
         limit = self.backbone.max_sequence_length
         length = bucket_length(prompt_len, max(limit - max_new_tokens, prompt_len))
         if length + max_new_tokens > limit:
-            raise ValueError(
+            raise InputError(
                 f"The prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) "
                 f"exceeds the model's context of {limit} tokens. Fix: shorten the prompt "
                 "or ask for fewer tokens."
@@ -284,3 +282,27 @@ class CausalLM(Task):
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
         end = getattr(tokenizer, "end_token_id", None)
         return (int(end),) if end is not None else ()
+
+
+def _token_arrays(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """`inputs["token_ids"]` and `inputs["padding_mask"]` as int32 `(batch,
+    length)` arrays, or an `InputError` naming what is wrong with them."""
+    missing = sorted({"token_ids", "padding_mask"} - set(inputs))
+    if missing:
+        raise InputError(f"The token arrays lack {missing} (got keys {sorted(inputs)}). Fix: "
+                         "pass {'token_ids': ..., 'padding_mask': ...}, left-padded, or "
+                         "prompt strings.")
+    try:
+        token_ids = np.asarray(inputs["token_ids"], "int32")
+        padding_mask = np.asarray(inputs["padding_mask"], "int32")
+    except (TypeError, ValueError) as e:
+        raise InputError(f"token_ids and padding_mask must be integer arrays ({e}). Fix: pass "
+                         "numpy int arrays of shape (batch, length).") from None
+    if token_ids.ndim != 2 or token_ids.shape != padding_mask.shape:
+        raise InputError(f"token_ids {token_ids.shape} and padding_mask {padding_mask.shape} "
+                         "must both have shape (batch, length). Fix: add the batch axis, "
+                         "e.g. ids[None].")
+    if token_ids.shape[0] == 0 or token_ids.shape[1] == 0 or (padding_mask.sum(1) == 0).any():
+        raise InputError("Every prompt needs at least one token; got an empty prompt. Fix: "
+                         "give each row at least one token with padding_mask 1.")
+    return token_ids, padding_mask

@@ -24,12 +24,19 @@ same shapes never recompile (tests/core/test_compiled_loop.py counts traces).
 
 `runs_on_cpu` tells layers that pick a CPU-only algorithm (Winograd
 convolutions, `zoo.layers.conv`) where a tensor's computation runs.
+
+`keep_state_on_error` (with `remember_detached`, both applied to a model
+class by `recovers_from_failed_loops`) makes Keras' JAX loops safe to fail:
+Keras detaches every variable's value while `fit`, `evaluate` or `predict`
+runs, and a loop that raised would otherwise leave the model without weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -228,3 +235,71 @@ def update_cache(cache: Any, start: Sequence[Any], update: Any) -> Any:
             view.copy_(update)
             return cache
     return keras.ops.slice_update(cache, start, keras.ops.cast(update, cache.dtype))
+
+
+def remember_detached(model: keras.Model, purge: Callable[[], None]) -> None:
+    """Run Keras' JAX `_purge_model_variables` (`purge`) on `model`, noting
+    which values it detached, so that `keep_state_on_error` can give them
+    back. A model overrides `_purge_model_variables` to call this."""
+    optimizer = getattr(model, "optimizer", None)
+    held = [(v, v._value) for v in (*model.variables, *model.metrics_variables,
+                                     *(optimizer.variables if optimizer else ()))]
+    purge()
+    # (set past Keras' attribute tracking: these are plain references)
+    object.__setattr__(model, "_detached_values", [
+        (v, value) for v, value in held if value is not None and v._value is None])
+
+
+@contextlib.contextmanager
+def keep_state_on_error(model: keras.Model) -> Iterator[None]:
+    """Leave `model`'s variables holding their values when a Keras loop fails.
+
+    On JAX, Keras' `fit`, `evaluate` and `predict` detach every variable's
+    value while the loop runs (`_purge_model_variables`, which the model
+    overrides with `remember_detached`) and attach the
+    new values when it ends. An error in between (a bad batch, inputs that do
+    not fit the model) would leave a model without weights; this gives each
+    variable back the values of the last completed step, or, when no step
+    completed, the values it held before the call. On other backends
+    variables are updated in place and this does nothing.
+    """
+    object.__setattr__(model, "_detached_values", [])
+    try:
+        yield
+    except BaseException:
+        if getattr(model, "_jax_state", None) and not getattr(model, "_jax_state_synced", True):
+            model.jax_state_sync()
+        object.__setattr__(model, "_jax_state", None)
+        for variable, value in model._detached_values:
+            if variable._value is None:
+                variable._value = value
+        raise
+    finally:
+        object.__setattr__(model, "_detached_values", [])
+
+
+def recovers_from_failed_loops(cls: type) -> type:
+    """Class decorator: `cls`'s `fit`, `evaluate` and `predict` leave the
+    model usable when they raise (see `keep_state_on_error`), on JAX, where
+    Keras detaches the variables' values while a loop runs.
+
+    Example:
+
+    >>> @recovers_from_failed_loops
+    ... class Model(keras.Model):
+    ...     pass
+    >>> Model.predict.__name__
+    'predict'
+    """
+    def purge(self: keras.Model, *args: Any, **kwargs: Any) -> None:
+        remember_detached(self, lambda: super(cls, self)._purge_model_variables(*args, **kwargs))
+
+    cls._purge_model_variables = purge
+    for name in ("fit", "evaluate", "predict"):
+        def guarded(self: keras.Model, *args: Any, _method: Callable = getattr(cls, name),
+                    **kwargs: Any) -> Any:
+            with keep_state_on_error(self):
+                return _method(self, *args, **kwargs)
+
+        setattr(cls, name, functools.wraps(getattr(cls, name))(guarded))
+    return cls

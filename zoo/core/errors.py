@@ -21,3 +21,11 @@ class PresetError(ZooError, ValueError):
 
 class ConversionError(ZooError, ValueError):
     """A checkpoint could not be converted into a zoo preset."""
+
+
+class InputError(ZooError, ValueError, TypeError):
+    """An input to a task call is unusable: empty, of the wrong type, or out of range.
+
+    It is both a `ValueError` and a `TypeError`, so code that caught the
+    built-in error a bad input used to raise keeps working.
+    """

@@ -7,7 +7,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.core.task import Task
+from zoo.core.errors import InputError
+from zoo.core.task import Task, check_inputs, positive_int
 
 
 class MaskedLM(Task):
@@ -38,14 +39,16 @@ class MaskedLM(Task):
         """
         if self.preprocessor is None:
             raise ValueError("fill_mask needs a preprocessor; load the task with from_preset().")
+        check_inputs(texts, "texts")
+        top_k = positive_int(top_k, "top_k", 5)
         single = isinstance(texts, str)
         tokenizer = self.preprocessor.tokenizer
         mask_id = tokenizer.token_to_id(tokenizer.special_tokens["mask"])
         inputs = self.preprocessor.encode([texts] if single else list(texts))
         found = [np.flatnonzero(row == mask_id) for row in inputs["token_ids"]]
         if not any(len(f) for f in found):
-            raise ValueError(
-                f"No {tokenizer.special_tokens['mask']} token in the input; put it where "
+            raise InputError(
+                f"No {tokenizer.special_tokens['mask']} token in the input. Fix: put it where "
                 "a word should be predicted."
             )
         slots = max(len(f) for f in found)

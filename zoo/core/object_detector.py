@@ -16,7 +16,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.core.task import PreprocessedBatches, Task
+from zoo.core.compiled_loop import keep_state_on_error
+from zoo.core.errors import InputError
+from zoo.core.task import PreprocessedBatches, Task, check_inputs, positive_int
 
 
 def is_single_image(x: Any) -> bool:
@@ -30,25 +32,41 @@ def is_single_image(x: Any) -> bool:
 
 def as_image_list(x: Any) -> list[Any]:
     """Raw images as a list: one image, a list/tuple of them, or a 4-D array
-    (a stack of same-size images)."""
+    (a stack of same-size images).
+
+    Raises:
+        InputError: `x` is no image, or holds none (an empty list or stack).
+    """
     if is_single_image(x):
         return [x]
+    if isinstance(x, (list, tuple, np.ndarray)) and len(x) == 0:
+        raise InputError(f"Got no images (an empty {type(x).__name__}). Fix: pass at least "
+                         "one image, e.g. detector.predict(['photo.jpg']).")
     if isinstance(x, np.ndarray) and x.ndim == 4:
         return list(x)
-    if isinstance(x, (list, tuple)) and x and all(is_single_image(i) for i in x):
+    if isinstance(x, (list, tuple)) and all(is_single_image(i) for i in x):
         return list(x)
-    raise ValueError(
+    raise InputError(
         f"Expected images: a file path, a PIL image, a (height, width[, channels]) array "
         f"or a list of them, got {type(x).__name__}"
         + (f" of shape {x.shape}" if isinstance(x, np.ndarray) else "")
+        + (f" holding a {type(bad).__name__}" if (bad := _first_non_image(x)) is not None
+           else "")
         + ". Fix: pass e.g. detector.predict(['photo.jpg']) or a list of numpy images.")
+
+
+def _first_non_image(x: Any) -> Any:
+    """The first item of a list or tuple that is not an image, or None."""
+    if isinstance(x, (list, tuple)):
+        return next((i for i in x if not is_single_image(i)), None)
+    return None
 
 
 def _is_raw_images(x: Any) -> bool:
     try:
         as_image_list(x)
         return True
-    except ValueError:
+    except InputError:
         return False
 
 
@@ -77,9 +95,12 @@ class ObjectDetector(Task):
     # -- raw-input training ---------------------------------------------------
     def _wrap(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
               shuffle: bool = False, training: bool = False) -> tuple[Any, Any, Any, int | None]:
+        check_inputs(x)
         if self.preprocessor is None or not _is_raw_images(x):
             return x, y, sample_weight, batch_size
         images = as_image_list(x)
+        if batch_size is not None:
+            positive_int(batch_size, "batch_size", 16)
         if y is not None and len(y) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(y)} annotations. Fix: pass "
                              "one {'boxes', 'classes'} dict per image (empty arrays for none).")
@@ -102,8 +123,9 @@ class ObjectDetector(Task):
         """
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size,
                                                      shuffle, training=True)
-        return keras.Model.fit(self, x, y, batch_size=batch_size, shuffle=shuffle,
-                               sample_weight=sample_weight, **kwargs)
+        with keep_state_on_error(self):
+            return keras.Model.fit(self, x, y, batch_size=batch_size, shuffle=shuffle,
+                                   sample_weight=sample_weight, **kwargs)
 
     # -- inference --------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None,
@@ -130,7 +152,7 @@ class ObjectDetector(Task):
                              "images. Fix: pass preprocessor=YOLOV8ObjectDetectorPreprocessor().")
         images = as_image_list(x)
         converter = self.preprocessor.image_converter
-        batch_size = batch_size or 8
+        batch_size = 8 if batch_size is None else positive_int(batch_size, "batch_size", 8)
         results: list[dict[str, Any]] = []
         for start in range(0, len(images), batch_size):
             batch, metas = converter(images[start:start + batch_size])

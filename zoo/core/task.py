@@ -18,6 +18,7 @@ logits) to the longest batch.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -27,8 +28,46 @@ import numpy as np
 
 from zoo.core import preset_io
 from zoo.core.backbone import Backbone
-from zoo.core.compiled_loop import backend_dataset
+from zoo.core.compiled_loop import backend_dataset, recovers_from_failed_loops
+from zoo.core.errors import InputError
 from zoo.core.preprocessor import Preprocessor
+
+
+def positive_int(value: Any, name: str, example: int) -> int:
+    """`value` as an int, or an `InputError` unless it is a positive integer.
+
+    Args:
+        value: what the caller passed (an int or numpy integer; not a bool).
+        name: the argument's name, for the message.
+        example: a sensible value to suggest in the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name}={value!r} is not a positive int. Fix: pass e.g. "
+                         f"{name}={example}.")
+    return int(value)
+
+
+def check_inputs(x: Any, what: str = "x") -> None:
+    """Raise an `InputError` for inputs that no task reads: nothing (None, an
+    empty list, tuple or array, or a tuple of sentence pairs with an empty
+    side), bytes, or a bare number. Everything else is left to the
+    preprocessor (raw inputs) or to Keras (arrays, datasets).
+    """
+    if isinstance(x, (bytes, bytearray)):
+        raise InputError(
+            f"{what} is bytes. Fix: decode text first (data.decode('utf-8')); for an image or "
+            "audio file, pass its path or the decoded array.")
+    if x is None or isinstance(x, numbers.Number):
+        raise InputError(f"{what} is {x!r}, not a batch of inputs. Fix: pass a list of "
+                         "inputs, e.g. model.predict(['some text']).")
+    if isinstance(x, (list, tuple, np.ndarray)) and (
+            not isinstance(x, np.ndarray) or x.ndim > 0) and len(x) == 0:
+        raise InputError(f"{what} is empty ({type(x).__name__} of length 0): there is nothing "
+                         "to run. Fix: pass at least one input.")
+    if isinstance(x, tuple):
+        for part in x:
+            if isinstance(part, (list, tuple, np.ndarray)):
+                check_inputs(part, what)
 
 
 def _is_raw(x: Any) -> bool:
@@ -167,6 +206,7 @@ class PreprocessedBatches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
+@recovers_from_failed_loops
 class Task(keras.Model):
     """Base class for zoo tasks (classifier, masked LM, embedder, ...).
 
@@ -180,10 +220,33 @@ class Task(keras.Model):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
 
+    def _check_input_keys(self, x: dict) -> None:
+        """Raise an `InputError` when preprocessed inputs lack a model input."""
+        try:
+            expected = self.input  # a functional model's symbolic inputs
+        except (AttributeError, ValueError):
+            return
+        missing = sorted(set(expected) - set(x)) if isinstance(expected, dict) else []
+        if missing:
+            raise InputError(
+                f"The input dict lacks {missing} (it has {sorted(x)}; this model reads "
+                f"{sorted(expected)}). Fix: pass every key, e.g. the preprocessor's output "
+                "model.preprocessor(texts), or raw inputs.")
+
     # -- raw-input training and inference -------------------------------------
     def _batches(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
                  shuffle: bool = False) -> PreprocessedBatches | None:
-        """Raw `x` as preprocessed batches; None when `x` is not raw input."""
+        """Raw `x` as preprocessed batches; None when `x` is not raw input.
+
+        Raises:
+            InputError: `x` is empty, bytes or a bare number, or `batch_size`
+                is not a positive int.
+        """
+        check_inputs(x)
+        if batch_size is not None:
+            positive_int(batch_size, "batch_size", 32)
+        if isinstance(x, dict):
+            self._check_input_keys(x)
         if self.preprocessor is None or not _is_raw(x):
             return None
         return PreprocessedBatches(
@@ -333,13 +396,16 @@ class Task(keras.Model):
         from zoo.presets import resolve
 
         directory = resolve(handle)
+        # before any weight is read: a preset of another family, or one that
+        # lacks what this task needs, is one clear PresetError
+        preset_io.check_task_preset(cls, directory, kwargs)
         backbone_kwargs = {k: kwargs.pop(k) for k in ("dtype",) if k in kwargs}
         backbone = Backbone.from_preset(directory, load_weights=load_weights, **backbone_kwargs)
         saved_cls, saved_config = None, {}
         if (directory / preset_io.TASK_FILE).is_file():
             data = preset_io.read_json(directory, preset_io.TASK_FILE)
             saved_cls = preset_io.get_class(data, Task, directory, "task")
-            saved_config = data["config"]
+            saved_config = preset_io.config_of(data, directory, preset_io.TASK_FILE)
         task_cls = cls._pick_class(backbone, saved_cls)
         preprocessor = kwargs.pop("preprocessor", None)
         pre_kwargs = {k: kwargs.pop(k) for k in ("sequence_length",) if k in kwargs}

@@ -19,6 +19,7 @@ default image size; this base runs the pipeline around them:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,10 +29,13 @@ import numpy as np
 from keras import ops
 
 from zoo.core.compiled_loop import compile_step
-from zoo.core.task import Task
+from zoo.core.errors import InputError
+from zoo.core.task import Task, positive_int
 from zoo.core.text_to_image_inputs import (
     as_prompt_list,
+    check_guidance_scale,
     check_num_steps,
+    check_seed,
     prepare_image,
     prepare_mask,
 )
@@ -203,11 +207,18 @@ class TextToImage(Task):
             return images
         return np.round(images * 255.0).astype("uint8")
 
-    def _setup(self, prompt: Any, negative_prompt: Any, num_steps: int, output_type: str
+    def _setup(self, prompt: Any, negative_prompt: Any, num_steps: int, output_type: str,
+               guidance_scale: Any, seed: Any, batch_size: Any
                ) -> tuple[list[str], list[str] | None]:
+        """Check every argument of a call before any model runs (`InputError`);
+        return the prompts and negative prompts as lists."""
         check_num_steps(num_steps)
+        check_guidance_scale(guidance_scale)
+        check_seed(seed)
+        positive_int(batch_size, "batch_size", 1)
         if output_type not in ("uint8", "float"):
-            raise ValueError(f"output_type={output_type!r} is not 'uint8' or 'float'.")
+            raise InputError(f"output_type={output_type!r} is not 'uint8' or 'float'. Fix: "
+                             "pass one of them.")
         prompts = as_prompt_list(prompt, "prompt")
         negative = None
         if negative_prompt is not None:
@@ -215,7 +226,7 @@ class TextToImage(Task):
             if len(negative) == 1 and len(prompts) > 1:
                 negative = negative * len(prompts)
             if len(negative) != len(prompts):
-                raise ValueError(
+                raise InputError(
                     f"Got {len(prompts)} prompts but {len(negative)} negative prompts. Fix: "
                     "pass one negative prompt, or one per prompt.")
         return prompts, negative
@@ -248,7 +259,8 @@ class TextToImage(Task):
         Returns:
             `(len(prompts) * batch_size, height, width, 3)` images.
         """
-        prompts, negative = self._setup(prompt, negative_prompt, num_steps, output_type)
+        prompts, negative = self._setup(prompt, negative_prompt, num_steps, output_type,
+                                        guidance_scale, seed, batch_size)
         scheduler = self._scheduler(scheduler)
         schedule = scheduler.schedule(num_steps)
         rng = np.random.default_rng(seed)
@@ -281,7 +293,8 @@ class TextToImage(Task):
         Returns:
             `(len(prompts) * batch_size, height, width, 3)` images.
         """
-        prompts, negative = self._setup(prompt, negative_prompt, num_steps, output_type)
+        prompts, negative = self._setup(prompt, negative_prompt, num_steps, output_type,
+                                        guidance_scale, seed, batch_size)
         scheduler = self._scheduler(scheduler)
         schedule = scheduler.schedule(num_steps, strength=strength)
         rng = np.random.default_rng(seed)
@@ -318,7 +331,8 @@ class TextToImage(Task):
         Returns:
             `(len(prompts) * batch_size, height, width, 3)` images.
         """
-        prompts, negative = self._setup(prompt, negative_prompt, num_steps, output_type)
+        prompts, negative = self._setup(prompt, negative_prompt, num_steps, output_type,
+                                        guidance_scale, seed, batch_size)
         f = self.vae_scale_factor
         pixels, original_size = prepare_image(image, return_original_size=True, factor=f)
         binary = prepare_mask(mask, original_size, pixels.shape[:2])
@@ -356,9 +370,11 @@ class TextToImage(Task):
 
     def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
         size, f = int(self.backbone.image_size), self.vae_scale_factor
-        height, width = height or size, width or size
-        if height % f or width % f or height <= 0 or width <= 0:
-            raise ValueError(f"height={height} and width={width} must be positive multiples "
+        height = size if height is None else height
+        width = size if width is None else width
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                   and v % f == 0 for v in (height, width)):
+            raise InputError(f"height={height} and width={width} must be positive multiples "
                              f"of {f} (the VAE downsamples by {f}). Fix: round them, e.g. "
                              f"{size}.")
         return int(height), int(width)
@@ -372,6 +388,10 @@ def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 def _check_latents(latents: np.ndarray, shape: tuple) -> np.ndarray:
     latents = np.asarray(latents, "float32")
     if latents.shape != shape:
-        raise ValueError(f"latents have shape {latents.shape}, expected {shape} "
-                         "(images, height / 8, width / 8, latent channels).")
+        raise InputError(f"latents have shape {latents.shape}, expected {shape} "
+                         "(images, height / 8, width / 8, latent channels). Fix: draw them "
+                         "with that shape.")
+    if not np.isfinite(latents).all():
+        raise InputError("latents hold NaN or infinite values. Fix: pass finite noise, e.g. "
+                         "np.random.default_rng(0).standard_normal(shape).")
     return latents

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from zoo.core import preset_io
-from zoo.core.errors import ConversionError
+from zoo.core.errors import ConversionError, InputError, PresetError
 
 TextInput = str | Sequence[str] | np.ndarray
 
@@ -25,29 +25,50 @@ TextInput = str | Sequence[str] | np.ndarray
 def as_text_list(texts: Any, what: str = "texts") -> tuple[list[str], bool]:
     """Normalise `texts` to a list of str; also return whether it was one string.
 
+    Bytes elements are decoded as UTF-8.
+
     Raises:
-        TypeError: `texts` is not a string or a sequence of strings.
+        InputError: (a TypeError) `texts` is not a string or a sequence of
+            strings, an element is not text, is bytes that are not UTF-8, or
+            holds a lone surrogate (text that cannot be UTF-8 encoded).
     """
-    if isinstance(texts, str):
-        return [texts], True
+    single = isinstance(texts, str)
+    if single:
+        texts = [texts]
     if isinstance(texts, np.ndarray):
         texts = texts.tolist()
-    if isinstance(texts, bytes) or not isinstance(texts, Sequence):
-        raise TypeError(
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+        raise InputError(
             f"{what} must be a string or a list of strings, got {type(texts).__name__}. "
             'Fix: pass e.g. "some text" or ["first", "second"].'
         )
     out = []
     for i, text in enumerate(texts):
+        name = what if single else f"{what}[{i}]"
         if isinstance(text, bytes):
-            text = text.decode("utf-8")
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{name} is bytes that are not UTF-8 ({e.reason} at byte {e.start}). "
+                    "Fix: decode it with its own encoding first, e.g. data.decode('latin-1')."
+                ) from None
         if not isinstance(text, str):
-            raise TypeError(
-                f"{what}[{i}] is a {type(text).__name__}, not a string. "
+            raise InputError(
+                f"{name} is a {type(text).__name__}, not a string. "
                 "Fix: pass only strings (convert numbers with str())."
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(
+                f"{name} holds {text[e.start]!r} at position {e.start}, a lone surrogate "
+                "that is not text (often a file or argument read with errors='surrogateescape'"
+                "). Fix: read the text with its real encoding, or drop those characters "
+                "with text.encode('utf-8', 'ignore').decode()."
+            ) from None
         out.append(text)
-    return out, False
+    return out, single
 
 
 def bucket_length(length: int, maximum: int, minimum: int = 16) -> int:
@@ -278,9 +299,36 @@ class Tokenizer:
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.TOKENIZER_FILE)
         tokenizer_cls = preset_io.get_class(data, cls, directory, "tokenizer")
-        tokenizer = tokenizer_cls.from_config({**data["config"], **overrides})
-        tokenizer.load_assets(directory / preset_io.ASSETS_DIR / "tokenizer")
+        config = {**preset_io.config_of(data, directory, preset_io.TOKENIZER_FILE), **overrides}
+        tokenizer = preset_io.from_config(tokenizer_cls, config, directory,
+                                          preset_io.TOKENIZER_FILE)
+        # Hashes every asset, reads them, and builds the backend now, so a
+        # broken vocabulary fails here with a PresetError, not at first use.
+        preset_io.load_assets(tokenizer, directory, "tokenizer")
+        tokenizer._check_special_tokens(directory)
         return tokenizer
+
+    def _check_special_tokens(self, directory: Path) -> None:
+        """Build the backend and check every special token is in the vocabulary.
+
+        Raises:
+            PresetError: the assets in `directory` cannot make a tokenizer, or
+                lack a special token this tokenizer's config names.
+        """
+        try:
+            vocabulary = self.backend.get_vocab(with_added_tokens=True)
+        except Exception as e:  # the `tokenizers` library raises plain Exception too
+            raise PresetError(
+                f"The tokenizer assets in {directory} do not make a "
+                f"{type(self).__name__} ({type(e).__name__}: {e}). "
+                f"{preset_io.repair_hint(directory)}"
+            ) from None
+        missing = sorted({t for t in self.special_tokens.values() if t not in vocabulary})
+        if missing:
+            raise PresetError(
+                f"The tokenizer vocabulary in {directory} lacks the special tokens "
+                f"{missing} its config names. {preset_io.repair_hint(directory)}"
+            )
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:
         """Save this tokenizer (config and assets) into `preset_dir`."""

@@ -18,7 +18,8 @@ from zoo.audio.whisper.whisper_transcribe import (
     TranscribeOptions,
     transcribe_features,
 )
-from zoo.core.task import Task
+from zoo.core.errors import InputError
+from zoo.core.task import Task, positive_int
 from zoo.layers.tied_logits import TiedLogits
 from zoo.utils.audio import SAMPLING_RATE, load_audio
 
@@ -164,15 +165,21 @@ class WhisperAudioToText(Task):
             Per input `{"text", "language", "segments": [{"start", "end",
             "text", ...}]}`; a list when `audio` is a list.
         """
-        if not isinstance(beam_size, int) or beam_size < 1:
-            raise ValueError(f"beam_size must be a positive int, got {beam_size!r}.")
+        # Every argument is checked before any audio is decoded or model run.
+        beam_size = positive_int(beam_size, "beam_size", 5)
         if task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}.")
+            raise InputError(f"task must be 'transcribe' or 'translate', got {task!r}. Fix: "
+                             "pass one of them.")
         tok = self._tokenizer()
         if not tok.is_multilingual and language not in (None, "en"):
-            raise ValueError(f"This Whisper model is English-only; language={language!r} is "
+            raise InputError(f"This Whisper model is English-only; language={language!r} is "
                              "not possible. Fix: leave language=None or use a multilingual "
                              "preset.")
+        if language is not None:
+            tok.sot_sequence(language, task, timestamps=True)  # an unknown code raises here
+        if audio is None or (isinstance(audio, (list, tuple)) and not audio):
+            raise InputError(f"Got no audio ({audio!r}). Fix: pass a file path, a numpy array "
+                             "of samples with sampling_rate=..., or a non-empty list of them.")
         single = not isinstance(audio, (list, tuple))
         inputs = [audio] if single else list(audio)
         options = dataclasses.replace(options or TranscribeOptions(), beam_size=beam_size,

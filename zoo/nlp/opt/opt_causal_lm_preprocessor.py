@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.core.errors import InputError
 from zoo.core.preprocessor import Preprocessor
 from zoo.core.tokenizer import as_text_list, bucket_length
 from zoo.nlp.opt.opt_tokenizer import OPTTokenizer
@@ -73,12 +74,12 @@ class OPTCausalLMPreprocessor(Preprocessor):
         """Prompts to left-padded `{"token_ids", "padding_mask"}`.
 
         Raises:
-            ValueError: an empty prompt (there is nothing to continue).
+            InputError: no prompts, or an empty prompt (there is nothing to continue).
         """
         batch, _ = as_text_list(prompts, "prompts")
-        if any(not text for text in batch):
-            raise ValueError("A prompt is empty; give at least one character of text to "
-                             "continue.")
+        if not batch or any(not text for text in batch):
+            raise InputError("A prompt is empty (or there are none); there is nothing to "
+                             "continue. Fix: give each prompt at least one character of text.")
         rows, _ = self._ids(batch, "prompts")
         length = max(len(r) for r in rows)
         ids = np.full((len(rows), length), self.tokenizer.pad_token_id, "int32")
