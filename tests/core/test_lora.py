@@ -352,3 +352,23 @@ def test_lora_file_errors(tmp_path):
         trained.load_lora_weights(tmp_path / "junk.h5")
     with pytest.raises(FileNotFoundError, match="No LoRA weight file"):
         trained.load_lora_weights(tmp_path / "missing.h5")
+
+    # a hostile file: a tiny file whose adapter declares a huge shape (HDF5
+    # fill value, no data stored) or a huge string element type is refused
+    # before anything is read
+    import h5py
+
+    name = sorted(v.path for v in trained.lora_weights)[0]
+    for hostile, make in {
+        "huge.lora.h5": lambda f: f.create_dataset(name, shape=(200_000, 200_000),
+                                                   dtype="float32", chunks=(1, 1)),
+        "strings.lora.h5": lambda f: f.create_dataset(name, shape=(1,), dtype="S1000000000"),
+    }.items():
+        copy = tmp_path / hostile
+        copy.write_bytes(path.read_bytes())
+        with h5py.File(copy, "r+") as f:
+            del f[name]
+            make(f)
+        assert copy.stat().st_size < 10 * path.stat().st_size
+        with pytest.raises(PresetError, match="has shape|not a number"):
+            trained.load_lora_weights(copy)

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from zoo.core import deferred, preset_io, weights_io
+from zoo.core.compiled_loop import recovers_from_failed_loops
 from zoo.core.errors import PresetError
 
 #: the Dense layers `enable_lora` adapts by default: attention queries and values
@@ -27,6 +28,7 @@ LORA_FORMAT_VERSION = 1
 _LORA_LAYER_TYPES = (keras.layers.Dense, keras.layers.EinsumDense)
 
 
+@recovers_from_failed_loops
 class Backbone(keras.Model):
     """Base class for zoo backbones.
 
@@ -268,13 +270,21 @@ class Backbone(keras.Model):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"No LoRA weight file at {path}.")
+        # Only datasets of an adapter's path and shape are read, after their
+        # element type is checked: a tiny file cannot declare gigabytes.
+        expected = {v.path: tuple(v.shape) for v in self.lora_weights}
         try:
             with h5py.File(path, "r") as f:
                 attrs = dict(f.attrs)
                 arrays: dict[str, np.ndarray] = {}
+                shapes: dict[str, tuple[int, ...]] = {}
 
                 def visit(name: str, item: object) -> None:
                     if isinstance(item, h5py.Dataset):
+                        weights_io.check_dataset(path, name, item)
+                        shapes[name] = tuple(item.shape)
+                        if expected.get(name) != shapes[name]:
+                            return
                         data = np.asarray(item[()])
                         if item.attrs.get("dtype") == "bfloat16":
                             data = data.view(ml_dtypes.bfloat16)
@@ -309,8 +319,8 @@ class Backbone(keras.Model):
             )
         variables = self.lora_weights
         paths = [v.path for v in variables]
-        missing = [p for p in paths if p not in arrays]
-        unexpected = sorted(set(arrays) - set(paths))
+        missing = [p for p in paths if p not in shapes]
+        unexpected = sorted(set(shapes) - set(paths))
         if missing or unexpected:
             raise PresetError(
                 f"The adapters in {path} (saved from a "
@@ -322,9 +332,9 @@ class Backbone(keras.Model):
                 "architecture and LoRA targets they were trained with."
             )
         for p, variable in zip(paths, variables):
-            if tuple(arrays[p].shape) != tuple(variable.shape):
+            if shapes[p] != tuple(variable.shape):
                 raise PresetError(
-                    f"LoRA weight {p!r} in {path} has shape {tuple(arrays[p].shape)}, "
+                    f"LoRA weight {p!r} in {path} has shape {shapes[p]}, "
                     f"but this backbone expects {tuple(variable.shape)}. Fix: load them "
                     "into the architecture they were trained with."
                 )
@@ -429,14 +439,21 @@ class Backbone(keras.Model):
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
         backbone_cls = preset_io.get_class(data, cls, directory, "backbone")
-        config = {**data["config"], **overrides}
+        config = {**preset_io.config_of(data, directory, preset_io.CONFIG_FILE), **overrides}
+
+        def build() -> Backbone:
+            return preset_io.from_config(backbone_cls, config, directory, preset_io.CONFIG_FILE)
+
         if not load_weights:
-            return backbone_cls.from_config(config)
+            return build()
+        # Hashed before the (possibly big) model is built, so damage fails fast.
+        preset_io.verify_weights(directory, preset_io.BACKBONE_WEIGHTS)
         # Built without allocating (no random initial values), then each
         # variable gets its stored value once (into its shards under a
         # keras.distribution scope): see zoo/core/deferred.py.
-        backbone, created = deferred.abstract_build(lambda: backbone_cls.from_config(config))
-        preset_io.load_weights(backbone.weights, directory, preset_io.BACKBONE_WEIGHTS)
+        backbone, created = deferred.abstract_build(build)
+        preset_io.load_weights(backbone.weights, directory, preset_io.BACKBONE_WEIGHTS,
+                               verified=True)
         deferred.initialize_rest(created)  # state that is not a weight (seed generators)
         return backbone
 

@@ -60,7 +60,7 @@ class Preprocessor:
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.PREPROCESSOR_FILE)
         saved_cls = preset_io.get_class(data, Preprocessor, directory, "preprocessor")
-        config = dict(data["config"])
+        config = preset_io.config_of(data, directory, preset_io.PREPROCESSOR_FILE)
         target = saved_cls if issubclass(saved_cls, cls) else cls
         if target is not saved_cls:
             accepted = inspect.signature(target.__init__).parameters
@@ -69,7 +69,8 @@ class Preprocessor:
         tokenizer_cls = target.tokenizer_cls
         if tokenizer_cls is not None:
             tokenizer = tokenizer_cls.from_preset(directory)
-        return target.from_config({**config, "tokenizer": tokenizer, **overrides})
+        return preset_io.from_config(target, {**config, "tokenizer": tokenizer, **overrides},
+                                     directory, preset_io.PREPROCESSOR_FILE)
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:
         """Save this preprocessor and its tokenizer into `preset_dir`."""

@@ -10,17 +10,26 @@ A preset directory holds:
     task.weights.h5      the head's weights only
     metadata.json        versions, parameter count, source, sha256 of every file
 
-`metadata.json` is written last; every weight file's sha256 is checked
-against it on load, so a truncated download or a half-copied file is caught
-with a clear error instead of loading garbage.
+`metadata.json` is written last and records the sha256 of every other file
+(`files`, keyed by path relative to the preset, e.g.
+`assets/tokenizer/vocabulary.txt`). Each loader checks the files it reads
+just before reading them (weights, JSON files, assets), so a truncated
+download, a half-copied file or an edited config or vocabulary is caught with
+a clear error instead of loading garbage; every file is hashed once per load,
+streaming. Presets of format version 1 (written before assets were hashed)
+still load: their recorded files are checked, their unrecorded assets are not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +37,8 @@ import keras
 
 import zoo
 from zoo.core import weights_io
-from zoo.core.errors import PresetError
-from zoo.presets.hub import atomic_directory
+from zoo.core.errors import PresetError, ZooError
+from zoo.presets.hub import atomic_directory, presets_dir
 
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
@@ -39,7 +48,10 @@ TASK_FILE = "task.json"
 ASSETS_DIR = "assets"
 BACKBONE_WEIGHTS = "model"
 TASK_WEIGHTS = "task"
-PRESET_FORMAT_VERSION = 1
+#: 2: every file is hashed, assets included (1: JSON and weight files only)
+PRESET_FORMAT_VERSION = 2
+#: errors a library raises on a malformed file or config (wrapped in PresetError)
+_LIBRARY_ERRORS = (OSError, KeyError, IndexError, TypeError, ValueError, RuntimeError)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -62,33 +74,128 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def repair_hint(directory: Path, meta: Mapping | None = None) -> str:
+    """The "Fix: ..." sentence for a broken preset: how to get an intact copy.
+
+    A preset in the hub is deleted and fetched again (`zoo pull NAME` when its
+    source is a catalog entry's); a user's own folder is saved again.
+
+    Args:
+        directory: the broken preset.
+        meta: its metadata when already read (else read here, if it can be).
+    """
+    from zoo.presets.catalog import name_for_source
+
+    directory = Path(directory)
+    if meta is None:
+        try:  # the hint must not fail on the very damage it reports
+            meta = json.loads((directory / METADATA_FILE).read_bytes())
+        except (OSError, ValueError):
+            meta = None
+    source = meta.get("source") if isinstance(meta, Mapping) else None
+    source = source if isinstance(source, str) and source else None
+    try:
+        in_hub = directory.resolve().is_relative_to(presets_dir().resolve())
+    except OSError:
+        in_hub = False
+    if in_hub:
+        name = name_for_source(source) if source else None
+        again = (f"run `zoo pull {name}`" if name else
+                 f"load {source} again" if source else "convert or download it again")
+        return f"Fix: delete {directory} and {again}; zoo fetches and converts it anew."
+    where = f", or fetch it again from {source}" if source else ""
+    return ("Fix: save the preset again with save_to_preset() into a new or empty "
+            f"directory{where}.")
+
+
+def _safe_name(directory: Path, name: str) -> Path:
+    """`directory / name`, refusing names that point outside the preset."""
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or name.startswith("~"):
+        raise PresetError(
+            f"{directory} names the file {name!r}, which is outside the preset. "
+            f"{repair_hint(directory)}"
+        )
+    return Path(directory) / name
+
+
+def _recorded_digest(directory: Path, name: str, meta: Mapping) -> str | None:
+    """The sha256 metadata.json records for `name`; None only for the assets
+    of a format-1 preset (written before assets were hashed)."""
+    expected = meta["files"].get(name)
+    legacy_asset = meta.get("format_version", 1) < 2 and name.startswith(f"{ASSETS_DIR}/")
+    if expected is None and not legacy_asset:
+        raise PresetError(
+            f"{name} in {directory} is not listed in {METADATA_FILE}, so its integrity "
+            f"cannot be checked. {repair_hint(directory, meta)}"
+        )
+    return expected
+
+
+def _check_digest(directory: Path, name: str, actual: str, expected: str,
+                  meta: Mapping) -> None:
+    if actual != expected:
+        raise PresetError(
+            f"{Path(directory) / name} is corrupt or truncated, or was edited: sha256 "
+            f"{actual[:12]}... does not match {expected[:12]}... recorded in "
+            f"{METADATA_FILE}. {repair_hint(directory, meta)}"
+        )
+
+
 def read_json(directory: Path, name: str) -> dict:
-    """Read `directory/name`, with errors that say which file and how to fix."""
-    path = Path(directory) / name
+    """Read the JSON object `directory/name`, checked against metadata.json.
+
+    The file is read once: its bytes are parsed, hashed and compared with
+    the sha256 metadata.json records.
+
+    Raises:
+        PresetError: the file is missing, changed since it was written, not
+            valid JSON, or not a JSON object; the message says how to fix it.
+    """
+    directory = Path(directory)
+    path = _safe_name(directory, name)
     if not path.is_file():
         raise PresetError(
             f"{directory} is missing {name}, so it is not a complete zoo preset. "
             "Fix: point at a directory written by save_to_preset(), or convert "
             "the original checkpoint again."
         )
+    raw = path.read_bytes()
+    meta = None
+    if name != METADATA_FILE:  # the digest first: an edited file is reported as edited
+        meta = read_metadata(directory)
+        expected = _recorded_digest(directory, name, meta)
+        if expected is not None:
+            _check_digest(directory, name, hashlib.sha256(raw).hexdigest(), expected, meta)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise PresetError(f"{path} is not valid JSON ({e}). "
+                          f"{repair_hint(directory, meta)}") from None
+    if not isinstance(data, dict):
         raise PresetError(
-            f"{path} is not valid JSON ({e}). Fix: restore the file or write the "
-            "preset again with save_to_preset()."
-        ) from None
+            f"{path} holds a JSON {type(data).__name__}, not the object zoo writes. "
+            f"{repair_hint(directory, meta)}"
+        )
+    return data
 
 
 def is_zoo_preset(directory: Path) -> bool:
-    """Whether `directory` is a zoo preset (as opposed to a raw checkpoint)."""
+    """Whether `directory` is a zoo preset (as opposed to a raw checkpoint).
+
+    A metadata.json that cannot be read next to zoo weights counts: that is a
+    broken zoo preset (loading it says what is wrong), not a raw checkpoint.
+    """
     meta = Path(directory) / METADATA_FILE
     if not meta.is_file():
         return False
     try:
-        return "zoo_version" in json.loads(meta.read_text())
-    except (json.JSONDecodeError, OSError):
-        return False
+        data = json.loads(meta.read_bytes())
+    except (ValueError, OSError):
+        data = None
+    if isinstance(data, dict) and "zoo_version" in data:
+        return True
+    return weights_io.has_weights(Path(directory), BACKBONE_WEIGHTS)
 
 
 def _copy_untouched(src: Path, dst: Path, skip: set[str]) -> None:
@@ -103,6 +210,24 @@ def _copy_untouched(src: Path, dst: Path, skip: set[str]) -> None:
                 os.link(entry, target)
             except OSError:
                 shutil.copy2(entry, target)
+
+
+def _digests(work: Path, written: set[str], old: Mapping[str, str]) -> dict[str, str]:
+    """sha256 of every file under `work` (but metadata.json), by relative path.
+
+    Files kept from the old preset (not under a `written` top-level name)
+    keep their recorded digest, so updating one part of a big preset does not
+    hash its weights again; an old file that was never recorded (the assets of
+    a format-1 preset) is hashed now.
+    """
+    files = {}
+    for path in sorted(p for p in work.rglob("*") if p.is_file()):
+        name = path.relative_to(work).as_posix()
+        if name == METADATA_FILE:
+            continue
+        kept = name.split("/", 1)[0] not in written and name in old
+        files[name] = old[name] if kept else sha256_file(path)
+    return files
 
 
 def write_preset(
@@ -133,7 +258,7 @@ def write_preset(
         tokenizer = tokenizer or getattr(preprocessor, "tokenizer", None)
     old_meta: dict = {}
     if directory.exists() and is_zoo_preset(directory):
-        old_meta = json.loads((directory / METADATA_FILE).read_text())
+        old_meta = read_metadata(directory)
     elif directory.exists() and any(directory.iterdir()):
         raise PresetError(
             f"{directory} exists and is not a zoo preset; refusing to write into it. "
@@ -160,11 +285,7 @@ def write_preset(
             written += weights_io.save_weights(task.head_weights(), work, TASK_WEIGHTS)
         if old_meta:
             _copy_untouched(directory, work, set(written))
-        files = dict(old_meta.get("files", {}))
-        for name in written:
-            if (work / name).is_file():
-                files[name] = sha256_file(work / name)
-        files = {n: h for n, h in files.items() if (work / n).is_file()}
+        files = _digests(work, set(written), old_meta.get("files", {}))
         meta = {
             "zoo_version": zoo.__version__,
             "keras_version": keras.__version__,
@@ -185,37 +306,54 @@ def write_preset(
 
 
 def read_metadata(directory: Path) -> dict:
-    """The preset's metadata.json."""
-    return read_json(directory, METADATA_FILE)
-
-
-def verify_files(directory: Path, names: list[str]) -> None:
-    """Check each file's sha256 against metadata.json.
+    """The preset's metadata.json, checked to be zoo's.
 
     Raises:
-        PresetError: a file is missing or its content changed.
+        PresetError: metadata.json is missing, not valid JSON, lacks the
+            `files` table of sha256 digests, or comes from a newer zoo.
     """
-    recorded = read_metadata(directory).get("files", {})
+    directory = Path(directory)
+    meta = read_json(directory, METADATA_FILE)
+    files = meta.get("files")
+    version = meta.get("format_version", 1)
+    if ("zoo_version" not in meta or not isinstance(files, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+            or isinstance(version, bool) or not isinstance(version, int)):
+        raise PresetError(
+            f"{directory / METADATA_FILE} is not zoo preset metadata (it needs "
+            "'zoo_version', an integer 'format_version' and a 'files' table of sha256 "
+            f"digests). {repair_hint(directory)}"
+        )
+    if version > PRESET_FORMAT_VERSION:
+        raise PresetError(
+            f"{directory} is a zoo preset of format version {version}, newer than this "
+            f"zoo ({zoo.__version__}) reads ({PRESET_FORMAT_VERSION}). Fix: upgrade zoo."
+        )
+    return meta
+
+
+def verify_files(directory: Path, names: Iterable[str], meta: Mapping | None = None) -> None:
+    """Check each file's sha256 against metadata.json (streaming, once each).
+
+    Args:
+        directory: the preset directory.
+        names: paths relative to `directory`.
+        meta: the preset's metadata, when the caller has read it already.
+
+    Raises:
+        PresetError: a file is missing, not recorded, or its content changed.
+    """
+    directory = Path(directory)
+    meta = read_metadata(directory) if meta is None else meta
     for name in names:
-        path = Path(directory) / name
+        path = _safe_name(directory, name)
         if not path.is_file():
             raise PresetError(
-                f"{directory} is missing {name}. Fix: delete the directory and "
-                "convert or download the preset again."
+                f"{directory} is missing {name}. {repair_hint(directory, meta)}"
             )
-        expected = recorded.get(name)
-        if expected is None:
-            raise PresetError(
-                f"{name} in {directory} is not listed in {METADATA_FILE}, so its "
-                "integrity cannot be checked. Fix: write the preset with save_to_preset()."
-            )
-        actual = sha256_file(path)
-        if actual != expected:
-            raise PresetError(
-                f"{path} is corrupt or truncated: sha256 {actual[:12]}... does not "
-                f"match {expected[:12]}... recorded in {METADATA_FILE}. Fix: delete "
-                "the preset directory and convert or download it again."
-            )
+        expected = _recorded_digest(directory, name, meta)
+        if expected is not None:
+            _check_digest(directory, name, sha256_file(path), expected, meta)
 
 
 def verify_preset(directory: Path) -> None:
@@ -225,18 +363,95 @@ def verify_preset(directory: Path) -> None:
             f"{directory} is not a zoo preset (no {METADATA_FILE} written by zoo). "
             "Fix: write it with save_to_preset() or convert a checkpoint first."
         )
-    verify_files(directory, sorted(read_metadata(directory).get("files", {})))
+    meta = read_metadata(directory)
+    verify_files(directory, sorted(meta["files"]), meta)
 
 
-def load_weights(model_weights: list, directory: Path, base: str) -> None:
-    """Verify and load the weight files named `base` into `model_weights`."""
+def verify_weights(directory: Path, base: str, meta: Mapping | None = None) -> None:
+    """Check the sha256 of every file of the weights named `base` (the index
+    of sharded weights first, before its list of shards is trusted).
+
+    Raises:
+        PresetError: there are no such weights, or a file is missing or changed.
+    """
+    directory = Path(directory)
     if not weights_io.has_weights(directory, base):
         raise PresetError(
             f"{directory} has no {base}.weights.h5. Fix: write the preset again "
             "with save_to_preset()."
         )
-    verify_files(directory, weights_io.weight_files(directory, base))
-    weights_io.load_weights(model_weights, directory, base)
+    meta = read_metadata(directory) if meta is None else meta
+    index = f"{base}.weights.json"
+    if (directory / index).exists():
+        verify_files(directory, [index], meta)
+    try:
+        names = weights_io.weight_files(directory, base)
+    except _LIBRARY_ERRORS as e:
+        raise PresetError(
+            f"{directory / index} is not a zoo weight index ({type(e).__name__}: {e}). "
+            f"{repair_hint(directory, meta)}"
+        ) from None
+    verify_files(directory, [n for n in names if n != index], meta)
+
+
+def load_weights(model_weights: list, directory: Path, base: str,
+                 verified: bool = False) -> None:
+    """Verify and load the weight files named `base` into `model_weights`.
+
+    A file that cannot be read although its sha256 matches (it was damaged
+    and its recorded sha256 updated) gives a `PresetError`, not the HDF5
+    library's error.
+
+    Args:
+        model_weights: the variables to fill, matched by path.
+        directory: the preset directory.
+        base: `"model"` or `"task"`.
+        verified: the caller already ran `verify_weights` (hash once per load).
+    """
+    directory = Path(directory)
+    if not verified:
+        verify_weights(directory, base)
+    try:
+        weights_io.load_weights(model_weights, directory, base)
+    except ZooError:
+        raise
+    except _LIBRARY_ERRORS as e:
+        try:
+            files = ", ".join(weights_io.weight_files(directory, base))
+        except _LIBRARY_ERRORS:
+            files = f"{base}.weights.*"
+        raise PresetError(
+            f"The weights in {directory} ({files}) cannot be read: they are damaged "
+            f"({type(e).__name__}: {e}). {repair_hint(directory)}"
+        ) from None
+
+
+def load_assets(obj: Any, directory: Path, kind: str) -> None:
+    """Verify the files under `assets/<kind>/`, then `obj.load_assets(folder)`.
+
+    Every file recorded there and every file found there is checked, so a
+    deleted, added or edited vocabulary file is caught before it is read.
+
+    Raises:
+        PresetError: an asset is missing, changed, or cannot be read.
+    """
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    folder = directory / ASSETS_DIR / kind
+    prefix = f"{ASSETS_DIR}/{kind}/"
+    found = {p.relative_to(directory).as_posix() for p in folder.rglob("*")
+             if p.is_file()} if folder.is_dir() else set()
+    verify_files(directory, sorted(found | {n for n in meta["files"] if n.startswith(prefix)}),
+                 meta)
+    try:
+        obj.load_assets(folder)
+    except ZooError:
+        raise
+    except _LIBRARY_ERRORS as e:
+        raise PresetError(
+            f"The {kind} assets in {folder} cannot be read ({type(e).__name__}: {e}). "
+            f"{repair_hint(directory, meta)}"
+        ) from None
 
 
 def get_class(data: dict, base: type, directory: Path, what: str) -> type:
@@ -244,8 +459,13 @@ def get_class(data: dict, base: type, directory: Path, what: str) -> type:
     import zoo.models  # noqa: F401  (registers every family's classes)
 
     name = data.get("registered_name") or data.get("class_name")
-    cls = keras.saving.get_registered_object(name) if name else None
-    if cls is None:
+    if not isinstance(name, str) or not name:
+        raise PresetError(
+            f"The {what} file in {directory} names no class ('registered_name'), so it "
+            f"was not written by save_to_preset() or was damaged. {repair_hint(directory)}"
+        )
+    cls = keras.saving.get_registered_object(name)
+    if not isinstance(cls, type):
         raise PresetError(
             f"The {what} in {directory} is of class {name!r}, which this version of "
             f"zoo ({zoo.__version__}) does not know. Fix: upgrade zoo."
@@ -257,3 +477,143 @@ def get_class(data: dict, base: type, directory: Path, what: str) -> type:
             "such as zoo.models.Backbone / zoo.models.Task."
         )
     return cls
+
+
+def config_of(data: dict, directory: Path, name: str) -> dict:
+    """The `"config"` object of the serialized object read from `name`."""
+    config = data.get("config")
+    if not isinstance(config, dict):
+        found = "none" if config is None else f"a JSON {type(config).__name__}"
+        raise PresetError(
+            f"{Path(directory) / name} has no 'config' object (found {found}), so it "
+            f"was not written by save_to_preset() or was damaged. {repair_hint(directory)}"
+        )
+    return dict(config)
+
+
+#: constructor arguments that are sizes or counts (never negative)
+_SIZE_NAME = ("num_", "max_")
+_SIZE_SUFFIX = ("_dim", "_size", "_length", "_layers", "_heads", "_classes")
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _accepts(kind: type, value: Any) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _field_problem(cls: type, config: Mapping) -> str | None:
+    """What is wrong with a field of `config` for `cls(**config)`, judged from
+    the constructor's plain annotations (bool, int, float, str, None and
+    unions of them) and size-like names; None when nothing is seen."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # annotations that cannot be evaluated: nothing to judge by
+        return None
+    for key, value in config.items():
+        hint, param = hints.get(key), params.get(key)
+        if hint is None or param is None:
+            continue
+        origin = typing.get_origin(hint)
+        if origin is None:
+            kinds: tuple = (hint,)
+        elif origin in (typing.Union, types.UnionType):
+            kinds = typing.get_args(hint)
+        else:
+            continue  # list[int], Literal[...], ...: not judged here
+        if not all(k in _SIMPLE for k in kinds):
+            continue
+        if not any(_accepts(k, value) for k in kinds):
+            wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            return f"field {key!r} is {value!r}, but {cls.__name__} takes {wanted}"
+        sized = key.startswith(_SIZE_NAME) or key.endswith(_SIZE_SUFFIX)
+        default = param.default
+        if (sized and _accepts(int, value) and value < 0
+                and not (_accepts(int, default) and default < 0)):
+            return f"field {key!r} is {value}, but a size or count cannot be negative"
+    return None
+
+
+def from_config(cls: type, config: Mapping, directory: Path, name: str) -> Any:
+    """`cls.from_config(config)` for a config read from `name` in a preset.
+
+    A config that does not fit the class (a wrong type, a negative size, an
+    unknown or missing argument) gives one `PresetError` naming the field
+    where the constructor's annotations tell it, instead of an error from
+    deep inside a layer.
+    """
+    path = Path(directory) / name
+    problem = _field_problem(cls, config)
+    if problem is not None:
+        raise PresetError(
+            f"The config in {path} does not fit {cls.__name__}: {problem}. "
+            f"{repair_hint(directory)}"
+        )
+    try:
+        return cls.from_config(dict(config))
+    except ZooError:
+        raise
+    except _LIBRARY_ERRORS as e:
+        raise PresetError(
+            f"The config in {path} does not build a {cls.__name__} "
+            f"({type(e).__name__}: {e}). {repair_hint(directory)}"
+        ) from None
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+def check_task_preset(task_cls: type, directory: Path, kwargs: Mapping) -> None:
+    """Check, before any weight is read, that the preset can make a `task_cls`.
+
+    The preset's backbone must be one `task_cls` (or one of its subclasses)
+    is built on, and every constructor argument the task requires must come
+    from the preset's saved task or from `kwargs`.
+
+    Args:
+        task_cls: the class `from_preset` was called on.
+        directory: the resolved preset directory.
+        kwargs: the keyword arguments given to `from_preset`.
+
+    Raises:
+        PresetError: naming the preset's classes and the class asked for.
+    """
+    directory = Path(directory)
+    backbone_cls = get_class(read_json(directory, CONFIG_FILE), object, directory, "backbone")
+    saved_cls, saved_config = None, {}
+    if (directory / TASK_FILE).is_file() or TASK_FILE in read_metadata(directory)["files"]:
+        data = read_json(directory, TASK_FILE)
+        saved_cls = get_class(data, object, directory, "task")
+        saved_config = config_of(data, directory, TASK_FILE)
+    holds = f"a {backbone_cls.__name__}" + (f" (saved task: {saved_cls.__name__})"
+                                             if saved_cls else " and no saved task")
+    fits = [t for t in _subclasses(task_cls) if getattr(t, "backbone_cls", None) is not None
+            and issubclass(backbone_cls, t.backbone_cls)]
+    if not fits:
+        load = saved_cls.__name__ if saved_cls else backbone_cls.__name__
+        raise PresetError(
+            f"{directory} holds {holds}, which cannot make a {task_cls.__name__}. "
+            f"Fix: load it with {load}.from_preset(...) or zoo.models.Task.from_preset(...), "
+            f"or pick a preset of the {task_cls.__name__} family."
+        )
+    if getattr(task_cls, "backbone_cls", None) is None:
+        return  # a base class: the concrete task is chosen after the backbone loads
+    given = set(kwargs) | (set(saved_config) if saved_cls is task_cls else set())
+    required = [n for n, p in inspect.signature(task_cls.__init__).parameters.items()
+                if p.default is inspect.Parameter.empty and n not in ("self", "backbone")
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in given]
+    if required:
+        args = ", ".join(f"{n}=..." for n in required)
+        raise PresetError(
+            f"{directory} holds {holds}, so it gives no {', '.join(required)} for a "
+            f"{task_cls.__name__}. Fix: pass them, e.g. {task_cls.__name__}.from_preset("
+            f"..., {args})."
+        )

@@ -52,3 +52,13 @@ def unknown_name_message(name: str) -> str:
         f"path, hf:// or pkg:// handle.{hint} Fix: pick a name from "
         "zoo.presets.list() (or `zoo presets`), or pass a directory."
     )
+
+
+def name_for_source(source: str) -> str | None:
+    """The catalog name that lists `source` among its sources, if one does.
+
+    >>> name_for_source("no://such/source") is None
+    True
+    """
+    return next((name for name, entry in catalog().items() if source in entry["sources"]),
+                None)
