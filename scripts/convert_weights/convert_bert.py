@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Convert a transformers BERT checkpoint into a verified zoo preset in the hub.
 
-    python scripts/convert_weights/convert_bert.py SOURCE --name NAME [--upload hf://org/repo]
+    python scripts/convert_weights/convert_bert.py SOURCE --name NAME [--overwrite]
+        [--upload hf://org/repo]
 
 SOURCE is hf://org/repo, pkg://package/path or a local transformers folder.
 When transformers is installed the converted model is run next to the

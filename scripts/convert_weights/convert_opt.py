@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Convert a transformers OPT checkpoint into a verified zoo preset in the hub.
 
-    python scripts/convert_weights/convert_opt.py SOURCE --name NAME [--upload hf://org/repo]
+    python scripts/convert_weights/convert_opt.py SOURCE --name NAME [--overwrite]
+        [--upload hf://org/repo]
 
 SOURCE is hf://facebook/opt-125m (any OPT variant), pkg://package/path or a
 local transformers folder. When transformers is installed the converted

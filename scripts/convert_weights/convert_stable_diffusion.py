@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Convert a Stable Diffusion v1 checkpoint into a verified zoo preset in the hub.
 
-    python scripts/convert_weights/convert_stable_diffusion.py SOURCE --name NAME [--upload hf://org/repo]
+    python scripts/convert_weights/convert_stable_diffusion.py SOURCE --name NAME [--overwrite]
+        [--upload hf://org/repo]
 
 SOURCE is a diffusers folder (hf://stable-diffusion-v1-5/stable-diffusion-v1-5,
 hf://CompVis/stable-diffusion-v1-4 or a local folder with model_index.json)

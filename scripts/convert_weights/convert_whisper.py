@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Convert a Whisper checkpoint into a verified zoo preset in the hub.
 
-    python scripts/convert_weights/convert_whisper.py SOURCE --name NAME [--upload hf://org/repo]
+    python scripts/convert_weights/convert_whisper.py SOURCE --name NAME [--overwrite]
+        [--upload hf://org/repo]
 
 SOURCE is hf://openai/whisper-tiny.en (any Whisper), pkg://package/path or a
 local path holding a transformers Whisper folder, a CTranslate2 /

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Convert an ultralytics YOLOv8 detection checkpoint into a verified zoo preset in the hub.
 
-    python scripts/convert_weights/convert_yolov8.py SOURCE --name NAME [--upload hf://org/repo]
+    python scripts/convert_weights/convert_yolov8.py SOURCE --name NAME [--overwrite]
+        [--upload hf://org/repo]
 
 SOURCE is an ultralytics `.pt` (yolov8n.pt ... yolov8x.pt or a trained
 best.pt): hf://org/repo/file.pt, pkg://package/path/file.pt or a local path.

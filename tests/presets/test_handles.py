@@ -19,7 +19,11 @@ def hub_entries(home):
 
 
 def hub_leftovers(home):
-    return [p for p in home.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+    """Work in progress left in the hub: entries under `tmp/` (every hub write
+    happens there) and hidden `.tmp-` / `.old-` folders anywhere."""
+    tmp = home / "tmp"
+    return ([p for p in home.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+            + (sorted(tmp.iterdir()) if tmp.is_dir() else []))
 
 
 def fake_hf_cache(cache, repo_id, source_dir, commit="0123456789abcdef0123456789abcdef01234567"):

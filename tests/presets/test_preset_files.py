@@ -125,6 +125,8 @@ def test_upload_validates_before_sending(preset, monkeypatch):
             return type("Info", (), {"commit_url": f"hub/{repo_id}/commit/1"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    # the suite runs offline (HF_HUB_OFFLINE): pretend the Hub is reachable
+    monkeypatch.setattr("zoo.presets.handles.hf_unreachable", lambda: None)
     assert zoo.presets.upload(preset, "hf://me/tiny") == "hub/me/tiny/commit/1"
     assert calls == [("create_repo", "me/tiny"), ("upload_folder", "me/tiny", str(preset))]
 

@@ -17,6 +17,8 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
+import time
 from pathlib import Path
 
 from zoo.core.errors import ConversionError, PresetError, PresetNotFoundError, ZooError
@@ -26,6 +28,12 @@ from zoo.presets.formats import converter_for, detect_format
 from zoo.utils.progress import download_bars
 
 logger = logging.getLogger(__name__)
+
+#: one part of a Hugging Face repo id (the Hub's own rule; no "--" or "..")
+_HF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+#: how long `hf_unreachable` waits for the Hub, and trusts its answer
+_PROBE_TIMEOUT_S, _PROBE_TTL_S = 5.0, 60.0
+_probes: dict[str, tuple[float, str | None]] = {}
 
 #: files never needed for conversion; skipped when downloading from the Hub
 HF_IGNORE = ["*.msgpack", "*.ot", "*.onnx", "*.tflite", "tf_model.h5", "flax_model*",
@@ -54,9 +62,8 @@ def resolve(handle: str | os.PathLike) -> Path:
         return _resolve_hf(handle)
     if handle.startswith("pkg://"):
         return _resolve_pkg(handle)
-    named = hub.presets_dir() / handle
-    if "/" not in handle and named.is_dir():  # converted with --name / `zoo convert`
-        return _resolve_local(named)
+    if hub.is_preset_name(handle) and (hub.presets_dir() / handle).is_dir():
+        return _resolve_local(hub.presets_dir() / handle)  # written by `zoo convert --name`
     entries = catalog()
     if handle in entries:
         return _resolve_catalog(handle, entries[handle]["sources"])
@@ -91,13 +98,25 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _resolve_local(path: Path, source: str | None = None, cache_source: str | None = None) -> Path:
-    path = path.expanduser()
+def existing_path(path: str | os.PathLike,
+                  fix: str = "use a catalog name from zoo.presets.list()") -> Path:
+    """`path` (with `~` expanded), checked to exist.
+
+    Args:
+        path: a local file or directory.
+        fix: what else to pass, for the error message.
+
+    Raises:
+        PresetNotFoundError: it does not exist.
+    """
+    path = Path(path).expanduser()
     if not path.exists():
-        raise PresetNotFoundError(
-            f"{path} does not exist. Fix: check the path, or use a catalog name "
-            "from zoo.presets.list()."
-        )
+        raise PresetNotFoundError(f"{path} does not exist. Fix: check the path, or {fix}.")
+    return path
+
+
+def _resolve_local(path: Path, source: str | None = None, cache_source: str | None = None) -> Path:
+    path = existing_path(path)
     fmt = detect_format(path)
     if fmt == "zoo":
         return path
@@ -126,12 +145,22 @@ def convert_into_hub(path: Path, fmt: str, source: str, cache_source: str) -> Pa
     return target
 
 
-def _resolve_pkg(handle: str) -> Path:
+def pkg_path(handle: str) -> tuple[Path, str]:
+    """`pkg://package/sub/path` -> (the path inside the installed package, its version).
+
+    Raises:
+        PresetError: the handle names no importable package.
+        PresetNotFoundError: the package is not installed, or has no such path.
+    """
     rest = handle[len("pkg://"):]
     package, _, sub = rest.partition("/")
-    if not package:
-        raise PresetError(f"{handle!r} names no package. Fix: pkg://package/sub/path.")
-    spec = importlib.util.find_spec(package)
+    if not package or not all(part.isidentifier() for part in package.split(".")):
+        raise PresetError(f"{handle!r} names no Python package. Fix: write "
+                          "pkg://python_package/sub/path.")
+    try:
+        spec = importlib.util.find_spec(package)
+    except ImportError:  # a dotted name whose parent package is missing
+        spec = None
     if spec is None:
         dist = package.replace("_", "-")
         raise PresetNotFoundError(
@@ -150,15 +179,26 @@ def _resolve_pkg(handle: str) -> Path:
             f"{handle}: package {package!r} (version {version}) has no {sub!r}. "
             "Fix: reinstall the package, or check the path."
         )
+    return path, version
+
+
+def _resolve_pkg(handle: str) -> Path:
+    path, version = pkg_path(handle)
     return _resolve_local(path, source=handle,
                           cache_source=f"{handle}@{version}#{_fingerprint(path)}")
 
 
 def parse_hf(handle: str) -> tuple[str, str | None]:
-    """`hf://org/repo[@revision]` -> (repo_id, revision)."""
+    """`hf://org/repo[@revision]` -> (repo_id, revision).
+
+    Raises:
+        PresetError: not `hf://org/repo`, or a name the Hub does not allow.
+    """
     rest = handle[len("hf://"):]
     repo_id, _, revision = rest.partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(_HF_NAME.fullmatch(p) and ".." not in p and "--" not in p
+                                  for p in parts):
         raise PresetError(
             f"{handle!r} is not a Hugging Face handle. Fix: write hf://org/repo "
             "(optionally @revision)."
@@ -168,10 +208,17 @@ def parse_hf(handle: str) -> tuple[str, str | None]:
 
 def split_hf_file(handle: str) -> tuple[str, str | None]:
     """`hf://org/repo[@rev]/path/file` -> (`hf://org/repo[@rev]`, `path/file`);
-    a handle without a file path gives (handle, None)."""
+    a handle without a file path gives (handle, None).
+
+    Raises:
+        PresetError: the file path has empty, `.` or `..` parts, or a backslash.
+    """
     parts = handle[len("hf://"):].split("/", 2)
     if len(parts) < 3 or not parts[2]:
         return handle, None
+    if "\\" in parts[2] or any(p in ("", ".", "..") for p in parts[2].split("/")):
+        raise PresetError(f"{handle!r} names the file {parts[2]!r}, which is not a path inside "
+                          "the repo. Fix: write hf://org/repo/path/to/file.pt.")
     return f"hf://{parts[0]}/{parts[1]}", parts[2]
 
 
@@ -191,6 +238,35 @@ def _resolve_hf(handle: str) -> Path:
     return convert_into_hub(local, fmt, handle, handle)
 
 
+def hf_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be used now, or None when it answers.
+
+    `HF_HUB_OFFLINE` is honoured (also when set after `huggingface_hub` was
+    imported) without a request. Otherwise one request of at most a few seconds
+    is made and its answer kept for a minute, so an offline machine fails at
+    once instead of retrying every download for half a minute.
+    """
+    import huggingface_hub.constants
+
+    if (huggingface_hub.constants.HF_HUB_OFFLINE
+            or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = huggingface_hub.constants.ENDPOINT
+    checked, reason = _probes.get(endpoint, (float("-inf"), None))
+    if time.monotonic() - checked < _PROBE_TTL_S:
+        return reason
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=_PROBE_TIMEOUT_S)
+        reason = None
+    except Exception as e:  # DNS, connection, TLS and proxy errors come in many types
+        first_line = (str(e).splitlines() or [""])[0]
+        reason = f"{endpoint} cannot be reached ({type(e).__name__}: {first_line})"
+    _probes[endpoint] = (time.monotonic(), reason)
+    return reason
+
+
 def _hf_file(handle: str, repo_id: str, revision: str | None, filename: str) -> Path:
     """One file of a Hugging Face repo, from the cache, else from the network."""
     import huggingface_hub
@@ -202,8 +278,8 @@ def _hf_file(handle: str, repo_id: str, revision: str | None, filename: str) -> 
             repo_id, filename, revision=revision, local_files_only=True))
     except (huggingface_hub.errors.LocalEntryNotFoundError, FileNotFoundError):
         pass
-    reason = "HF_HUB_OFFLINE is set"
-    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+    reason = hf_unreachable()
+    if reason is None:
         try:
             with download_bars():
                 return Path(huggingface_hub.hf_hub_download(repo_id, filename,
@@ -255,9 +331,8 @@ def _hf_snapshot(handle: str, repo_id: str, revision: str | None) -> Path:
     except (huggingface_hub.errors.LocalEntryNotFoundError, FileNotFoundError):
         pass
     cache = huggingface_hub.constants.HF_HUB_CACHE
-    offline = huggingface_hub.constants.HF_HUB_OFFLINE
-    reason = "HF_HUB_OFFLINE is set"
-    if not offline:
+    reason = hf_unreachable()
+    if reason is None:
         try:
             api = huggingface_hub.HfApi()
             files = api.list_repo_files(repo_id, revision=revision)
