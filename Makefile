@@ -35,11 +35,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Backend-independent work is done once per run: tests marked `once` run on
+# the first backend only (ZOO_TEST_ONCE_ON), and references computed by other
+# libraries are shared through a folder that lives for this run (ZOO_TEST_CACHE,
+# tests/run_cache.py).
 test: install
-	@status=0; for backend in $(BACKENDS); do \
+	@status=0; cache=$$(mktemp -d); for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest $(PYTEST_ARGS) tests || status=1; \
-	done; exit $$status
+	  KERAS_BACKEND=$$backend ZOO_TEST_CACHE=$$cache ZOO_TEST_ONCE_ON=$(firstword $(BACKENDS)) \
+	    $(PY) -m pytest $(PYTEST_ARGS) tests || status=1; \
+	done; rm -rf $$cache; exit $$status
 
 demo: install
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m zoo.cli demo

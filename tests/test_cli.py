@@ -248,6 +248,9 @@ def test_detect_writes_the_annotated_image(tmp_path):
 
 
 @pytest.mark.real_weights
+# Once per `make test`: the demo is `zoo embed`, `zoo transcribe` and `zoo
+# detect` in a row, each tested per backend above.
+@pytest.mark.once
 def test_demo_prints_where_its_outputs_are(tmp_path):
     result = run_zoo("demo", "--out-dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr

@@ -86,6 +86,9 @@ def test_readme_has_the_two_commands_first():
     assert first[0].startswith("make demo") and first[1].startswith("make test")
 
 
+# Once per `make test`: every call in the README is tested per backend by the
+# family and command-line tests; this checks that the README's code runs.
+@pytest.mark.once
 def test_python_blocks_run(stand_ins, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZOO_HOME", str(stand_ins))
     monkeypatch.chdir(tmp_path)

@@ -8,6 +8,8 @@ import pytest
 
 from zoo.cv.coco_metrics import coco_evaluate
 
+pytestmark = pytest.mark.once  # numpy only: the same on every backend
+
 pytest.importorskip("pycocotools")
 
 #: agreement with pycocotools required by the issue

@@ -22,6 +22,8 @@ from zoo.tokenizers.byte_pair import (
     read_vocabulary,
 )
 
+pytestmark = pytest.mark.once  # numpy only: the same on every backend
+
 _PARAGRAPHS = """\
 The quick brown fox jumps over the lazy dog, and the dog does not seem to mind.
 A journey of a thousand miles begins with a single step; so does every refactoring.

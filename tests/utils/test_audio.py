@@ -8,6 +8,8 @@ import soundfile
 
 from zoo.utils.audio import SAMPLING_RATE, AudioError, load_audio, resample
 
+pytestmark = pytest.mark.once  # numpy only: the same on every backend
+
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
 
 

@@ -12,6 +12,8 @@ from tests.cv.yolov8.photos import grace_hopper_path
 from zoo.core.errors import ZooError
 from zoo.utils.images import ImageError, load_image, resize_bilinear
 
+pytestmark = pytest.mark.once  # numpy only: the same on every backend
+
 
 @pytest.fixture(scope="module")
 def astronaut():

@@ -27,6 +27,8 @@ from zoo.utils.torch_pickle import (  # noqa: E402
     record_as_data,
 )
 
+pytestmark = pytest.mark.once  # numpy only: the same on every backend
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,6 +15,8 @@ from zoo.audio.whisper.whisper_audio_converter import (
 )
 from zoo.utils.audio import AudioError, load_audio, resample
 
+pytestmark = pytest.mark.once  # numpy only: the same on every backend
+
 transformers = pytest.importorskip("transformers")
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"

