@@ -196,6 +196,7 @@ def test_generate_rejects_bad_prompts_and_arguments(opt):
     rejected(lambda: lm.generate(["a", 3]))  # the tokenizer's element check
     rejected(lambda: lm.generate("\ud800"), match="lone surrogate")
     rejected(lambda: lm.predict([]), match="empty")
+    rejected(lambda: OPTCausalLM(lm.backbone).generate("the cat"), match="preprocessor")
     assert lm.generate(ok, max_new_tokens=3, stop_token_ids=()) == before
     assert lm.generate(ok, max_new_tokens=np.int64(3), stop_token_ids=()) == before
 
@@ -274,6 +275,8 @@ def test_text_to_image_rejects_bad_arguments_before_running_anything(sd):
         "wrong latents": dict(prompt="a", latents=np.zeros((1, 4, 4, 4))),
         "two negatives for one prompt": dict(prompt="a", negative_prompt=["b", "c"]),
         "output type": dict(prompt="a", output_type="png"),
+        "unknown scheduler": dict(prompt="a", scheduler="dpm++"),
+        "scheduler of another type": dict(prompt="a", scheduler=3),
     }
     for kwargs in calls.values():
         rejected(lambda: model.text_to_image(**{"num_steps": 2, **kwargs}))
@@ -287,6 +290,9 @@ def test_image_to_image_and_inpaint_reject_bad_images_and_masks(sd):
                 image > 0, image.astype("int64")):
         rejected(lambda: model.image_to_image(bad, "a", num_steps=2), ImageError)
     rejected(lambda: model.image_to_image(image, [], num_steps=2), match="empty")
+    for strength in (0.0, 1.5, -1, "0.5", True, float("nan")):
+        rejected(lambda: model.image_to_image(image, "a", num_steps=2, strength=strength),
+                 match="strength")
     masks = {"wrong size": np.zeros((8, 8)), "NaN": np.full((16, 16), np.nan),
              "int64": np.zeros((16, 16), "int64"), "3 channels": np.zeros((16, 16, 3))}
     for mask in masks.values():
@@ -329,6 +335,8 @@ def test_transcribe_rejects_bad_audio_and_arguments_and_keeps_working(whisper):
     for bad in bad_audio.values():
         rejected(lambda: model.transcribe(bad, sampling_rate=16000), AudioError)
     rejected(lambda: model.transcribe(tone), AudioError, match="sampling_rate")
+    for options in (TranscribeOptions(temperatures=()), TranscribeOptions(best_of=0)):
+        rejected(lambda: model.transcribe(tone, sampling_rate=16000, options=options))
     rejected(lambda: model.predict([]), match="empty")
     assert model.transcribe(tone, sampling_rate=16000, options=GREEDY) == before
     # accepted and handled: one sample, and stereo in either layout

@@ -141,8 +141,9 @@ class CausalLM(Task):
         if from_text:
             check_inputs(inputs, "inputs")
             if self.preprocessor is None:
-                raise ValueError("generate() on text needs a preprocessor; load the model "
-                                 "with from_preset() or pass token arrays.")
+                raise InputError("generate() on text needs a preprocessor. Fix: load the "
+                                 "model with from_preset(), or pass token arrays "
+                                 "({'token_ids': ..., 'padding_mask': ...}).")
             single = isinstance(inputs, str)
             inputs = self.preprocessor.generate_preprocess(inputs)
         token_ids, padding_mask = _token_arrays(inputs)

@@ -29,3 +29,7 @@ class InputError(ZooError, ValueError, TypeError):
     It is both a `ValueError` and a `TypeError`, so code that caught the
     built-in error a bad input used to raise keeps working.
     """
+
+
+class NetworkError(ZooError, ConnectionError):
+    """A transfer to or from a remote hub failed: offline, refused, or not allowed."""

@@ -38,7 +38,8 @@ class MaskedLM(Task):
             Per text, per mask (in order), a list of `(token, probability)`.
         """
         if self.preprocessor is None:
-            raise ValueError("fill_mask needs a preprocessor; load the task with from_preset().")
+            raise InputError("fill_mask needs a preprocessor. Fix: load the task with "
+                             "from_preset(), or pass preprocessor=... when building it.")
         check_inputs(texts, "texts")
         top_k = positive_int(top_k, "top_k", 5)
         single = isinstance(texts, str)

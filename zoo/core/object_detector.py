@@ -102,7 +102,7 @@ class ObjectDetector(Task):
         if batch_size is not None:
             positive_int(batch_size, "batch_size", 16)
         if y is not None and len(y) != len(images):
-            raise ValueError(f"Got {len(images)} images but {len(y)} annotations. Fix: pass "
+            raise InputError(f"Got {len(images)} images but {len(y)} annotations. Fix: pass "
                              "one {'boxes', 'classes'} dict per image (empty arrays for none).")
         call = functools.partial(self.preprocessor, training=training)
         data = PreprocessedBatches(call, images, None if y is None else list(y), sample_weight,
@@ -146,9 +146,10 @@ class ObjectDetector(Task):
             `class_names`, `scores`, best first.
         """
         if kwargs:
-            raise TypeError(f"predict() got unexpected arguments {sorted(kwargs)}.")
+            raise InputError(f"predict() got unexpected arguments {sorted(kwargs)}. Fix: pass "
+                             "only x, batch_size, score_threshold and iou_threshold.")
         if self.preprocessor is None:
-            raise ValueError("This detector has no preprocessor, so it cannot read raw "
+            raise InputError("This detector has no preprocessor, so it cannot read raw "
                              "images. Fix: pass preprocessor=YOLOV8ObjectDetectorPreprocessor().")
         images = as_image_list(x)
         converter = self.preprocessor.image_converter

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from zoo.core.backbone import Backbone
+from zoo.core.errors import InputError
 from zoo.core.preprocessor import Preprocessor
 from zoo.core.task import Task
 
@@ -41,7 +42,8 @@ class TextClassifier(Task):
         **kwargs: Any,
     ) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+            raise InputError(f"num_classes must be a positive int, got {num_classes!r}. "
+                             "Fix: pass e.g. num_classes=2.")
         output_dropout = keras.layers.Dropout(
             dropout, dtype=backbone.dtype_policy, name="output_dropout"
         )

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from zoo.core.backbone import Backbone
+from zoo.core.errors import InputError
 from zoo.core.preprocessor import Preprocessor
 from zoo.core.task import Task
 from zoo.layers.pooling import MaskedPooling
@@ -66,7 +67,7 @@ class TextEmbedder(Task):
         if isinstance(texts, str):
             texts = [texts]
         if self.preprocessor is None:
-            raise ValueError(
+            raise InputError(
                 "This embedder has no preprocessor, so it cannot embed raw strings. "
                 "Fix: load it with from_preset(), or pass preprocessed arrays to predict()."
             )

@@ -80,7 +80,7 @@ class TextToImage(Task):
     def _tokenizer(self) -> Any:
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
         if tokenizer is None:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} needs a tokenizer to read prompts, and this model has "
                 "no preprocessor. Fix: load it with from_preset(...), or pass "
                 "preprocessor=... when building it.")

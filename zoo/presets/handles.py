@@ -21,7 +21,7 @@ import re
 import time
 from pathlib import Path
 
-from zoo.core.errors import ConversionError, PresetError, PresetNotFoundError, ZooError
+from zoo.core.errors import ConversionError, InputError, PresetError, PresetNotFoundError, ZooError
 from zoo.presets import hub
 from zoo.presets.catalog import catalog, unknown_name_message
 from zoo.presets.formats import converter_for, detect_format
@@ -55,8 +55,9 @@ def resolve(handle: str | os.PathLike) -> Path:
     if isinstance(handle, os.PathLike):
         return _resolve_local(Path(handle))
     if not isinstance(handle, str) or not handle:
-        raise TypeError(
-            f"A preset handle is a non-empty string or path, got {handle!r}."
+        raise InputError(
+            f"A preset handle is a non-empty string or path, got {handle!r}. Fix: pass a "
+            "preset name (zoo.presets.list() shows them), a folder, or an hf:// handle."
         )
     if handle.startswith("hf://"):
         return _resolve_hf(handle)

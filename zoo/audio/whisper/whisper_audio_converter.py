@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.core.errors import InputError
 from zoo.utils.audio import AudioError, load_audio
 
 # Slaney's mel scale (librosa's default, `htk=False`): linear below 1 kHz, log above.
@@ -75,7 +76,7 @@ def mel_filter_bank(num_mel_bins: int, sampling_rate: int, n_fft: int) -> np.nda
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}. Fix: e.g. {name}=80.")
+        raise InputError(f"{name} must be a positive integer, got {value!r}. Fix: e.g. {name}=80.")
     return int(value)
 
 

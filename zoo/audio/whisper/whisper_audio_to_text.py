@@ -79,7 +79,7 @@ class WhisperAudioToText(Task):
     def _tokenizer(self) -> Any:
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
         if tokenizer is None:
-            raise ValueError(
+            raise InputError(
                 "transcribe() needs a tokenizer, and this model has no preprocessor. Fix: "
                 "load it with WhisperAudioToText.from_preset(...) from a preset that has "
                 "one, or pass preprocessor=WhisperAudioToTextPreprocessor(...).")
@@ -111,7 +111,7 @@ class WhisperAudioToText(Task):
         """
         tok = self._tokenizer()
         if not tok.is_multilingual:
-            raise ValueError("This Whisper model is English-only; it has no language "
+            raise InputError("This Whisper model is English-only; it has no language "
                              "detection. Fix: use a multilingual preset such as whisper_tiny.")
         features = self.preprocessor.audio_converter(
             load_audio(audio, sampling_rate), sampling_rate=SAMPLING_RATE)

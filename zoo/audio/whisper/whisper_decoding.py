@@ -26,6 +26,7 @@ from keras import ops
 
 from zoo import samplers
 from zoo.core.compiled_loop import compile_step
+from zoo.core.errors import InputError
 from zoo.core.tokenizer import bucket_length
 
 #: seconds per timestamp token
@@ -295,7 +296,7 @@ class WhisperDecoder:
         limit = self.backbone.max_decoder_sequence_length
         max_new = min(options.max_new_tokens or limit // 2, limit - length)
         if max_new < 1:
-            raise ValueError(f"The prompt ({length} tokens) leaves no room in the decoder's "
+            raise InputError(f"The prompt ({length} tokens) leaves no room in the decoder's "
                              f"context of {limit} tokens. Fix: use a shorter prompt.")
         pad = bucket_length(length, max(limit, length)) - length
         prompt = np.concatenate([np.full((batch, pad), self.special.eot, "int32"), prompt], 1)

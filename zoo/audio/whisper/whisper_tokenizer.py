@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.core.errors import InputError
 from zoo.tokenizers.byte_pair import (
     HF_MERGES_FILE,
     HF_TOKENIZER_FILE,
@@ -160,7 +161,7 @@ class WhisperTokenizer(BytePairTokenizer):
         if not any(t in vocabulary for t in NO_SPEECH):
             missing.append(" or ".join(NO_SPEECH))
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"The vocabulary lacks Whisper's special tokens {missing}. Fix: build the "
                 "tokenizer from the model's tokenizer.json (WhisperTokenizer.from_huggingface"
                 "(path)), which lists them as added tokens."
@@ -219,7 +220,7 @@ class WhisperTokenizer(BytePairTokenizer):
 
     def _vocabulary(self) -> dict[str, int]:
         if self.vocabulary is None:
-            raise ValueError(
+            raise InputError(
                 "This tokenizer has no vocabulary yet. Fix: use "
                 "WhisperTokenizer.from_huggingface(path) or from_preset()."
             )
@@ -310,7 +311,7 @@ class WhisperTokenizer(BytePairTokenizer):
                 English for an English-only model.
         """
         if task not in TASKS:
-            raise ValueError(
+            raise InputError(
                 f"Unknown task {task!r}. Fix: pass task='transcribe' (same language) or "
                 "task='translate' (to English)."
             )
@@ -318,7 +319,7 @@ class WhisperTokenizer(BytePairTokenizer):
         if self.is_multilingual:
             sequence += [self._language_id(language), self._id(f"<|{task}|>")]
         elif language not in (None, "en"):
-            raise ValueError(
+            raise InputError(
                 f"This tokenizer belongs to an English-only Whisper model, which cannot take "
                 f"language={language!r}. Fix: pass language='en' or None, or use a "
                 "multilingual model (one whose name has no '.en')."
@@ -330,7 +331,7 @@ class WhisperTokenizer(BytePairTokenizer):
     def _language_id(self, language: str | None) -> int:
         codes = self.language_tokens
         if language is None:
-            raise ValueError(
+            raise InputError(
                 "A multilingual Whisper model needs language=... in its prompt. Fix: pass "
                 f"a code such as {', '.join(repr(c) for c in list(codes)[:5])}, or detect it: "
                 "the highest-scoring language token after [tokenizer.sot]."
@@ -339,7 +340,7 @@ class WhisperTokenizer(BytePairTokenizer):
         if code not in codes and _LANGUAGE_ALIASES.get(code) in codes:
             code = _LANGUAGE_ALIASES[code]
         if code not in codes:
-            raise ValueError(
+            raise InputError(
                 f"Unknown language code {language!r}. Fix: pass one of the {len(codes)} codes "
                 f"in tokenizer.language_codes, e.g. {', '.join(repr(c) for c in list(codes)[:8])}."
             )
@@ -354,7 +355,7 @@ class WhisperTokenizer(BytePairTokenizer):
         """
         index = round(float(seconds) / TIME_PRECISION)
         if not 0 <= index < NUM_TIMESTAMPS:
-            raise ValueError(
+            raise InputError(
                 f"{seconds} s is outside Whisper's 30 s window. Fix: pass seconds "
                 "relative to the start of the window, between 0 and 30."
             )
@@ -368,7 +369,7 @@ class WhisperTokenizer(BytePairTokenizer):
         """
         index = int(token_id) - self.timestamp_begin
         if not 0 <= index < NUM_TIMESTAMPS:
-            raise ValueError(
+            raise InputError(
                 f"Id {token_id} is not a timestamp token (those are {self.timestamp_begin}"
                 f"..{self.timestamp_begin + NUM_TIMESTAMPS - 1}). Fix: check "
                 "is_timestamp(token_id) first."
@@ -481,7 +482,7 @@ def _with_timestamps(vocabulary: dict[str, int], begin: int) -> dict[str, int]:
     for k in range(NUM_TIMESTAMPS):
         token, index = timestamp_text(k), begin + k
         if out.get(token, index) != index or tokens.get(index, token) != token:
-            raise ValueError(
+            raise InputError(
                 f"Timestamp token {token} should have id {index} (right after "
                 f"<|notimestamps|>), but the vocabulary gives it id {out.get(token)} and id "
                 f"{index} to {tokens.get(index)!r}. Fix: use the tokenizer.json that ships "

@@ -32,6 +32,7 @@ from zoo.audio.whisper.whisper_decoding import (
     DecodingResult,
     WhisperDecoder,
 )
+from zoo.core.errors import InputError
 
 #: mel frames per second (hop of 160 samples at 16 kHz) and per window
 FRAMES_PER_SECOND = 100
@@ -185,11 +186,11 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
     attempt does not `needs_fallback`; `choose_attempt` picks the kept one.
     """
     if not options.temperatures:
-        raise ValueError("TranscribeOptions.temperatures is empty. Fix: pass at least one "
+        raise InputError("TranscribeOptions.temperatures is empty. Fix: pass at least one "
                          "temperature, e.g. temperatures=(0.0,).")
     if options.best_of < 1:
-        raise ValueError(f"TranscribeOptions.best_of must be at least 1, got "
-                         f"{options.best_of!r}.")
+        raise InputError(f"TranscribeOptions.best_of must be at least 1, got "
+                         f"{options.best_of!r}. Fix: pass e.g. best_of=5.")
     results: list[DecodingResult] = []
     attempts: list[Attempt] = []
     for temperature in options.temperatures:
@@ -362,7 +363,7 @@ def _add_words(decoder: WhisperDecoder, cross: Any, tokenizer: Any, sot_sequence
 
     task = decoder.task
     if not task.alignment_heads:
-        raise ValueError("word_timestamps=True needs the model's alignment heads, which this "
+        raise InputError("word_timestamps=True needs the model's alignment heads, which this "
                          "preset does not list. Fix: convert the model from a source that "
                          "has them (transformers generation_config.json or CTranslate2 "
                          "config.json), or pass alignment_heads= to WhisperAudioToText.")

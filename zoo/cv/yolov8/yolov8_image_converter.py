@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.core.errors import InputError
 from zoo.utils.images import ImageError, load_image, resize_bilinear
 
 #: uint8 value -> float32 value / 255 (a lookup table; the float32 division ultralytics does)
@@ -40,7 +41,7 @@ def _size_pair(value: Any, name: str) -> tuple[int, int]:
     if (not isinstance(value, (tuple, list)) or len(value) != 2 or any(
             isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0
             for v in value)):
-        raise ValueError(f"{name} must be a positive int or a (height, width) pair of them, "
+        raise InputError(f"{name} must be a positive int or a (height, width) pair of them, "
                          f"got {value!r}. Fix: e.g. {name}=640 or {name}=(384, 640).")
     return int(value[0]), int(value[1])
 
@@ -120,12 +121,12 @@ def as_boxes(boxes: Any) -> np.ndarray:
     try:
         array = np.asarray(boxes, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"Boxes must be numbers, an array of shape (..., 4), got "
+        raise InputError(f"Boxes must be numbers, an array of shape (..., 4), got "
                          f"{str(boxes)[:80]}. Fix: e.g. np.array([[10, 20, 110, 220]]).") from None
     if array.ndim == 1 and array.size == 0:
         array = array.reshape(0, 4)
     if array.ndim < 1 or array.shape[-1] != 4:
-        raise ValueError(f"Boxes must have shape (..., 4) (x1, y1, x2, y2 per box), got "
+        raise InputError(f"Boxes must have shape (..., 4) (x1, y1, x2, y2 per box), got "
                          f"shape {array.shape}. Fix: e.g. np.array([[10, 20, 110, 220]]).")
     return array
 
@@ -184,18 +185,18 @@ class YOLOV8ImageConverter:
     def __init__(self, image_size: int | Sequence[int] = 640, stride: int = 32,
                  pad_value: int = 114, auto: bool = False) -> None:
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride <= 0:
-            raise ValueError(f"stride must be a positive int, got {stride!r}. Fix: stride=32.")
+            raise InputError(f"stride must be a positive int, got {stride!r}. Fix: stride=32.")
         self.stride = int(stride)
         self.image_size = _size_pair(image_size, "image_size")
         for side in self.image_size:
             if side % self.stride:
                 nearest = -(-side // self.stride) * self.stride
-                raise ValueError(
+                raise InputError(
                     f"image_size {self.image_size} must be multiples of stride {self.stride}, "
                     f"so the feature maps tile the input. Fix: e.g. image_size={nearest}.")
         if isinstance(pad_value, bool) or not isinstance(pad_value, (int, np.integer)) or not (
                 0 <= pad_value <= 255):
-            raise ValueError(f"pad_value must be an int grey level in [0, 255], got "
+            raise InputError(f"pad_value must be an int grey level in [0, 255], got "
                              f"{pad_value!r}. Fix: pad_value=114 (ultralytics' grey).")
         self.pad_value = int(pad_value)
         self.auto = bool(auto)

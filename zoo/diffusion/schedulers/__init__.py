@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo.core.errors import InputError
 from zoo.diffusion.schedulers.ddim import DDIMConfig, DDIMScheduler
 from zoo.diffusion.schedulers.dpm_solver import DPMSolverConfig, DPMSolverMultistepScheduler
 from zoo.diffusion.schedulers.euler import EulerConfig, EulerScheduler
@@ -60,7 +61,7 @@ def get_scheduler(name_or_instance: str | Scheduler, **overrides: Any) -> Schedu
             return name_or_instance
         return type(name_or_instance)(name_or_instance.config, **overrides)
     if not isinstance(name_or_instance, str) or name_or_instance not in SCHEDULERS:
-        raise ValueError(f"Unknown scheduler {name_or_instance!r}. Fix: use one of "
+        raise InputError(f"Unknown scheduler {name_or_instance!r}. Fix: use one of "
                          f"{list(SCHEDULERS)}, or pass a zoo.diffusion.schedulers.Scheduler.")
     cls, preset = SCHEDULERS[name_or_instance]
     return cls(**{**preset, **overrides})

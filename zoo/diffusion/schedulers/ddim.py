@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from zoo.core.errors import InputError
 from zoo.diffusion.schedulers.scheduler import (
     Schedule,
     Scheduler,
@@ -70,7 +71,7 @@ class DDIMScheduler(Scheduler):
     def _check_config(self) -> None:
         super()._check_config()
         if not 0.0 <= float(self.config.eta) <= 1.0:
-            raise ValueError(f"eta={self.config.eta!r} must be in [0, 1] (0: deterministic "
+            raise InputError(f"eta={self.config.eta!r} must be in [0, 1] (0: deterministic "
                              "DDIM, 1: DDPM-like noise). Fix: pass e.g. eta=0.0.")
 
     @property

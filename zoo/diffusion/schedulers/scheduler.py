@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 from keras import ops
 
+from zoo.core.errors import InputError
+
 BETA_SCHEDULES = ("linear", "scaled_linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
@@ -74,14 +76,14 @@ def check_steps(num_steps: Any, strength: Any, num_train_timesteps: int) -> tupl
     """`(num_steps, strength)` once checked: a positive int and a float in (0, 1]."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or (
             num_steps < 1):
-        raise ValueError(f"num_steps={num_steps!r} is not a positive int: a run needs at least "
+        raise InputError(f"num_steps={num_steps!r} is not a positive int: a run needs at least "
                          "one denoising step. Fix: pass e.g. num_steps=50.")
     if num_steps > num_train_timesteps:
-        raise ValueError(f"num_steps={num_steps} is more than the {num_train_timesteps} training "
+        raise InputError(f"num_steps={num_steps} is more than the {num_train_timesteps} training "
                          f"timesteps. Fix: pass num_steps <= {num_train_timesteps}.")
     if (isinstance(strength, bool) or not isinstance(strength, numbers.Real)
             or not 0.0 < float(strength) <= 1.0):
-        raise ValueError(f"strength={strength!r} is not in (0, 1] (the fraction of the schedule "
+        raise InputError(f"strength={strength!r} is not in (0, 1] (the fraction of the schedule "
                          "that runs). Fix: pass e.g. strength=0.8, or 1.0 for a full run.")
     return int(num_steps), float(strength)
 
@@ -126,13 +128,14 @@ class Scheduler:
             config = self.config_cls(**{k: v for k, v in config.items() if k != "name"})
         config = self.config_cls() if config is None else config
         if not isinstance(config, self.config_cls):
-            raise TypeError(f"{type(self).__name__} takes a {self.config_cls.__name__} or a dict,"
-                            f" got {type(config).__name__}.")
+            raise InputError(f"{type(self).__name__} takes a {self.config_cls.__name__} or a dict,"
+                             f" got {type(config).__name__}. Fix: pass e.g. "
+                             f"{type(self).__name__}({self.config_cls.__name__}()).")
         fields = sorted(f.name for f in dataclasses.fields(config))
         unknown = sorted(set(overrides) - set(fields))
         if unknown:
-            raise ValueError(f"{type(self).__name__} has no setting(s) {unknown}; its settings are "
-                             f"{fields}.")
+            raise InputError(f"{type(self).__name__} has no setting(s) {unknown}. Fix: use its "
+                             f"settings, {fields}.")
         self.config = dataclasses.replace(config, **overrides)
         self._check_config()
         self.alphas_cumprod = self._alphas_cumprod()  # (num_train_timesteps,) float32
@@ -144,10 +147,11 @@ class Scheduler:
                                          ("timestep_spacing", c.timestep_spacing,
                                           TIMESTEP_SPACINGS)):
             if value not in supported:
-                raise ValueError(f"{option}={value!r} is not supported by "
-                                 f"{type(self).__name__}; supported values: {list(supported)}.")
+                raise InputError(f"{option}={value!r} is not supported by "
+                                 f"{type(self).__name__}. Fix: use one of {list(supported)}.")
         if int(c.num_train_timesteps) < 2:
-            raise ValueError(f"num_train_timesteps={c.num_train_timesteps!r} must be at least 2.")
+            raise InputError(f"num_train_timesteps={c.num_train_timesteps!r} is below 2. Fix: "
+                             "pass the model's own, e.g. num_train_timesteps=1000.")
 
     @property
     def name(self) -> str:
@@ -235,7 +239,7 @@ class Scheduler:
 
     def _noise(self, noise: Any, sample: Any) -> Any:
         if noise is None:
-            raise ValueError(f"{type(self).__name__}.step is stochastic and needs `noise` (unit "
+            raise InputError(f"{type(self).__name__}.step is stochastic and needs `noise` (unit "
                              "Gaussian noise shaped like the sample). Fix: pass noise=...")
         return ops.cast(noise, sample.dtype)
 

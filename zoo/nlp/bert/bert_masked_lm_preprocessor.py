@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.core.errors import InputError
 from zoo.nlp.bert.bert_preprocessor import BertPreprocessor
 from zoo.nlp.bert.bert_tokenizer import BertTokenizer
 
@@ -43,7 +44,8 @@ class BertMaskedLMPreprocessor(BertPreprocessor):
     ) -> None:
         super().__init__(tokenizer, sequence_length, padding)
         if mask_token_rate + random_token_rate > 1:
-            raise ValueError("mask_token_rate + random_token_rate must be at most 1.")
+            raise InputError("mask_token_rate + random_token_rate must be at most 1. Fix: "
+                             "lower one of them (BERT's: 0.8 and 0.1).")
         self.mask_selection_rate = mask_selection_rate
         self.mask_selection_length = mask_selection_length
         self.mask_token_rate = mask_token_rate
@@ -53,8 +55,8 @@ class BertMaskedLMPreprocessor(BertPreprocessor):
 
     def __call__(self, x: Any, y: Any = None, sample_weight: Any = None) -> Any:
         if y is not None:
-            raise ValueError(
-                "Masked-LM preprocessing makes its own labels; pass only text (y=None)."
+            raise InputError(
+                "Masked-LM preprocessing makes its own labels. Fix: pass only text (y=None)."
             )
         inputs = self.encode(x)
         token_ids = inputs["token_ids"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from zoo.core.errors import InputError
 from zoo.core.preprocessor import Preprocessor
 from zoo.nlp.bert.bert_tokenizer import BertTokenizer
 
@@ -54,7 +55,7 @@ class BertPreprocessor(Preprocessor):
         """Encode `x` (strings, or a tuple of two lists of strings) to arrays."""
         if isinstance(x, tuple):
             if len(x) != 2:
-                raise ValueError(
+                raise InputError(
                     f"Sentence pairs are a tuple of 2 lists, got a tuple of {len(x)}. "
                     "Fix: pass (first_segments, second_segments)."
                 )

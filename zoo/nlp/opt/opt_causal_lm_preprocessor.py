@@ -52,7 +52,8 @@ class OPTCausalLMPreprocessor(Preprocessor):
 
     def __call__(self, x: Any, y: Any = None, sample_weight: Any = None) -> Any:
         if y is not None:
-            raise ValueError("Causal-LM preprocessing makes its own labels; pass only text.")
+            raise InputError("Causal-LM preprocessing makes its own labels. Fix: pass only "
+                             "text (y=None).")
         rows, _ = self._ids(x, "x")
         end, pad = self.tokenizer.end_token_id, self.tokenizer.pad_token_id
         limit = self.sequence_length + 1
