@@ -46,6 +46,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.utils.atomic import atomic_file
+
 #: family -> its benchmark script in benchmarks/
 FAMILIES = {
     "bert": "bench_bert.py",
@@ -341,9 +343,8 @@ def write_readme(path: Path, section: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
@@ -377,10 +378,11 @@ def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
     ax.set_title("zoo vs peer, per family and backend (> 1: zoo faster)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -436,7 +438,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                      for b in backends]
             continue
         if not args.smoke:  # keep the family's full result file, as its script does
-            (results_dir / f"{family}.json").write_text(json.dumps(results, indent=2) + "\n")
+            with atomic_file(results_dir / f"{family}.json") as tmp:
+                tmp.write_text(json.dumps(results, indent=2) + "\n")
         sources[family] = str(run_files[family])
         family_rows = [r for r in script.summary(results) if r["backend"] in backends]
         rows += family_rows
@@ -456,7 +459,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             "smoke": args.smoke, "report_only": args.report_only,
             "cpu_count": os.cpu_count(), "peak_flops": peaks, "sources": sources,
             "rows": rows, "regressions": regressions, "markdown_table": table}
-    out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     chart_path = write_chart(chart, rows)
     if readme is not None:
         write_readme(readme, table)

@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.utils.atomic import atomic_file
+
 DEMO_QUERY = "How do I keep my houseplants alive?"
 DEMO_SENTENCES = [
     "Water ferns when the top of the soil feels dry.",
@@ -130,21 +132,19 @@ def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = ()) -> 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into
-    place, so an interrupted run never leaves a half-written file.
+    place, so an interrupted run never leaves a half-written file (and what a
+    killed run left is cleaned by the next write there: `zoo.utils.atomic`).
 
     Raises:
         CommandError: the file could not be written (a full disk, say); `path` is
             as it was and the temporary file is gone.
     """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:
-        write(tmp)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            write(tmp)
     except OSError as e:
         raise CommandError(f"Cannot write {path}: {e.strerror or e}. Fix: free some space or "
                            "pass another --out.") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

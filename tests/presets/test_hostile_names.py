@@ -24,7 +24,7 @@ import zoo.presets
 from tests.nlp.bert.reference import make_hf_bert
 from tests.presets.test_handles import hub_entries
 from zoo import cli, cli_convert
-from zoo.core.errors import PresetError, PresetNotFoundError, ZooError
+from zoo.core.errors import NetworkError, PresetError, PresetNotFoundError
 from zoo.models import Backbone, BertBackbone
 from zoo.presets import handles, hub
 
@@ -267,7 +267,7 @@ def test_offline_hub_fails_fast_and_once(hub_down, zoo_home, hf_cache):
 
 def test_upload_while_offline_fails_fast(hub_down, hub_with_preset):
     start = time.monotonic()
-    with pytest.raises(ZooError, match="Cannot upload.*cannot be reached.*Fix: connect"):
+    with pytest.raises(NetworkError, match="Cannot upload.*cannot be reached.*Fix: connect"):
         zoo.presets.upload(hub_with_preset / "presets" / "keep", "hf://me/repo")
     assert time.monotonic() - start < 5
 

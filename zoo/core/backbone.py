@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import keras
 import ml_dtypes
 import numpy as np
 
-from zoo.core import deferred, preset_io, weights_io
+from zoo.core import deferred, preset_classes, preset_io, weights_io
 from zoo.core.compiled_loop import recovers_from_failed_loops
-from zoo.core.errors import PresetError
+from zoo.core.errors import InputError, PresetError
+from zoo.utils.atomic import atomic_file
 
 #: the Dense layers `enable_lora` adapts by default: attention queries and values
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("query", "value")
@@ -131,22 +131,23 @@ class Backbone(keras.Model):
         2
         """
         if self.lora_rank is not None:
-            raise ValueError(
+            raise InputError(
                 f"LoRA is already enabled on this {type(self).__name__} (rank "
                 f"{self.lora_rank}, targets {list(self.lora_target_names)}); it can be "
                 "enabled only once. Fix: to change the rank or targets, build a fresh "
                 "backbone from the base weights (without LoRA) and enable it there."
             )
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-            raise ValueError(f"LoRA rank must be a positive int, got {rank!r}.")
+            raise InputError(f"LoRA rank must be a positive int, got {rank!r}. Fix: pass "
+                             "e.g. rank=4.")
         rank = int(rank)
         if isinstance(target_names, str):
             target_names = (target_names,)
         targets = tuple(dict.fromkeys(target_names))  # unique, in order
         if not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ValueError(
+            raise InputError(
                 f"target_names must be a non-empty sequence of layer names, got "
-                f"{target_names!r}."
+                f"{target_names!r}. Fix: pass e.g. target_names=('query', 'value')."
             )
         candidates = self._lora_candidates()
         matched = [layer for layer in candidates if layer.name in targets]
@@ -154,22 +155,23 @@ class Backbone(keras.Model):
         unmatched = [t for t in targets if t not in found]
         if unmatched:
             available = sorted({layer.name for layer in candidates})
-            raise ValueError(
+            raise InputError(
                 f"No Dense layer of this {type(self).__name__} is named "
                 f"{', '.join(map(repr, unmatched))} (targets: {list(targets)}). "
-                f"Dense layers available: {available}."
+                f"Fix: name some of the Dense layers available: {available}."
             )
         adapted = [layer.name for layer in matched if getattr(layer, "lora_enabled", False)]
         if adapted:
-            raise ValueError(
+            raise InputError(
                 f"Layers {sorted(set(adapted))} already carry LoRA adapters (enabled "
                 "directly on the layers). Fix: build a fresh backbone and call "
                 "Backbone.enable_lora only."
             )
         unbuilt = sorted({layer.name for layer in matched if not layer.built})
         if unbuilt:
-            raise ValueError(
-                f"Layers {unbuilt} are not built yet, so LoRA cannot be added to them."
+            raise InputError(
+                f"Layers {unbuilt} are not built yet, so LoRA cannot be added to them. "
+                "Fix: build the backbone first (call it once, or load it with from_preset)."
             )
         for layer in matched:
             layer.enable_lora(rank)
@@ -181,7 +183,7 @@ class Backbone(keras.Model):
 
     def _require_lora(self, action: str) -> list[keras.Variable]:
         if self.lora_rank is None:
-            raise ValueError(
+            raise InputError(
                 f"{action} needs LoRA enabled on this {type(self).__name__}. Fix: call "
                 "backbone.enable_lora(rank=...) first."
             )
@@ -227,8 +229,7 @@ class Backbone(keras.Model):
         path = Path(path)
         weights_io._unique_paths(variables)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_file(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = LORA_FORMAT
                 f.attrs["format_version"] = LORA_FORMAT_VERSION
@@ -243,10 +244,6 @@ class Backbone(keras.Model):
                     f.create_dataset(variable.path, data=data).attrs["dtype"] = dtype
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return path
 
     def load_lora_weights(self, path: str | os.PathLike) -> None:
@@ -305,7 +302,7 @@ class Backbone(keras.Model):
         saved_rank = int(attrs["lora_rank"])
         saved_targets = json.loads(attrs.get("target_names", "[]"))
         if self.lora_rank is None:
-            raise ValueError(
+            raise InputError(
                 f"load_lora_weights needs LoRA enabled on this {type(self).__name__}. "
                 f"Fix: call backbone.enable_lora(rank={saved_rank}, "
                 f"target_names={saved_targets}) first."
@@ -438,11 +435,12 @@ class Backbone(keras.Model):
 
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
-        backbone_cls = preset_io.get_class(data, cls, directory, "backbone")
-        config = {**preset_io.config_of(data, directory, preset_io.CONFIG_FILE), **overrides}
+        backbone_cls = preset_classes.get_class(data, cls, directory, "backbone")
+        config = {**preset_classes.config_of(data, directory, preset_io.CONFIG_FILE), **overrides}
 
         def build() -> Backbone:
-            return preset_io.from_config(backbone_cls, config, directory, preset_io.CONFIG_FILE)
+            return preset_classes.from_config(backbone_cls, config, directory,
+                                              preset_io.CONFIG_FILE)
 
         if not load_weights:
             return build()

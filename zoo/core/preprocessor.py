@@ -11,7 +11,7 @@ import inspect
 import os
 from typing import Any
 
-from zoo.core import preset_io
+from zoo.core import preset_classes, preset_io
 from zoo.core.tokenizer import Tokenizer
 
 
@@ -59,8 +59,8 @@ class Preprocessor:
 
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.PREPROCESSOR_FILE)
-        saved_cls = preset_io.get_class(data, Preprocessor, directory, "preprocessor")
-        config = preset_io.config_of(data, directory, preset_io.PREPROCESSOR_FILE)
+        saved_cls = preset_classes.get_class(data, Preprocessor, directory, "preprocessor")
+        config = preset_classes.config_of(data, directory, preset_io.PREPROCESSOR_FILE)
         target = saved_cls if issubclass(saved_cls, cls) else cls
         if target is not saved_cls:
             accepted = inspect.signature(target.__init__).parameters
@@ -69,7 +69,7 @@ class Preprocessor:
         tokenizer_cls = target.tokenizer_cls
         if tokenizer_cls is not None:
             tokenizer = tokenizer_cls.from_preset(directory)
-        return preset_io.from_config(target, {**config, "tokenizer": tokenizer, **overrides},
+        return preset_classes.from_config(target, {**config, "tokenizer": tokenizer, **overrides},
                                      directory, preset_io.PREPROCESSOR_FILE)
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.core import preset_io
+from zoo.core import preset_classes, preset_io
 from zoo.core.backbone import Backbone
 from zoo.core.compiled_loop import backend_dataset, recovers_from_failed_loops
 from zoo.core.errors import InputError
@@ -138,7 +138,7 @@ def _concat_padded(parts: Sequence[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     if any(p.ndim != parts[0].ndim for p in parts):
-        raise ValueError(f"Batches of outputs differ in rank: {[p.shape for p in parts]}.")
+        raise InputError(f"Batches of outputs differ in rank: {[p.shape for p in parts]}.")
     size = np.max([p.shape for p in parts], axis=0)
     padded = [np.pad(p, [(0, 0)] + [(0, int(n) - d) for n, d in zip(size[1:], p.shape[1:])])
               for p in parts]
@@ -164,7 +164,8 @@ class PreprocessedBatches(keras.utils.PyDataset):
         n = _length(x)
         for name, value in (("y", y), ("sample_weight", sample_weight)):
             if value is not None and len(value) != n:
-                raise ValueError(f"Got {n} inputs but {len(value)} values in {name}.")
+                raise InputError(f"Got {n} inputs but {len(value)} values in {name}. Fix: "
+                                 f"give one value of {name} per input.")
         self.preprocessor = preprocessor
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = int(batch_size)
@@ -398,14 +399,14 @@ class Task(keras.Model):
         directory = resolve(handle)
         # before any weight is read: a preset of another family, or one that
         # lacks what this task needs, is one clear PresetError
-        preset_io.check_task_preset(cls, directory, kwargs)
+        preset_classes.check_task_preset(cls, directory, kwargs)
         backbone_kwargs = {k: kwargs.pop(k) for k in ("dtype",) if k in kwargs}
         backbone = Backbone.from_preset(directory, load_weights=load_weights, **backbone_kwargs)
         saved_cls, saved_config = None, {}
         if (directory / preset_io.TASK_FILE).is_file():
             data = preset_io.read_json(directory, preset_io.TASK_FILE)
-            saved_cls = preset_io.get_class(data, Task, directory, "task")
-            saved_config = preset_io.config_of(data, directory, preset_io.TASK_FILE)
+            saved_cls = preset_classes.get_class(data, Task, directory, "task")
+            saved_config = preset_classes.config_of(data, directory, preset_io.TASK_FILE)
         task_cls = cls._pick_class(backbone, saved_cls)
         preprocessor = kwargs.pop("preprocessor", None)
         pre_kwargs = {k: kwargs.pop(k) for k in ("sequence_length",) if k in kwargs}
@@ -420,6 +421,11 @@ class Task(keras.Model):
         head_changed = any(saved_config.get(k) != v for k, v in kwargs.items())
         if load_weights and use_saved and not head_changed and task.head_weights():
             preset_io.load_weights(task.head_weights(), directory, preset_io.TASK_WEIGHTS)
+        elif load_weights and any(name.startswith(f"{preset_io.TASK_WEIGHTS}.weights.") for name
+                                  in preset_io.read_metadata(directory)["files"]):
+            # a head with no weights of its own (tied to the embeddings, or
+            # none at all): its file is still checked, so no damage goes unseen
+            preset_io.verify_weights(directory, preset_io.TASK_WEIGHTS)
         return task
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:

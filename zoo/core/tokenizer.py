@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.core import preset_io
+from zoo.core import preset_classes, preset_io
 from zoo.core.errors import ConversionError, InputError, PresetError
 
 TextInput = str | Sequence[str] | np.ndarray
@@ -229,19 +229,21 @@ class Tokenizer:
         if pairs is not None:
             second, _ = as_text_list(pairs, "pairs")
             if len(second) != len(batch):
-                raise ValueError(
-                    f"Got {len(batch)} texts but {len(second)} pairs; pass one "
+                raise InputError(
+                    f"Got {len(batch)} texts but {len(second)} pairs. Fix: pass one "
                     "second segment per text."
                 )
             inputs: list = list(zip(batch, second))
         else:
             inputs = batch
         if padding not in ("max_length", "longest", "bucket"):
-            raise ValueError(
-                f"padding={padding!r} is not one of 'max_length', 'longest', 'bucket'."
+            raise InputError(
+                f"padding={padding!r} is not a padding mode. Fix: use 'max_length', "
+                "'longest' or 'bucket'."
             )
         if padding == "max_length" and sequence_length is None:
-            raise ValueError("padding='max_length' needs a sequence_length.")
+            raise InputError("padding='max_length' needs a sequence_length. Fix: pass "
+                             "sequence_length=..., or padding='longest'.")
         self._set_truncation(sequence_length)
         encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
         longest = max((len(e.ids) for e in encodings), default=0)
@@ -298,9 +300,10 @@ class Tokenizer:
 
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.TOKENIZER_FILE)
-        tokenizer_cls = preset_io.get_class(data, cls, directory, "tokenizer")
-        config = {**preset_io.config_of(data, directory, preset_io.TOKENIZER_FILE), **overrides}
-        tokenizer = preset_io.from_config(tokenizer_cls, config, directory,
+        tokenizer_cls = preset_classes.get_class(data, cls, directory, "tokenizer")
+        config = {**preset_classes.config_of(data, directory, preset_io.TOKENIZER_FILE),
+                  **overrides}
+        tokenizer = preset_classes.from_config(tokenizer_cls, config, directory,
                                           preset_io.TOKENIZER_FILE)
         # Hashes every asset, reads them, and builds the backend now, so a
         # broken vocabulary fails here with a PresetError, not at first use.

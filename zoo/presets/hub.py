@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from zoo.core.errors import PresetError
+from zoo.utils import atomic
 
 try:
     import fcntl
@@ -275,7 +276,9 @@ def atomic_directory(final: Path, tmp_root: Path | None = None,
         final: the directory to create or replace.
         tmp_root: the hub's `tmp_dir()` for a write into the hub (a locked entry,
             cleaned after a kill; see the module docstring), or None to build
-            `final` in a hidden sibling (a folder outside the hub).
+            `final` in a hidden sibling (a folder outside the hub; see
+            `zoo.utils.atomic`: what a killed writer left there is cleaned by
+            the next write into that folder).
         overwrite: whether an existing `final` may be replaced (else `PresetError`).
 
     Raises:
@@ -287,22 +290,8 @@ def atomic_directory(final: Path, tmp_root: Path | None = None,
         with _hub_directory(final, Path(tmp_root), overwrite) as work:
             yield work
         return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with atomic.atomic_directory(final, overwrite, PresetError(_exists_message(final))) as work:
         yield work
-        if final.exists():
-            if not overwrite:
-                raise PresetError(_exists_message(final))
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, old / "x")
-            os.replace(work, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
 
 def hub_write(source: str) -> contextlib.AbstractContextManager[Path]:

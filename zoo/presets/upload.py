@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoo.core.errors import PresetError, ZooError
+from zoo.core.errors import NetworkError, PresetError
 
 
 def validate_preset(directory: Path) -> None:
@@ -17,7 +17,7 @@ def validate_preset(directory: Path) -> None:
     Raises:
         PresetError: what is wrong, and how to fix it.
     """
-    from zoo.core import preset_io
+    from zoo.core import preset_classes, preset_io
     from zoo.models import Backbone, Preprocessor, Task, Tokenizer
 
     directory = Path(directory)
@@ -25,12 +25,12 @@ def validate_preset(directory: Path) -> None:
         raise PresetError(f"{directory} is not a directory. Fix: pass a preset directory.")
     preset_io.verify_preset(directory)
     data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
-    preset_io.get_class(data, Backbone, directory, "backbone")
+    preset_classes.get_class(data, Backbone, directory, "backbone")
     for name, base in ((preset_io.TOKENIZER_FILE, Tokenizer),
                        (preset_io.PREPROCESSOR_FILE, Preprocessor),
                        (preset_io.TASK_FILE, Task)):
         if (directory / name).is_file():
-            preset_io.get_class(preset_io.read_json(directory, name), base, directory, name)
+            preset_classes.get_class(preset_io.read_json(directory, name), base, directory, name)
 
 
 def upload(preset_dir: str | os.PathLike, handle: str, private: bool = False,
@@ -51,7 +51,7 @@ def upload(preset_dir: str | os.PathLike, handle: str, private: bool = False,
 
     Raises:
         PresetError: the handle or the preset is not valid.
-        ZooError: the Hub cannot be reached, or refused the upload.
+        NetworkError: the Hub cannot be reached, or refused the upload.
 
     Example:
 
@@ -64,7 +64,7 @@ def upload(preset_dir: str | os.PathLike, handle: str, private: bool = False,
     validate_preset(Path(preset_dir))
     reason = hf_unreachable()
     if reason is not None:
-        raise ZooError(f"Cannot upload to {handle}: {reason}. Fix: connect to the network "
+        raise NetworkError(f"Cannot upload to {handle}: {reason}. Fix: connect to the network "
                        "(and unset HF_HUB_OFFLINE), then upload again.")
     import huggingface_hub
 
@@ -75,7 +75,7 @@ def upload(preset_dir: str | os.PathLike, handle: str, private: bool = False,
                                  commit_message=commit_message, revision=revision)
     except Exception as e:  # HTTP, authentication and connection errors come in many types
         first_line = (str(e).splitlines() or [""])[0]
-        raise ZooError(f"Uploading to {handle} failed: {type(e).__name__}: {first_line}. Fix: "
+        raise NetworkError(f"Uploading to {handle} failed: {type(e).__name__}: {first_line}. Fix: "
                        "log in (hf auth login, or set HF_TOKEN) with write access to "
                        f"{repo_id}, then upload again.") from e
     return str(getattr(info, "commit_url", info))
