@@ -278,12 +278,11 @@ def compare_with_diffusers(preset_dir: Path, source: Path) -> float:
                                                           dtype=torch.float32).eval()
         hidden = text(torch.from_numpy(inputs["token_ids"]).long()).last_hidden_state.numpy()
         del text
-        unet = UNet2DConditionModel.from_pretrained(source / "unet",
-                                                    torch_dtype=torch.float32).eval()
+        unet = UNet2DConditionModel.from_pretrained(source / "unet", dtype=torch.float32).eval()
         eps = nhwc(unet(nchw(inputs["latents"]), torch.from_numpy(inputs["timesteps"]),
                         encoder_hidden_states=torch.from_numpy(inputs["context"])).sample)
         del unet
-        vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32).eval()
+        vae = AutoencoderKL.from_pretrained(source / "vae", dtype=torch.float32).eval()
         moments = nhwc(vae.encode(nchw(inputs["images"])).latent_dist.parameters)
         decoded = nhwc(vae.decode(nchw(inputs["image_latents"])).sample)
     return float(max(np.abs(ours["text_embeddings"] - hidden).max(),

@@ -225,8 +225,9 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     """Max abs difference between the zoo preset and transformers on sample text.
 
     Compares classifier logits, masked-LM logits (every real position) or
-    last hidden states (real tokens), whichever the preset holds. Needs
-    `torch` and `transformers`.
+    last hidden states (real tokens), whichever the preset holds, with the
+    reference in float32 whatever the checkpoint stores. Needs `torch` and
+    `transformers`.
     """
     import numpy as np
     import torch
@@ -245,18 +246,21 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     real = batch["padding_mask"].astype(bool)
     has_task = (preset_dir / "task.json").is_file()
     task = Task.from_preset(preset_dir) if has_task else None
+    # float32 like zoo's model, whatever dtype the checkpoint stores
+    float32 = {"dtype": torch.float32}
     with torch.no_grad():
         if isinstance(task, BertTextClassifier):
-            ref = transformers.BertForSequenceClassification.from_pretrained(source).eval()
+            ref = transformers.BertForSequenceClassification.from_pretrained(source,
+                                                                              **float32).eval()
             expected = ref(**torch_batch).logits.numpy()
             ours = np.asarray(task.predict_on_batch(batch))
         elif isinstance(task, BertMaskedLM):
-            ref = transformers.BertForMaskedLM.from_pretrained(source).eval()
+            ref = transformers.BertForMaskedLM.from_pretrained(source, **float32).eval()
             expected = ref(**torch_batch).logits.numpy()[real]
             positions = np.tile(np.arange(real.shape[1], dtype="int32"), (len(real), 1))
             ours = np.asarray(task.predict_on_batch({**batch, "mask_positions": positions}))[real]
         else:
-            ref = transformers.BertModel.from_pretrained(source).eval()
+            ref = transformers.BertModel.from_pretrained(source, **float32).eval()
             expected = ref(**torch_batch).last_hidden_state.numpy()[real]
             backbone = task.backbone if task is not None else Backbone.from_preset(preset_dir)
             ours = np.asarray(backbone.predict_on_batch(batch)["sequence_output"])[real]

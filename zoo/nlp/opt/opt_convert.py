@@ -118,7 +118,8 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
 
 
 def compare_with_transformers(preset_dir: Path, source: Path) -> float:
-    """Max abs difference of logits (real tokens) against `OPTForCausalLM`.
+    """Max abs difference of logits (real tokens) against `OPTForCausalLM`
+    (float32, whatever dtype the checkpoint stores).
 
     Uses fixed pseudo-random token ids with left padding, so it needs no
     tokenizer; requires `torch` and `transformers`.
@@ -133,7 +134,9 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     token_ids = rng.integers(4, vocab, size=(3, 16)).astype("int32")
     padding_mask = (np.arange(16)[None, :] >= np.array([[0], [5], [11]])).astype("int32")
     token_ids = np.where(padding_mask == 1, token_ids, 1).astype("int32")
-    reference = transformers.OPTForCausalLM.from_pretrained(source).eval()
+    # float32 like zoo's model: a 16-bit checkpoint (every OPT from 1.3b up is
+    # float16) is compared in float32 on both sides, never 16-bit against 32-bit
+    reference = transformers.OPTForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     with torch.no_grad():
         expected = reference(input_ids=torch.tensor(token_ids).long(),
                              attention_mask=torch.tensor(padding_mask).long()).logits.numpy()

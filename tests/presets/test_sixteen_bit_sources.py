@@ -1,0 +1,127 @@
+"""Checkpoints stored in float16 or bfloat16 convert and pass verification
+(issue 21, part 0).
+
+Most large checkpoints are published in 16 bits (every OPT from 1.3b up in
+float16, many fine-tunes in bfloat16), and transformers now loads a
+checkpoint in the dtype it stores. Verification compares like with like:
+the reference in float32 from the same 16-bit numbers zoo reads, so the
+family's usual float32 tolerance holds. Each case builds a small random model
+with the reference library, stores it in 16 bits (safetensors, and torch's
+pickle format for OPT), converts it with the family's converter and checks
+the difference against the reference, as `zoo convert` does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.cli_convert import CONVERSIONS
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resave(model, folder: Path, dtype: str, safe: bool = True, extra: Path | None = None) -> Path:
+    """`model` stored in `dtype` into `folder` (safetensors, or torch's
+    pickle format as older checkpoints are), with the files of `extra`
+    (tokenizer, ...) that are not weights or configs."""
+    model.to(DTYPES[dtype]).save_pretrained(folder)
+    if not safe:  # transformers 5 writes safetensors only
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
+    for file in (extra.iterdir() if extra else []):
+        if not (folder / file.name).exists():
+            shutil.copy(file, folder / file.name)
+    return folder
+
+
+def check_converts(module: str, kind: str, source: Path, output: Path) -> float:
+    """Convert `source` like `zoo convert` does and return the verification's
+    difference, after checking the checkpoint really is 16-bit."""
+    import importlib
+
+    fmt = CONVERSIONS[module][kind]
+    converter = importlib.import_module(module)
+    getattr(converter, fmt.convert)(source, output, str(source))
+    diff = getattr(converter, fmt.compare)(output, source)
+    assert diff is not None and diff <= fmt.tolerance, (diff, fmt.tolerance)
+    return diff
+
+
+def stored_dtypes(folder: Path) -> set[str]:
+    from zoo.presets.checkpoint_io import read_transformers_weights
+
+    return {str(np.asarray(v).dtype) for v in read_transformers_weights(folder).values()}
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_bert(tmp_path, dtype):
+    from tests.nlp.bert.reference import make_hf_bert
+
+    original = make_hf_bert(tmp_path / "f32", "BertForSequenceClassification")
+    model = transformers.BertForSequenceClassification.from_pretrained(original,
+                                                                       dtype=torch.float32)
+    source = resave(model, tmp_path / dtype, dtype, extra=original)
+    assert stored_dtypes(source) == {dtype}
+    check_converts("zoo.nlp.bert.bert_convert", "transformers", source, tmp_path / "preset")
+
+
+@pytest.mark.parametrize("dtype, safe", [("float16", True), ("bfloat16", True),
+                                         ("float16", False)],
+                         ids=["float16", "bfloat16", "float16-pytorch_model.bin"])
+def test_opt(tmp_path, dtype, safe):
+    from tests.nlp.opt.reference import make_hf_opt
+
+    original = make_hf_opt(tmp_path / "f32")
+    model = transformers.OPTForCausalLM.from_pretrained(original, dtype=torch.float32)
+    source = resave(model, tmp_path / dtype, dtype, safe=safe)
+    assert (source / "pytorch_model.bin").is_file() != safe
+    assert stored_dtypes(source) == {dtype}
+    check_converts("zoo.nlp.opt.opt_convert", "transformers", source, tmp_path / "preset")
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_whisper(tmp_path, dtype):
+    from tests.audio.whisper.reference import random_whisper
+
+    model = random_whisper(tmp_path / "f32", perturb=True)
+    source = resave(model, tmp_path / dtype, dtype, extra=tmp_path / "f32")
+    assert stored_dtypes(source) == {dtype}
+    check_converts("zoo.audio.whisper.whisper_convert", "transformers", source,
+                   tmp_path / "preset")
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_stable_diffusion(tmp_path, dtype):
+    diffusers = pytest.importorskip("diffusers")
+    from tests.diffusion.stable_diffusion.tiny_pipeline import make_pipeline
+
+    make_pipeline(tmp_path / "f32", num_merges=200)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "f32" / "diffusers",
+                                                             dtype=torch.float32)
+    source = tmp_path / dtype
+    pipe.to(DTYPES[dtype]).save_pretrained(source)
+    from zoo.presets.checkpoint_io import read_safetensors
+
+    stored = read_safetensors(source / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {str(np.asarray(v).dtype) for v in stored.values()} == {dtype}
+    check_converts("zoo.diffusion.stable_diffusion.stable_diffusion_convert", "diffusers",
+                   source, tmp_path / "preset")
+
+
+def test_zoo_convert_of_a_float16_opt(tmp_path, zoo_home):
+    """The case of issue 21: `zoo convert` on a float16 OPT ended with
+    "conversion does not match the reference; nothing written"."""
+    from tests.nlp.opt.reference import make_hf_opt
+    from zoo.cli import main
+
+    original = make_hf_opt(tmp_path / "f32")
+    model = transformers.OPTForCausalLM.from_pretrained(original, dtype=torch.float32)
+    source = resave(model, tmp_path / "f16", "float16")
+    assert main(["convert", str(source), "--name", "opt-f16"]) == 0
+    assert (zoo_home / "presets" / "opt-f16" / "metadata.json").is_file()
