@@ -34,11 +34,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.utils.atomic import atomic_file
+from zoo.cli_args import (
+    CommandError,
+    check_output_path,
+    check_text_arguments,
+    write_atomically,
+)
 
 DEMO_QUERY = "How do I keep my houseplants alive?"
 DEMO_SENTENCES = [
@@ -52,10 +57,6 @@ DEMO_SENTENCES = [
 #: the demo's speech clip and photo (committed fixture; matplotlib's sample data)
 DEMO_CLIP = "tests/data/speech/story.flac"
 DEMO_PHOTO = "grace_hopper.jpg"
-
-
-class CommandError(Exception):
-    """A user-facing error raised by a command (printed as one line)."""
 
 
 # --------------------------------------------------------------------------- #
@@ -104,76 +105,6 @@ def _load_task(preset: str, args: argparse.Namespace, method: str, kind: str = "
         raise CommandError(f"Preset {preset!r} loads a {type(task).__name__}, which has no "
                            f"{method}(). Fix: pass --preset with a model that has one.")
     return task
-
-
-def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = ()) -> Path:
-    """Fail early (before any model work) when `path` cannot be written.
-
-    >>> check_output_path("/no/such/dir/out.png")
-    Traceback (most recent call last):
-    ...
-    zoo.cli.CommandError: Cannot write /no/such/dir/out.png: the directory /no/such/dir does not exist. Fix: create it or pass another --out.
-    """
-    out = Path(path)
-    if suffixes and out.suffix.lower() not in suffixes:
-        raise CommandError(f"Cannot write {out}: use one of {', '.join(suffixes)} as the "
-                           "file extension.")
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise CommandError(f"Cannot write {out}: it is a directory. Fix: pass a file name.")
-    if not parent.is_dir():
-        raise CommandError(f"Cannot write {out}: the directory {parent} does not exist. "
-                           "Fix: create it or pass another --out.")
-    if not os.access(parent, os.W_OK):
-        raise CommandError(f"Cannot write {out}: the directory {parent} is not writable. "
-                           "Fix: pass another --out.")
-    return out
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file next to `path`, then rename it into
-    place, so an interrupted run never leaves a half-written file (and what a
-    killed run left is cleaned by the next write there: `zoo.utils.atomic`).
-
-    Raises:
-        CommandError: the file could not be written (a full disk, say); `path` is
-            as it was and the temporary file is gone.
-    """
-    try:
-        with atomic_file(path) as tmp:
-            write(tmp)
-    except OSError as e:
-        raise CommandError(f"Cannot write {path}: {e.strerror or e}. Fix: free some space or "
-                           "pass another --out.") from e
-    return path
-
-
-#: arguments that are file names, which may hold any bytes; every other one is text
-_PATH_ARGUMENTS = frozenset({"file", "image", "directory", "source", "preset", "out",
-                             "out_dir"})
-
-
-def check_text_arguments(args: argparse.Namespace) -> None:
-    """Refuse text arguments that are not UTF-8 (Python keeps undecodable
-    command-line bytes as lone surrogates, which no tokenizer or file format takes).
-
-    >>> check_text_arguments(argparse.Namespace(text=["ok", "\\udcff"]))
-    Traceback (most recent call last):
-    ...
-    zoo.cli.CommandError: The text argument is not valid UTF-8 (b'\\xff'). Fix: pass UTF-8 text (set the terminal or script encoding to UTF-8).
-    """
-    for dest, value in vars(args).items():
-        if dest in _PATH_ARGUMENTS:
-            continue
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raw = item.encode("utf-8", "surrogateescape")
-                    raise CommandError(f"The {dest.replace('_', '-')} argument is not valid "
-                                       f"UTF-8 ({raw!r}). Fix: pass UTF-8 text (set the "
-                                       "terminal or script encoding to UTF-8).") from None
 
 
 def _rank(query: str, documents: Sequence[str], preset: str,
