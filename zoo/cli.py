@@ -163,6 +163,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         argv += ["--upload", args.upload]
     if args.tolerance is not None:
         argv += ["--tolerance", str(args.tolerance)]
+    argv += ["--dtype", args.dtype]
     return convert_main(argv, module, "zoo convert", prog="zoo convert")
 
 
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upload", metavar="HF_HANDLE", help="also upload to hf://org/repo")
     p.add_argument("--tolerance", type=float, help="largest difference allowed against the "
                                                    "reference library")
+    p.add_argument("--dtype", choices=("source", "float32", "float16", "bfloat16"),
+                   default="source", help="dtype the preset stores its weights in (default: the "
+                   "checkpoint's own; see zoo.cli_convert.DTYPE_HELP)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("upload", help="validate a preset folder, then upload it")

@@ -23,7 +23,7 @@ from pathlib import Path
 class SourceFormat:
     """How a script converts and checks one kind of checkpoint."""
 
-    # converter-module function `(source, output, handle) -> None`
+    # converter-module function `(source, output, handle, dtype="source") -> None`
     convert: str
     # converter-module function `(preset_dir, source) -> float`, or None from it when this
     # checkpoint has no reference to run; None here: no reference exists for the format
@@ -38,6 +38,15 @@ class SourceFormat:
 
 _TRANSFORMERS = SourceFormat("convert_transformers", "compare_with_transformers",
                              "transformers,torch", "max abs difference vs transformers")
+
+#: `--dtype`: what a converted preset stores its weights in
+DTYPE_CHOICES = ("source", "float32", "float16", "bfloat16")
+DTYPE_HELP = ("dtype the preset stores its weights in (default: source, the checkpoint's own "
+              "when all its weights share one; a float16 checkpoint stays float16 on disk). "
+              "Loading casts to the model's dtype (float32 unless from_preset(dtype=...)). The "
+              "check against transformers/diffusers uses weights rounded the same way; "
+              "CTranslate2 and onnxruntime compute from the checkpoint's own weights, so a "
+              "narrower dtype than the checkpoint's needs --tolerance there.")
 
 #: converter module -> the checkpoint kinds it reads (by `detect_format`'s name)
 #: and how each is checked; used by `scripts/convert_weights/` and `zoo convert`
@@ -153,6 +162,7 @@ def main(argv: list[str] | None, converter: str, description: str,
     defaults = ", ".join(f"{f.tolerance:.0e} for {k}" for k, f in formats.items() if f.compare)
     parser.add_argument("--tolerance", type=float, default=None,
                         help=f"largest difference allowed against the reference ({defaults})")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="source", help=DTYPE_HELP)
     args = parser.parse_args(argv)
 
     from zoo.core.errors import ConversionError, PresetError, ZooError
@@ -173,7 +183,7 @@ def main(argv: list[str] | None, converter: str, description: str,
         tolerance = fmt.tolerance if args.tolerance is None else args.tolerance
         with hub.atomic_directory(target, tmp_root=hub.tmp_dir(),
                                   overwrite=args.overwrite) as preset:
-            getattr(module, fmt.convert)(folder, preset, args.source)
+            getattr(module, fmt.convert)(folder, preset, args.source, dtype=args.dtype)
             if fmt.compare is None:
                 print("no reference implementation for this format: skipped the numerical "
                       "check")

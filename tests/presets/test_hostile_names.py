@@ -189,7 +189,7 @@ def test_unusable_zoo_home_is_found_before_converting(where, tmp_path, monkeypat
 def test_disk_full_during_a_hub_write(hub_with_preset, bert_folder, monkeypatch, capsys):
     import zoo.nlp.bert.bert_convert as convert_module
 
-    def fill_the_disk(source, output, handle):
+    def fill_the_disk(source, output, handle, dtype="source"):
         (Path(output) / "model.weights.h5").write_bytes(b"\0" * 1000)  # half written
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -40,17 +41,48 @@ def resave(model, folder: Path, dtype: str, safe: bool = True, extra: Path | Non
     return folder
 
 
-def check_converts(module: str, kind: str, source: Path, output: Path) -> float:
-    """Convert `source` like `zoo convert` does and return the verification's
-    difference, after checking the checkpoint really is 16-bit."""
+def check_converts(module: str, kind: str, source: Path, output: Path, dtype: str = "source",
+                   stored: str | None = None) -> float:
+    """Convert `source` like `zoo convert --dtype DTYPE` does, check the
+    preset stores its floating-point weights in `stored` (and records it),
+    and return the verification's difference."""
     import importlib
+
+    from zoo.core.preset_io import read_metadata
 
     fmt = CONVERSIONS[module][kind]
     converter = importlib.import_module(module)
-    getattr(converter, fmt.convert)(source, output, str(source))
+    getattr(converter, fmt.convert)(source, output, str(source), dtype=dtype)
+    if stored is not None:
+        assert preset_dtypes(output) == {stored}
+        assert read_metadata(output)["storage_dtype"] == stored
     diff = getattr(converter, fmt.compare)(output, source)
     assert diff is not None and diff <= fmt.tolerance, (diff, fmt.tolerance)
     return diff
+
+
+def preset_dtypes(preset: Path) -> set[str]:
+    """The dtypes of a preset's floating-point weights, as stored."""
+    import h5py
+
+    found = set()
+    for file in preset.glob("*.weights.h5"):
+        with h5py.File(file, "r") as f:
+            f.visititems(lambda _, item: found.add(item.attrs["dtype"])
+                         if isinstance(item, h5py.Dataset) else None)
+    return {d for d in found if "float" in d}
+
+
+def preset_bytes(preset: Path) -> int:
+    """The bytes of a preset's weight tensors (without HDF5's headers)."""
+    import h5py
+
+    sizes = []
+    for file in preset.glob("*.weights.h5"):
+        with h5py.File(file, "r") as f:
+            f.visititems(lambda _, item: sizes.append(item.nbytes)
+                         if isinstance(item, h5py.Dataset) else None)
+    return sum(sizes)
 
 
 def stored_dtypes(folder: Path) -> set[str]:
@@ -68,7 +100,8 @@ def test_bert(tmp_path, dtype):
                                                                        dtype=torch.float32)
     source = resave(model, tmp_path / dtype, dtype, extra=original)
     assert stored_dtypes(source) == {dtype}
-    check_converts("zoo.nlp.bert.bert_convert", "transformers", source, tmp_path / "preset")
+    check_converts("zoo.nlp.bert.bert_convert", "transformers", source, tmp_path / "preset",
+                   stored=dtype)
 
 
 @pytest.mark.parametrize("dtype, safe", [("float16", True), ("bfloat16", True),
@@ -82,7 +115,15 @@ def test_opt(tmp_path, dtype, safe):
     source = resave(model, tmp_path / dtype, dtype, safe=safe)
     assert (source / "pytorch_model.bin").is_file() != safe
     assert stored_dtypes(source) == {dtype}
-    check_converts("zoo.nlp.opt.opt_convert", "transformers", source, tmp_path / "preset")
+    check_converts("zoo.nlp.opt.opt_convert", "transformers", source, tmp_path / "preset",
+                   stored=dtype)
+    # the preset stores as many weight bytes as the checkpoint (not twice: float32;
+    # HDF5's per-dataset headers, about 1 KB each, matter only for tiny models)
+    from zoo.presets.checkpoint_io import read_transformers_weights
+
+    checkpoint = sum(np.asarray(v).nbytes for k, v in read_transformers_weights(source).items()
+                     if k != "lm_head.weight")  # tied to the token embedding: stored once
+    assert preset_bytes(tmp_path / "preset") == checkpoint
 
 
 @pytest.mark.parametrize("dtype", sorted(DTYPES))
@@ -93,7 +134,7 @@ def test_whisper(tmp_path, dtype):
     source = resave(model, tmp_path / dtype, dtype, extra=tmp_path / "f32")
     assert stored_dtypes(source) == {dtype}
     check_converts("zoo.audio.whisper.whisper_convert", "transformers", source,
-                   tmp_path / "preset")
+                   tmp_path / "preset", stored=dtype)
 
 
 @pytest.mark.parametrize("dtype", sorted(DTYPES))
@@ -111,7 +152,7 @@ def test_stable_diffusion(tmp_path, dtype):
     stored = read_safetensors(source / "unet" / "diffusion_pytorch_model.safetensors")
     assert {str(np.asarray(v).dtype) for v in stored.values()} == {dtype}
     check_converts("zoo.diffusion.stable_diffusion.stable_diffusion_convert", "diffusers",
-                   source, tmp_path / "preset")
+                   source, tmp_path / "preset", stored=dtype)
 
 
 def test_zoo_convert_of_a_float16_opt(tmp_path, zoo_home):
@@ -125,3 +166,45 @@ def test_zoo_convert_of_a_float16_opt(tmp_path, zoo_home):
     source = resave(model, tmp_path / "f16", "float16")
     assert main(["convert", str(source), "--name", "opt-f16"]) == 0
     assert (zoo_home / "presets" / "opt-f16" / "metadata.json").is_file()
+
+
+@pytest.mark.parametrize("source_dtype, dtype", [("float32", "bfloat16"), ("float16", "float32"),
+                                                 ("float16", "bfloat16")])
+def test_dtype_option_chooses_the_storage(tmp_path, source_dtype, dtype):
+    """`--dtype`: the verification rounds the reference's weights the same way,
+    so a float32 checkpoint stored in bfloat16 passes at float32 tolerance."""
+    from tests.nlp.opt.reference import make_hf_opt
+
+    source = make_hf_opt(tmp_path / "f32")
+    if source_dtype != "float32":
+        model = transformers.OPTForCausalLM.from_pretrained(source, dtype=torch.float32)
+        source = resave(model, tmp_path / source_dtype, source_dtype)
+    check_converts("zoo.nlp.opt.opt_convert", "transformers", source, tmp_path / "preset",
+                   dtype=dtype, stored=dtype)
+
+
+def test_16_bit_preset_loads_in_any_dtype(tmp_path):
+    """A float16 preset loads as float32 by default (the same numbers as the
+    checkpoint, computed in float32) and in bfloat16 when asked, cast one
+    tensor at a time as it is read."""
+    from tests.nlp.opt.reference import make_hf_opt, random_batch
+    from zoo.models import OPTBackbone
+
+    original = make_hf_opt(tmp_path / "f32")
+    model = transformers.OPTForCausalLM.from_pretrained(original, dtype=torch.float32)
+    source = resave(model, tmp_path / "f16", "float16")
+    check_converts("zoo.nlp.opt.opt_convert", "transformers", source, tmp_path / "preset",
+                   stored="float16")
+    default = OPTBackbone.from_preset(tmp_path / "preset")
+    assert {w.dtype for w in default.weights if "float" in w.dtype} == {"float32"}
+    half = transformers.OPTForCausalLM.from_pretrained(source, dtype=torch.float16)
+    np.testing.assert_array_equal(  # float16 -> float32 is exact
+        keras.ops.convert_to_numpy(default.token_embedding.embeddings),
+        half.model.decoder.embed_tokens.weight.detach().float().numpy())
+    bf16 = OPTBackbone.from_preset(tmp_path / "preset", dtype="bfloat16")
+    assert {w.dtype for w in bf16.weights if "float" in w.dtype} == {"bfloat16"}
+    batch = random_batch(2, 8, default.vocabulary_size)
+    ours = np.asarray(bf16.predict_on_batch(batch), "float32")
+    reference = np.asarray(default.predict_on_batch(batch), "float32")
+    assert np.isfinite(ours).all()
+    assert np.abs(ours - reference).max() < 0.1 * np.abs(reference).max()

@@ -236,6 +236,7 @@ def write_preset(
     preprocessor: Any = None,
     task: Any = None,
     source: str | None = None,
+    storage_dtype: str | None = None,
 ) -> Path:
     """Write the given parts into a preset directory, atomically.
 
@@ -247,6 +248,11 @@ def write_preset(
         directory: the preset directory to create or update.
         backbone, tokenizer, preprocessor, task: the parts to write.
         source: the handle the weights came from, recorded in metadata.json.
+        storage_dtype: the dtype floating-point weights are written in
+            (converters pass the checkpoint's, so a float16 source stays
+            float16 on disk); None: the variables' own. Loading casts each
+            tensor to the model's dtype as it is read. Recorded in
+            metadata.json as `storage_dtype`.
     """
     directory = Path(directory)
     if task is not None:
@@ -267,7 +273,8 @@ def write_preset(
         if backbone is not None:
             write_json(work / CONFIG_FILE, serialize(backbone))
             written += [CONFIG_FILE]
-            written += weights_io.save_weights(backbone.weights, work, BACKBONE_WEIGHTS)
+            written += weights_io.save_weights(backbone.weights, work, BACKBONE_WEIGHTS,
+                                               storage_dtype=storage_dtype)
         if tokenizer is not None:
             assets = work / ASSETS_DIR / "tokenizer"
             assets.mkdir(parents=True)
@@ -280,7 +287,8 @@ def write_preset(
         if task is not None:
             write_json(work / TASK_FILE, serialize(task, drop=("backbone", "preprocessor")))
             written += [TASK_FILE]
-            written += weights_io.save_weights(task.head_weights(), work, TASK_WEIGHTS)
+            written += weights_io.save_weights(task.head_weights(), work, TASK_WEIGHTS,
+                                               storage_dtype=storage_dtype)
         if old_meta:
             _copy_untouched(directory, work, set(written))
         files = _digests(work, set(written), old_meta.get("files", {}))
@@ -292,11 +300,15 @@ def write_preset(
             "task_class": old_meta.get("task_class"),
             "parameter_count": old_meta.get("parameter_count"),
             "source": source or old_meta.get("source"),
+            "storage_dtype": old_meta.get("storage_dtype"),
             "files": files,
         }
         if backbone is not None:
             meta["backbone_class"] = type(backbone).__name__
             meta["parameter_count"] = int(backbone.count_params())
+            floats = {weights_io.stored_dtype(v.dtype, storage_dtype) for v in backbone.weights
+                      if weights_io.is_floating(v.dtype)}
+            meta["storage_dtype"] = floats.pop() if len(floats) == 1 else "mixed"
         if task is not None:
             meta["task_class"] = type(task).__name__
         write_json(work / METADATA_FILE, meta)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import keras
@@ -111,11 +112,33 @@ def _to_storable(array: np.ndarray) -> tuple[np.ndarray, str]:
     return array, dtype
 
 
+#: the dtypes floating-point weights may be stored in
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def is_floating(dtype: Any) -> bool:
+    """Whether `dtype` (a Keras, numpy or ml_dtypes dtype) is floating point."""
+    return keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16", "float32",
+                                                      "float64")
+
+
+def stored_dtype(variable_dtype: str, storage_dtype: str | None) -> str:
+    """The dtype a variable is written in: `storage_dtype` for floating-point
+    variables when given, else the variable's own (integers never change).
+
+    >>> stored_dtype("float32", "bfloat16"), stored_dtype("int32", "bfloat16")
+    ('bfloat16', 'int32')
+    """
+    dtype = keras.backend.standardize_dtype(variable_dtype)
+    return storage_dtype if storage_dtype is not None and is_floating(dtype) else dtype
+
+
 def save_weights(
     variables: Sequence[keras.Variable],
     directory: Path,
     base: str,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    storage_dtype: str | None = None,
 ) -> list[str]:
     """Write `variables` under `directory`; return the file names written.
 
@@ -124,12 +147,15 @@ def save_weights(
         directory: an existing directory.
         base: file stem, e.g. `"model"` gives `model.weights.h5`.
         max_shard_bytes: split into several files above this many bytes.
+        storage_dtype: write floating-point weights in this dtype (one of
+            `STORAGE_DTYPES`, cast one tensor at a time); None: as they are.
     """
     paths = _unique_paths(variables)
+    dtypes = [numpy_dtype(stored_dtype(v.dtype, storage_dtype)) for v in variables]
     shards: list[list[int]] = [[]]
     size = 0
     for i, variable in enumerate(variables):
-        nbytes = int(np.prod(variable.shape)) * numpy_dtype(variable.dtype).itemsize
+        nbytes = int(np.prod(variable.shape)) * dtypes[i].itemsize
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
@@ -146,7 +172,8 @@ def save_weights(
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             for i in members:
-                data, dtype = _to_storable(keras.ops.convert_to_numpy(variables[i]))
+                data, dtype = _to_storable(np.asarray(
+                    keras.ops.convert_to_numpy(variables[i])).astype(dtypes[i], copy=False))
                 dataset = f.create_dataset(paths[i], data=data)
                 dataset.attrs["dtype"] = dtype
                 weight_map[paths[i]] = name

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -191,6 +192,54 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: {e}") from None
 
 
+def storage_dtype(arrays: Iterable[np.ndarray], requested: str = "source") -> str:
+    """The dtype a converted preset stores its floating-point weights in.
+
+    `requested` is what `zoo convert --dtype` takes: "float32", "float16",
+    "bfloat16", or "source": the checkpoint's own dtype when all its
+    floating-point tensors share one of those (a float16 checkpoint stays
+    float16 on disk), else float32 (mixed or float64 checkpoints keep their
+    precision).
+
+    >>> import ml_dtypes
+    >>> storage_dtype([np.zeros(2, "float16"), np.zeros(2, "int64")])
+    'float16'
+    >>> storage_dtype([np.zeros(2, ml_dtypes.bfloat16), np.zeros(2, "float32")])
+    'float32'
+    >>> storage_dtype([np.zeros(2, "float16")], "bfloat16")
+    'bfloat16'
+
+    Raises:
+        ConversionError: `requested` is none of those.
+    """
+    from zoo.core.weights_io import STORAGE_DTYPES, is_floating
+
+    if requested != "source":
+        if requested not in STORAGE_DTYPES:
+            raise ConversionError(f"dtype={requested!r} is not a storage dtype. Fix: pass one "
+                                  f"of {', '.join(STORAGE_DTYPES)}, or 'source'.")
+        return requested
+    found = {str(a.dtype) for a in arrays if is_floating(a.dtype)}
+    return found.pop() if len(found) == 1 and found <= set(STORAGE_DTYPES) else "float32"
+
+
+def load_reference(cls: Any, source: str | Path, preset_dir: str | Path, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(source)` (a transformers or diffusers class) for
+    verifying a conversion: its weights rounded to the preset's storage dtype,
+    then computed in float32, as zoo computes from the preset. So a float16
+    checkpoint is compared from the same float16 numbers on both sides, and a
+    float32 checkpoint stored in bfloat16 (`--dtype bfloat16`) against the
+    same rounded weights, within the family's float32 tolerance either way."""
+    import torch
+
+    from zoo.core.preset_io import read_metadata
+    from zoo.core.weights_io import STORAGE_DTYPES
+
+    storage = read_metadata(Path(preset_dir)).get("storage_dtype")
+    dtype = getattr(torch, storage) if storage in STORAGE_DTYPES else torch.float32
+    return cls.from_pretrained(source, dtype=dtype, **kwargs).to(torch.float32).eval()
+
+
 class WeightReader:
     """A checkpoint's arrays, handed out by name; tracks which were used.
 
@@ -222,6 +271,10 @@ class WeightReader:
 
     def unused(self) -> list[str]:
         return sorted(set(self.arrays) - self.used)
+
+    def storage_dtype(self, requested: str = "source") -> str:
+        """`storage_dtype` of this checkpoint's arrays."""
+        return storage_dtype(self.arrays.values(), requested)
 
 
 def port_weight(variable: object, array: np.ndarray, *, transpose: bool = False,

@@ -24,6 +24,7 @@ from zoo.core.preset_io import write_preset
 from zoo.core.tokenizer import check_fits_embedding
 from zoo.presets.checkpoint_io import (
     WeightReader,
+    load_reference,
     port_dense,
     port_layer_norm,
     port_weight,
@@ -106,10 +107,11 @@ def port_backbone(backbone: WhisperBackbone, weights: WeightReader, prefix: str 
 
 def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path,
              output: Path, handle: str, generation: dict[str, Any], tokenizer_dir: Path | None,
-             ) -> None:
+             dtype: str = "source") -> None:
     from zoo.audio.whisper.whisper_audio_to_text import WhisperAudioToText
 
     weights = WeightReader(arrays, str(source))
+    storage = weights.storage_dtype(dtype)
     # Built without random values; every weight gets the checkpoint's.
     backbone, created = deferred.abstract_build(
         lambda: WhisperBackbone(**convert_backbone_config(config)))
@@ -130,7 +132,7 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
         preprocessor = _preprocessor(tokenizer_dir, backbone)
         check_fits_embedding(preprocessor.tokenizer, backbone.vocabulary_size, str(source))
     task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
-    write_preset(output, task=task, source=handle)
+    write_preset(output, task=task, source=handle, storage_dtype=storage)
 
 
 def _preprocessor(directory: Path, backbone: WhisperBackbone) -> Any:
@@ -165,8 +167,9 @@ def _generation_settings(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convert_transformers(source: Path, output: Path, handle: str) -> None:
-    """Convert a transformers Whisper folder to a zoo preset."""
+def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
+    """Convert a transformers Whisper folder to a zoo preset (weights stored in
+    `dtype`, see `zoo.presets.checkpoint_io.storage_dtype`)."""
     source = Path(source)
     config = json.loads((source / "config.json").read_text())
     generation_file = source / "generation_config.json"
@@ -175,21 +178,22 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
         generation = _generation_settings(json.loads(generation_file.read_text()))
     arrays = read_transformers_weights(source)
     _convert(config, arrays, source, output, handle, generation,
-             source if _has_tokenizer(source) else None)
+             source if _has_tokenizer(source) else None, dtype)
 
 
-def convert_ctranslate2(source: Path, output: Path, handle: str) -> None:
-    """Convert a CTranslate2 (faster-whisper) Whisper folder to a zoo preset."""
+def convert_ctranslate2(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
+    """Convert a CTranslate2 (faster-whisper) Whisper folder to a zoo preset
+    (weights stored in `dtype`)."""
     source = Path(source)
     config, arrays = ctranslate2_to_transformers(source / "model.bin")
     generation = {}
     if (source / "config.json").is_file():
         generation = _generation_settings(json.loads((source / "config.json").read_text()))
     _convert(config, arrays, source, output, handle, generation,
-             source if _has_tokenizer(source) else None)
+             source if _has_tokenizer(source) else None, dtype)
 
 
-def convert_openai(source: Path, output: Path, handle: str) -> None:
+def convert_openai(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
     """Convert an openai-whisper `.pt` file to a zoo preset.
 
     The file holds no vocabulary: a `tokenizer.json` next to it is used when
@@ -198,7 +202,7 @@ def convert_openai(source: Path, output: Path, handle: str) -> None:
     source = Path(source)
     config, arrays = openai_to_transformers(source)
     _convert(config, arrays, source, output, handle, {},
-             source.parent if _has_tokenizer(source.parent) else None)
+             source.parent if _has_tokenizer(source.parent) else None, dtype)
 
 
 def _verification_inputs(backbone: WhisperBackbone, decoder_start: int
@@ -232,7 +236,8 @@ def _zoo_outputs(preset_dir: Path, decoder_start: int
 
 def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     """Max abs difference of encoder outputs and logits against
-    transformers' `WhisperForConditionalGeneration` (loaded in float32), on
+    transformers' `WhisperForConditionalGeneration` (float32, from the weights
+    as the preset stores them: `load_reference`), on
     fixed pseudo-random features and decoder ids. Needs `torch` and `transformers`.
     """
     import torch
@@ -240,8 +245,7 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
 
     config = json.loads((Path(source) / "config.json").read_text())
     inputs, encoded, logits = _zoo_outputs(preset_dir, config.get("decoder_start_token_id", 0))
-    reference = transformers.WhisperForConditionalGeneration.from_pretrained(
-        source, dtype=torch.float32).eval()
+    reference = load_reference(transformers.WhisperForConditionalGeneration, source, preset_dir)
     with torch.no_grad():
         out = reference(input_features=torch.from_numpy(inputs["encoder_features"]),
                         decoder_input_ids=torch.from_numpy(inputs["decoder_token_ids"]).long())

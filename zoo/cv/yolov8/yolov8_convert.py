@@ -18,7 +18,7 @@ import numpy as np
 
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
-from zoo.presets.checkpoint_io import WeightReader, port_weight
+from zoo.presets.checkpoint_io import WeightReader, port_weight, storage_dtype
 from zoo.utils.progress import progress
 
 #: torch.nn modules a DetectionModel pickles (recorded as data, never run)
@@ -198,14 +198,15 @@ def port_detector(detector: Any, weights: WeightReader) -> None:
                               "are; this head is not supported.")
 
 
-def build_detector(source: Path) -> Any:
-    """Read `source` (an ultralytics `.pt`) and return a `YOLOV8Detector` with its weights."""
+def build_detector(source: Path, data: dict[str, Any] | None = None) -> Any:
+    """Read `source` (an ultralytics `.pt`; `data`: what `read_ultralytics_checkpoint`
+    gave for it, when read already) and return a `YOLOV8Detector` with its weights."""
     from zoo.cv.yolov8.yolov8_backbone import YOLOV8Backbone
     from zoo.cv.yolov8.yolov8_detector import YOLOV8Detector
 
     from zoo.core import deferred
 
-    data = read_ultralytics_checkpoint(source)
+    data = read_ultralytics_checkpoint(source) if data is None else data
     config = convert_backbone_config(data["weights"])
     names = data["names"] if len(data["names"]) == config["num_classes"] else None
     # Built without random initial values: every variable gets the checkpoint's.
@@ -223,9 +224,14 @@ def build_detector(source: Path) -> Any:
     return detector
 
 
-def convert_ultralytics(source: Path, output: Path, handle: str) -> None:
-    """Convert an ultralytics YOLOv8 detection `.pt` into a zoo preset at `output`."""
-    write_preset(output, task=build_detector(Path(source)), source=handle)
+def convert_ultralytics(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
+    """Convert an ultralytics YOLOv8 detection `.pt` into a zoo preset at `output`,
+    its weights stored in `dtype` (`zoo.presets.checkpoint_io.storage_dtype`;
+    ultralytics saves float16)."""
+    data = read_ultralytics_checkpoint(Path(source))
+    storage = storage_dtype(data["weights"].values(), dtype)
+    write_preset(output, task=build_detector(Path(source), data), source=handle,
+                 storage_dtype=storage)
 
 
 def reference_onnx(source: Path) -> Path | None:

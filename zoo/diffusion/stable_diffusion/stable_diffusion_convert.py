@@ -43,7 +43,12 @@ from zoo.diffusion.stable_diffusion.vae_convert import (
     port_vae_encoder,
     vae_config,
 )
-from zoo.presets.checkpoint_io import WeightReader, read_safetensors
+from zoo.presets.checkpoint_io import (
+    WeightReader,
+    load_reference,
+    read_safetensors,
+    storage_dtype,
+)
 
 #: pipelines whose folders hold an SD v1-style text encoder, UNet and VAE
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline",
@@ -171,7 +176,7 @@ def _tokenizer(source: Path | None, backbone: Any, what: str) -> Any:
 
 
 def _write(backbone: Any, tokenizer: Any, scheduler_config: dict, output: Path,
-           handle: str) -> None:
+           handle: str, storage: str) -> None:
     from zoo.diffusion.stable_diffusion.stable_diffusion import StableDiffusion
     from zoo.diffusion.stable_diffusion.stable_diffusion_preprocessor import (
         StableDiffusionPreprocessor,
@@ -180,15 +185,19 @@ def _write(backbone: Any, tokenizer: Any, scheduler_config: dict, output: Path,
     scheduler = SCHEDULER_NAMES.get(scheduler_config.get("_class_name", ""), "pndm")
     task = StableDiffusion(backbone, StableDiffusionPreprocessor(tokenizer),
                            default_scheduler=scheduler)
-    write_preset(output, task=task, source=handle)
+    write_preset(output, task=task, source=handle, storage_dtype=storage)
 
 
-def convert_diffusers(source: str | Path, output: str | Path, handle: str) -> None:
-    """Convert a diffusers Stable Diffusion folder into a zoo preset at `output`."""
+def convert_diffusers(source: str | Path, output: str | Path, handle: str,
+                      dtype: str = "source") -> None:
+    """Convert a diffusers Stable Diffusion folder into a zoo preset at `output`,
+    its weights stored in `dtype` (`zoo.presets.checkpoint_io.storage_dtype`)."""
     source = Path(source)
     configs, weights = read_diffusers_folder(source)
+    storage = storage_dtype((a for arrays in weights.values() for a in arrays.values()), dtype)
     backbone = build_backbone(configs, weights, str(source))
-    _write(backbone, _tokenizer(source, backbone, str(source)), configs["scheduler"], Path(output), handle)
+    _write(backbone, _tokenizer(source, backbone, str(source)), configs["scheduler"],
+           Path(output), handle, storage)
 
 
 def read_single_file(path: Path) -> dict[str, np.ndarray]:
@@ -201,7 +210,7 @@ def read_single_file(path: Path) -> dict[str, np.ndarray]:
 
 
 def convert_single_file(source: str | Path, output: str | Path, handle: str,
-                        config_dir: str | Path | None = None) -> None:
+                        config_dir: str | Path | None = None, dtype: str = "source") -> None:
     """Convert a single-file original checkpoint into a zoo preset at `output`.
 
     Args:
@@ -211,9 +220,12 @@ def convert_single_file(source: str | Path, output: str | Path, handle: str,
         config_dir: a diffusers folder whose configs (and tokenizer) describe
             the checkpoint; None: SD v1's configs, with the UNet's input
             channels read from the weights (9 for inpainting models).
+        dtype: the dtype the preset stores its weights in
+            (`zoo.presets.checkpoint_io.storage_dtype`; "source": the file's).
     """
     source = Path(source)
     state = read_single_file(source)
+    storage = storage_dtype(state.values(), dtype)
     if f"{UNET_PREFIX}input_blocks.0.0.weight" not in state:
         raise ConversionError(
             f"{source} is not a single-file Stable Diffusion checkpoint (no "
@@ -233,7 +245,8 @@ def convert_single_file(source: str | Path, output: str | Path, handle: str,
     weights = original_to_diffusers(state, unet_layout(configs["unet"]),
                                     vae_layout(configs["vae"]), str(source))
     backbone = build_backbone(configs, weights, str(source))
-    _write(backbone, _tokenizer(config_dir, backbone, str(source)), configs["scheduler"], Path(output), handle)
+    _write(backbone, _tokenizer(config_dir, backbone, str(source)), configs["scheduler"],
+           Path(output), handle, storage)
 
 
 def _verification_inputs(backbone: Any) -> dict[str, np.ndarray]:
@@ -256,7 +269,8 @@ def _verification_inputs(backbone: Any) -> dict[str, np.ndarray]:
 
 
 def compare_with_diffusers(preset_dir: Path, source: Path) -> float:
-    """Largest abs difference against diffusers / transformers (float32) over
+    """Largest abs difference against diffusers / transformers (float32, from
+    the weights as the preset stores them: `load_reference`) over
     the text encoder's hidden states, the UNet's noise prediction and the
     VAE's encoder moments and decoded pixels, on fixed pseudo-random inputs
     (77 token ids, 8x8 latents, one 64x64 image for SD). Needs `torch`,
@@ -274,15 +288,14 @@ def compare_with_diffusers(preset_dir: Path, source: Path) -> float:
     nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
     nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
     with torch.no_grad():
-        text = transformers.CLIPTextModel.from_pretrained(source / "text_encoder",
-                                                          dtype=torch.float32).eval()
+        text = load_reference(transformers.CLIPTextModel, source / "text_encoder", preset_dir)
         hidden = text(torch.from_numpy(inputs["token_ids"]).long()).last_hidden_state.numpy()
         del text
-        unet = UNet2DConditionModel.from_pretrained(source / "unet", dtype=torch.float32).eval()
+        unet = load_reference(UNet2DConditionModel, source / "unet", preset_dir)
         eps = nhwc(unet(nchw(inputs["latents"]), torch.from_numpy(inputs["timesteps"]),
                         encoder_hidden_states=torch.from_numpy(inputs["context"])).sample)
         del unet
-        vae = AutoencoderKL.from_pretrained(source / "vae", dtype=torch.float32).eval()
+        vae = load_reference(AutoencoderKL, source / "vae", preset_dir)
         moments = nhwc(vae.encode(nchw(inputs["images"])).latent_dist.parameters)
         decoded = nhwc(vae.decode(nchw(inputs["image_latents"])).sample)
     return float(max(np.abs(ours["text_embeddings"] - hidden).max(),

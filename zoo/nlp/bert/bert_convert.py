@@ -28,6 +28,7 @@ from zoo.nlp.bert.bert_text_embedder import BertTextEmbedder
 from zoo.nlp.bert.bert_tokenizer import BertTokenizer
 from zoo.presets.checkpoint_io import (
     WeightReader,
+    load_reference,
     port_dense,
     port_layer_norm,
     port_weight,
@@ -158,13 +159,15 @@ def _sentence_transformers_head(source: Path) -> dict[str, Any] | None:
     return head
 
 
-def convert_transformers(source: Path, output: Path, handle: str) -> None:
+def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
     """Convert a transformers (or sentence-transformers) BERT folder into a zoo preset.
 
     Args:
         source: the folder with config.json, weights and tokenizer files.
         output: an empty directory to write the preset into.
         handle: the source handle, recorded in metadata.json.
+        dtype: the dtype the preset stores its weights in
+            (`zoo.presets.checkpoint_io.storage_dtype`; "source": the checkpoint's).
 
     Raises:
         ConversionError: the folder is incomplete, or holds weights zoo would drop.
@@ -172,6 +175,7 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     source = Path(source)
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
+    storage = weights.storage_dtype(dtype)
     # Built without random values; every weight gets the checkpoint's.
     backbone, created = deferred.abstract_build(
         lambda: BertBackbone(**convert_backbone_config(hf_config)))
@@ -210,7 +214,7 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
             "Its architecture is not one zoo's BERT supports yet."
         )
     write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task,
-                 source=handle)
+                 source=handle, storage_dtype=storage)
 
 
 VERIFY_SENTENCES = [
@@ -226,8 +230,8 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
 
     Compares classifier logits, masked-LM logits (every real position) or
     last hidden states (real tokens), whichever the preset holds, with the
-    reference in float32 whatever the checkpoint stores. Needs `torch` and
-    `transformers`.
+    reference in float32 from the weights as the preset stores them
+    (`load_reference`). Needs `torch` and `transformers`.
     """
     import numpy as np
     import torch
@@ -246,21 +250,19 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     real = batch["padding_mask"].astype(bool)
     has_task = (preset_dir / "task.json").is_file()
     task = Task.from_preset(preset_dir) if has_task else None
-    # float32 like zoo's model, whatever dtype the checkpoint stores
-    float32 = {"dtype": torch.float32}
+    # float32 like zoo's model, from the weights as the preset stores them
     with torch.no_grad():
         if isinstance(task, BertTextClassifier):
-            ref = transformers.BertForSequenceClassification.from_pretrained(source,
-                                                                              **float32).eval()
+            ref = load_reference(transformers.BertForSequenceClassification, source, preset_dir)
             expected = ref(**torch_batch).logits.numpy()
             ours = np.asarray(task.predict_on_batch(batch))
         elif isinstance(task, BertMaskedLM):
-            ref = transformers.BertForMaskedLM.from_pretrained(source, **float32).eval()
+            ref = load_reference(transformers.BertForMaskedLM, source, preset_dir)
             expected = ref(**torch_batch).logits.numpy()[real]
             positions = np.tile(np.arange(real.shape[1], dtype="int32"), (len(real), 1))
             ours = np.asarray(task.predict_on_batch({**batch, "mask_positions": positions}))[real]
         else:
-            ref = transformers.BertModel.from_pretrained(source, **float32).eval()
+            ref = load_reference(transformers.BertModel, source, preset_dir)
             expected = ref(**torch_batch).last_hidden_state.numpy()[real]
             backbone = task.backbone if task is not None else Backbone.from_preset(preset_dir)
             ours = np.asarray(backbone.predict_on_batch(batch)["sequence_output"])[real]

@@ -23,6 +23,7 @@ from zoo.nlp.opt.opt_causal_lm_preprocessor import OPTCausalLMPreprocessor
 from zoo.nlp.opt.opt_tokenizer import OPTTokenizer
 from zoo.presets.checkpoint_io import (
     WeightReader,
+    load_reference,
     port_dense,
     port_layer_norm,
     port_weight,
@@ -82,8 +83,9 @@ def port_backbone(backbone: OPTBackbone, weights: WeightReader, prefix: str) -> 
         port_layer_norm(layer.output_layer_norm, weights, f"{p}.final_layer_norm")
 
 
-def convert_transformers(source: Path, output: Path, handle: str) -> None:
-    """Convert a transformers OPT folder (`OPTModel`/`OPTForCausalLM`) to a zoo preset.
+def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
+    """Convert a transformers OPT folder (`OPTModel`/`OPTForCausalLM`) to a zoo
+    preset, its weights stored in `dtype` (`checkpoint_io.storage_dtype`).
 
     Raises:
         ConversionError: the folder is incomplete or holds weights zoo would drop.
@@ -91,6 +93,7 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
     source = Path(source)
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
+    storage = weights.storage_dtype(dtype)
     # Built without random values; every weight gets the checkpoint's.
     backbone, created = deferred.abstract_build(
         lambda: OPTBackbone(**convert_backbone_config(hf_config)))
@@ -114,12 +117,13 @@ def convert_transformers(source: Path, output: Path, handle: str) -> None:
         preprocessor = OPTCausalLMPreprocessor(
             tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
     task = OPTCausalLM(backbone, preprocessor=preprocessor)
-    write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle)
+    write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle,
+                 storage_dtype=storage)
 
 
 def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     """Max abs difference of logits (real tokens) against `OPTForCausalLM`
-    (float32, whatever dtype the checkpoint stores).
+    (float32, from the weights as the preset stores them: `load_reference`).
 
     Uses fixed pseudo-random token ids with left padding, so it needs no
     tokenizer; requires `torch` and `transformers`.
@@ -134,9 +138,10 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     token_ids = rng.integers(4, vocab, size=(3, 16)).astype("int32")
     padding_mask = (np.arange(16)[None, :] >= np.array([[0], [5], [11]])).astype("int32")
     token_ids = np.where(padding_mask == 1, token_ids, 1).astype("int32")
-    # float32 like zoo's model: a 16-bit checkpoint (every OPT from 1.3b up is
-    # float16) is compared in float32 on both sides, never 16-bit against 32-bit
-    reference = transformers.OPTForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    # float32 like zoo's model, from the weights the preset stores: a 16-bit
+    # checkpoint (every OPT from 1.3b up is float16) is compared in float32 on
+    # both sides, never 16-bit against 32-bit
+    reference = load_reference(transformers.OPTForCausalLM, source, preset_dir)
     with torch.no_grad():
         expected = reference(input_ids=torch.tensor(token_ids).long(),
                              attention_mask=torch.tensor(padding_mask).long()).logits.numpy()
