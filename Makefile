@@ -40,11 +40,11 @@ install: $(STAMP)
 # libraries are shared through a folder that lives for this run (ZOO_TEST_CACHE,
 # tests/run_cache.py).
 test: install
-	@status=0; cache=$$(mktemp -d); for backend in $(BACKENDS); do \
+	@status=0; cache=$$(mktemp -d); trap 'rm -rf "$$cache"' EXIT; trap 'exit 130' INT TERM; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend ZOO_TEST_CACHE=$$cache ZOO_TEST_ONCE_ON=$(firstword $(BACKENDS)) \
 	    $(PY) -m pytest $(PYTEST_ARGS) tests || status=1; \
-	done; rm -rf $$cache; exit $$status
+	done; exit $$status
 
 demo: install
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m zoo.cli demo
