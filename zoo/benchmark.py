@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.utils.atomic import atomic_file
+from zoo.utils import atomic
 
 #: family -> its benchmark script in benchmarks/
 FAMILIES = {
@@ -343,8 +343,7 @@ def write_readme(path: Path, section: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
+    atomic.write_text(path, text)
 
 
 def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
@@ -378,11 +377,9 @@ def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
     ax.set_title("zoo vs peer, per family and backend (> 1: zoo faster)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
+    with atomic.atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
     return path
 
 
@@ -438,8 +435,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                      for b in backends]
             continue
         if not args.smoke:  # keep the family's full result file, as its script does
-            with atomic_file(results_dir / f"{family}.json") as tmp:
-                tmp.write_text(json.dumps(results, indent=2) + "\n")
+            atomic.write_text(results_dir / f"{family}.json", json.dumps(results, indent=2) + "\n")
         sources[family] = str(run_files[family])
         family_rows = [r for r in script.summary(results) if r["backend"] in backends]
         rows += family_rows
@@ -459,15 +455,14 @@ def run_from_args(args: argparse.Namespace) -> int:
             "smoke": args.smoke, "report_only": args.report_only,
             "cpu_count": os.cpu_count(), "peak_flops": peaks, "sources": sources,
             "rows": rows, "regressions": regressions, "markdown_table": table}
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    atomic.write_text(out, json.dumps(data, indent=2, default=str) + "\n")
     chart_path = write_chart(chart, rows)
     if readme is not None:
         write_readme(readme, table)
     print(table)
     print(f"\nresults: {out}" + (f"\nchart: {chart_path}" if chart_path else "")
           + (f"\ntable written into {readme}" if readme else ""))
-    status = 0
+    status = 1 if failed else 0
     recorded = list(dict.fromkeys(f"{r['family']}/{r['backend']}" for r in rows
                                   if args.report_only and r.get("error")))
     if recorded:
@@ -475,7 +470,6 @@ def run_from_args(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if failed:
         print(f"zoo benchmark: failed: {', '.join(failed)}", file=sys.stderr)
-        status = 1
     if baseline is not None:
         if regressions:
             for r in regressions:

@@ -37,7 +37,6 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -170,13 +169,6 @@ def cached_preset_path(source: str) -> Path:
     return presets_dir() / cache_key(source)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _clean_stale_tmp(tmp_root: Path, max_age_s: float = STALE_AFTER_S) -> None:
     """Remove what interrupted writes left in `tmp_root` (see the module docstring):
     entries whose writer is gone, and unlocked leftovers older than `max_age_s`."""
@@ -190,7 +182,7 @@ def _clean_stale_tmp(tmp_root: Path, max_age_s: float = STALE_AFTER_S) -> None:
                 # only what zoo makes: never a user's files, should tmp/ be theirs
                 ours = locked or _STAGING_OR_LEGACY.fullmatch(entry.name)
                 if ours and time.time() - entry.lstat().st_mtime > max_age_s:
-                    _remove(entry)
+                    atomic.remove(entry)
                 continue
             fd = os.open(lock, os.O_RDONLY)  # never created here: a vanished entry is skipped
             try:
@@ -203,7 +195,7 @@ def _clean_stale_tmp(tmp_root: Path, max_age_s: float = STALE_AFTER_S) -> None:
                     final = Path((entry / TARGET_FILE).read_text())  # the new one in
                     if not os.path.lexists(final):
                         os.replace(old, final)
-                _remove(entry)
+                atomic.remove(entry)
             finally:
                 os.close(fd)
 
@@ -223,7 +215,7 @@ def _locked_entry(tmp_root: Path, final: Path) -> Iterator[Path]:
         renamed = True
         yield entry
     finally:
-        _remove(entry if renamed else staging)
+        atomic.remove(entry if renamed else staging)
         if lock is not None:
             lock.close()
 

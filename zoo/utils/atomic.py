@@ -73,7 +73,8 @@ def hidden_name(target: Path, kind: str = "tmp") -> Path:
                             f"{secrets.token_hex(4)}{suffix if kind == 'tmp' else ''}")
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Remove a file, link or folder tree; what is already gone is fine."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -100,7 +101,7 @@ def sweep(folder: Path) -> list[Path]:
             if match["kind"] == "old" and not os.path.lexists(target):
                 os.replace(entry, target)  # the writer died between its two renames
             else:
-                _remove(entry)
+                remove(entry)
             cleaned.append(entry)
     return cleaned
 
@@ -127,6 +128,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """`Path(path).write_text(text)`, atomically (see `atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, overwrite: bool = True,
                      exists_error: Exception | None = None) -> Iterator[Path]:
@@ -150,9 +157,9 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = True,
             old = hidden_name(final, "old")
             os.replace(final, old)
             os.replace(work, final)
-            _remove(old)
+            remove(old)
         else:
             os.replace(work, final)
     except BaseException:
-        _remove(work)
+        remove(work)
         raise
