@@ -6,10 +6,15 @@ client runs offline. The backend is whatever KERAS_BACKEND says (`make test`
 runs the suite once per backend).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 _session_tmp = tempfile.mkdtemp(prefix="zoo-tests-")
+# Each pytest process (xdist workers too) removes its own folder on exit:
+# left behind, every run would leave a few hundred MB of converted presets.
+atexit.register(shutil.rmtree, _session_tmp, ignore_errors=True)
 os.environ["ZOO_HOME"] = os.path.join(_session_tmp, "zoo_home")
 os.environ["HF_HOME"] = os.path.join(_session_tmp, "hf_home")
 os.environ["HF_HUB_CACHE"] = os.path.join(_session_tmp, "hf_home", "hub")
