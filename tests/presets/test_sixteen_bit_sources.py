@@ -45,17 +45,33 @@ def check_converts(module: str, kind: str, source: Path, output: Path, dtype: st
                    stored: str | None = None) -> float:
     """Convert `source` like `zoo convert --dtype DTYPE` does, check the
     preset stores its floating-point weights in `stored` (and records it),
+    that the converter held the model in that dtype (never a float32 copy of
+    a 16-bit checkpoint) while config.json still builds float32 by default,
     and return the verification's difference."""
     import importlib
+    import json
+    from unittest import mock
 
     from zoo.core.preset_io import read_metadata
 
     fmt = CONVERSIONS[module][kind]
     converter = importlib.import_module(module)
-    getattr(converter, fmt.convert)(source, output, str(source), dtype=dtype)
+    held: set[str] = set()
+
+    def spy(directory, **parts):
+        model = parts.get("task") or parts.get("backbone")
+        held.update(v.dtype for v in model.weights if "float" in v.dtype)
+        return original(directory, **parts)
+
+    original = converter.write_preset
+    with mock.patch.object(converter, "write_preset", spy):
+        getattr(converter, fmt.convert)(source, output, str(source), dtype=dtype)
     if stored is not None:
+        assert held == {stored}
         assert preset_dtypes(output) == {stored}
         assert read_metadata(output)["storage_dtype"] == stored
+    config = json.loads((output / "config.json").read_text())["config"]
+    assert config["dtype"]["config"]["name"] == "float32"
     diff = getattr(converter, fmt.compare)(output, source)
     assert diff is not None and diff <= fmt.tolerance, (diff, fmt.tolerance)
     return diff

@@ -61,10 +61,13 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def serialize(obj: Any, drop: tuple[str, ...] = ()) -> dict:
-    """Serialize a zoo object to a JSON-able dict, leaving out `drop` keys."""
+def serialize(obj: Any, drop: tuple[str, ...] = (), dtype: str | None = None) -> dict:
+    """Serialize a zoo object to a JSON-able dict, leaving out `drop` keys;
+    `dtype`: the dtype policy to record instead of the object's own."""
     data = keras.saving.serialize_keras_object(obj)
     data["config"] = {k: v for k, v in data["config"].items() if k not in drop}
+    if dtype is not None and "dtype" in data["config"]:
+        data["config"]["dtype"] = keras.dtype_policies.serialize(keras.dtype_policies.get(dtype))
     return data
 
 
@@ -237,6 +240,7 @@ def write_preset(
     task: Any = None,
     source: str | None = None,
     storage_dtype: str | None = None,
+    config_dtype: str | None = None,
 ) -> Path:
     """Write the given parts into a preset directory, atomically.
 
@@ -253,6 +257,10 @@ def write_preset(
             float16 on disk); None: the variables' own. Loading casts each
             tensor to the model's dtype as it is read. Recorded in
             metadata.json as `storage_dtype`.
+        config_dtype: the dtype policy config.json and task.json record, i.e.
+            what `from_preset` builds the model in unless told otherwise;
+            None: the model's own. Converters build the model in the storage
+            dtype (no float32 copy of a 16-bit checkpoint) and pass "float32".
     """
     directory = Path(directory)
     if task is not None:
@@ -271,7 +279,7 @@ def write_preset(
     written: list[str] = []
     with atomic_directory(directory) as work:
         if backbone is not None:
-            write_json(work / CONFIG_FILE, serialize(backbone))
+            write_json(work / CONFIG_FILE, serialize(backbone, dtype=config_dtype))
             written += [CONFIG_FILE]
             written += weights_io.save_weights(backbone.weights, work, BACKBONE_WEIGHTS,
                                                storage_dtype=storage_dtype)
@@ -285,7 +293,8 @@ def write_preset(
             write_json(work / PREPROCESSOR_FILE, serialize(preprocessor, drop=("tokenizer",)))
             written += [PREPROCESSOR_FILE]
         if task is not None:
-            write_json(work / TASK_FILE, serialize(task, drop=("backbone", "preprocessor")))
+            write_json(work / TASK_FILE, serialize(task, drop=("backbone", "preprocessor"),
+                                                     dtype=config_dtype))
             written += [TASK_FILE]
             written += weights_io.save_weights(task.head_weights(), work, TASK_WEIGHTS,
                                                storage_dtype=storage_dtype)

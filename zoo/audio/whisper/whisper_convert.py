@@ -112,9 +112,10 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
 
     weights = WeightReader(arrays, str(source))
     storage = weights.storage_dtype(dtype)
-    # Built without random values; every weight gets the checkpoint's.
+    # Built in the storage dtype without random values (no float32 copy of a
+    # 16-bit checkpoint); every weight gets the checkpoint's.
     backbone, created = deferred.abstract_build(
-        lambda: WhisperBackbone(**convert_backbone_config(config)))
+        lambda: WhisperBackbone(**convert_backbone_config(config), dtype=storage))
     port_backbone(backbone, weights)
     deferred.require_values(backbone, created, str(source))
     for tied in ("proj_out.weight", "model.decoder.proj_out.weight"):
@@ -132,7 +133,8 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
         preprocessor = _preprocessor(tokenizer_dir, backbone)
         check_fits_embedding(preprocessor.tokenizer, backbone.vocabulary_size, str(source))
     task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
-    write_preset(output, task=task, source=handle, storage_dtype=storage)
+    write_preset(output, task=task, source=handle, storage_dtype=storage,
+                 config_dtype="float32")
 
 
 def _preprocessor(directory: Path, backbone: WhisperBackbone) -> Any:

@@ -198,9 +198,11 @@ def port_detector(detector: Any, weights: WeightReader) -> None:
                               "are; this head is not supported.")
 
 
-def build_detector(source: Path, data: dict[str, Any] | None = None) -> Any:
+def build_detector(source: Path, data: dict[str, Any] | None = None,
+                   dtype: str = "float32") -> Any:
     """Read `source` (an ultralytics `.pt`; `data`: what `read_ultralytics_checkpoint`
-    gave for it, when read already) and return a `YOLOV8Detector` with its weights."""
+    gave for it, when read already) and return a `YOLOV8Detector` with its
+    weights, built in `dtype` (converters: the storage dtype)."""
     from zoo.cv.yolov8.yolov8_backbone import YOLOV8Backbone
     from zoo.cv.yolov8.yolov8_detector import YOLOV8Detector
 
@@ -211,7 +213,7 @@ def build_detector(source: Path, data: dict[str, Any] | None = None) -> Any:
     names = data["names"] if len(data["names"]) == config["num_classes"] else None
     # Built without random initial values: every variable gets the checkpoint's.
     detector, created = deferred.abstract_build(lambda: YOLOV8Detector(
-        YOLOV8Backbone(**config["backbone"]), num_classes=config["num_classes"],
+        YOLOV8Backbone(**config["backbone"], dtype=dtype), num_classes=config["num_classes"],
         class_names=names, neck_depth=config["neck_depth"], reg_max=config["reg_max"]))
     weights = WeightReader({k: np.asarray(v, "float32") if v.dtype.kind == "f" else v
                             for k, v in data["weights"].items()}, str(source))
@@ -230,8 +232,8 @@ def convert_ultralytics(source: Path, output: Path, handle: str, dtype: str = "s
     ultralytics saves float16)."""
     data = read_ultralytics_checkpoint(Path(source))
     storage = storage_dtype(data["weights"].values(), dtype)
-    write_preset(output, task=build_detector(Path(source), data), source=handle,
-                 storage_dtype=storage)
+    write_preset(output, task=build_detector(Path(source), data, storage), source=handle,
+                 storage_dtype=storage, config_dtype="float32")
 
 
 def reference_onnx(source: Path) -> Path | None:

@@ -132,14 +132,17 @@ def backbone_kwargs(configs: dict[str, dict]) -> dict[str, Any]:
             * 2 ** (len(vae["block_out_channels"]) - 1)}
 
 
-def build_backbone(configs: dict[str, dict], weights: dict[str, dict], source: str) -> Any:
-    """A `StableDiffusionBackbone` holding the checkpoint's weights."""
+def build_backbone(configs: dict[str, dict], weights: dict[str, dict], source: str,
+                   dtype: str = "float32") -> Any:
+    """A `StableDiffusionBackbone` holding the checkpoint's weights, built in
+    `dtype` (converters: the storage dtype, so a 16-bit checkpoint is never
+    held as float32)."""
     from zoo.diffusion.stable_diffusion.stable_diffusion_backbone import (
         StableDiffusionBackbone,
     )
 
     backbone, created = deferred.abstract_build(
-        lambda: StableDiffusionBackbone(**backbone_kwargs(configs)))
+        lambda: StableDiffusionBackbone(**backbone_kwargs(configs), dtype=dtype))
     readers = {name: WeightReader(arrays, f"{source} ({name})") for name, arrays in
                weights.items()}
     port_text_encoder(backbone.text_encoder, readers["text_encoder"])
@@ -185,7 +188,8 @@ def _write(backbone: Any, tokenizer: Any, scheduler_config: dict, output: Path,
     scheduler = SCHEDULER_NAMES.get(scheduler_config.get("_class_name", ""), "pndm")
     task = StableDiffusion(backbone, StableDiffusionPreprocessor(tokenizer),
                            default_scheduler=scheduler)
-    write_preset(output, task=task, source=handle, storage_dtype=storage)
+    write_preset(output, task=task, source=handle, storage_dtype=storage,
+                 config_dtype="float32")
 
 
 def convert_diffusers(source: str | Path, output: str | Path, handle: str,
@@ -195,7 +199,7 @@ def convert_diffusers(source: str | Path, output: str | Path, handle: str,
     source = Path(source)
     configs, weights = read_diffusers_folder(source)
     storage = storage_dtype((a for arrays in weights.values() for a in arrays.values()), dtype)
-    backbone = build_backbone(configs, weights, str(source))
+    backbone = build_backbone(configs, weights, str(source), storage)
     _write(backbone, _tokenizer(source, backbone, str(source)), configs["scheduler"],
            Path(output), handle, storage)
 
@@ -244,7 +248,7 @@ def convert_single_file(source: str | Path, output: str | Path, handle: str,
                    "vae": dict(SD_V1_VAE_CONFIG), "scheduler": {}}
     weights = original_to_diffusers(state, unet_layout(configs["unet"]),
                                     vae_layout(configs["vae"]), str(source))
-    backbone = build_backbone(configs, weights, str(source))
+    backbone = build_backbone(configs, weights, str(source), storage)
     _write(backbone, _tokenizer(config_dir, backbone, str(source)), configs["scheduler"],
            Path(output), handle, storage)
 

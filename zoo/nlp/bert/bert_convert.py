@@ -176,9 +176,10 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
     storage = weights.storage_dtype(dtype)
-    # Built without random values; every weight gets the checkpoint's.
+    # Built in the storage dtype without random values (no float32 copy of a
+    # 16-bit checkpoint); every weight gets the checkpoint's.
     backbone, created = deferred.abstract_build(
-        lambda: BertBackbone(**convert_backbone_config(hf_config)))
+        lambda: BertBackbone(**convert_backbone_config(hf_config), dtype=storage))
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
     port_backbone(backbone, weights, prefix)
     deferred.initialize_rest(created)  # the pooler, when the checkpoint has none
@@ -214,7 +215,7 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
             "Its architecture is not one zoo's BERT supports yet."
         )
     write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task,
-                 source=handle, storage_dtype=storage)
+                 source=handle, storage_dtype=storage, config_dtype="float32")
 
 
 VERIFY_SENTENCES = [

@@ -94,9 +94,10 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
     storage = weights.storage_dtype(dtype)
-    # Built without random values; every weight gets the checkpoint's.
+    # Built in the storage dtype without random values (no float32 copy of a
+    # 16-bit checkpoint); every weight gets the checkpoint's.
     backbone, created = deferred.abstract_build(
-        lambda: OPTBackbone(**convert_backbone_config(hf_config)))
+        lambda: OPTBackbone(**convert_backbone_config(hf_config), dtype=storage))
     prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in weights else "decoder."
     port_backbone(backbone, weights, prefix)
     deferred.require_values(backbone, created, str(source))
@@ -118,7 +119,7 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
             tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
     task = OPTCausalLM(backbone, preprocessor=preprocessor)
     write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle,
-                 storage_dtype=storage)
+                 storage_dtype=storage, config_dtype="float32")
 
 
 def compare_with_transformers(preset_dir: Path, source: Path) -> float:
