@@ -11,13 +11,25 @@ every device's memory is host memory and the peak RSS counts all shards:
   does (KerasHub's way): build with random initial values under the same
   distribution, then assign the stored arrays.
 
+* ``convert`` (only when asked with ``--modes``): `zoo convert`'s converter on
+  a transformers OPT folder of the same size stored in ``--dtype`` (random
+  weights saved by transformers): the model is built in the storage dtype,
+  so the anonymous memory peak is the output's bytes, not a float32 copy.
+
+``--dtype bfloat16`` stores the preset in bfloat16 and loads it with
+``dtype="bfloat16"`` (the weight bytes are then the bfloat16 bytes).
+
 Reported: peak RSS minus the RSS before loading over the weight bytes (the
 RSS before loading is taken after imports and after a first tiny Keras
 build, which loads jax/XLA machinery worth ~400 MB whatever the model size;
-that warm-up is reported separately), and the wall time of the load. Every mode's
-forward output on a fixed input is compared with the unsharded one.
+that warm-up is reported separately), the peak of anonymous memory alone
+(sampled every 5 ms: what the process allocated, without the file pages a
+memory-mapped checkpoint brings in) and the wall time of the load. Every
+mode's forward output on a fixed input is compared with the unsharded one.
 
     .venv/bin/python benchmarks/bench_sharded_load.py             # ~2 minutes
+    .venv/bin/python benchmarks/bench_sharded_load.py --dtype bfloat16 \
+        --modes unsharded,sharded,convert
     .venv/bin/python benchmarks/bench_sharded_load.py --smoke --out /tmp/r.json
 """
 
@@ -25,15 +37,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import common
 
-MODES = ("unsharded", "sharded", "sharded_build_then_assign")
+MODES = ("unsharded", "sharded", "sharded_build_then_assign", "convert")
+DEFAULT_MODES = MODES[:3]
+DTYPES = ("float32", "bfloat16")
 MESH = (1, 8)
 #: OPT-350m: 24 layers, 16 heads, hidden 1024, MLP 4096, 512-wide embeddings
 FULL = dict(vocabulary_size=50272, num_layers=24, num_heads=16, hidden_dim=1024,
@@ -43,16 +57,39 @@ SMOKE = dict(vocabulary_size=512, num_layers=2, num_heads=8, hidden_dim=64,
 TARGET = 1.3  # peak / weight bytes, sharded
 
 
-def rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class AnonPeak:
+    """The largest RssAnon seen while the `with` block runs (sampled every 5 ms)."""
+
+    def __enter__(self) -> AnonPeak:
+        self.peak = rss_mib("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mib("RssAnon"))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mib("RssAnon"))
 
 
 def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the
+    # parent across fork and exec, so a parent that once held more (it built
+    # the random model to write the preset) would set every worker's peak.
+    return rss_mib("VmHWM")
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -75,21 +112,34 @@ def run_worker(args: argparse.Namespace) -> int:
     start_rss = rss_mib()
     deferred.abstract_build(lambda: OPTBackbone(**{**SMOKE, "num_layers": 1}))
     jax.block_until_ready(jax.numpy.ones(8) + 1)
-    before_rss, before_peak = rss_mib(), peak_mib()
+    before_rss, before_peak, before_anon = rss_mib(), peak_mib(), rss_mib("RssAnon")
     start = time.perf_counter()
-    if args.worker == "unsharded":
-        backbone = OPTBackbone.from_preset(directory)
-    else:
-        with zoo.layout.model_parallel(layout_map).scope():
-            if args.worker == "sharded":
-                backbone = OPTBackbone.from_preset(directory)
-            else:
-                backbone = OPTBackbone.from_preset(directory, load_weights=False)
-                preset_io.load_weights(backbone.weights, directory,
-                                       preset_io.BACKBONE_WEIGHTS)
-    jax.block_until_ready([v.value for v in backbone.weights])
+    dtype = {"dtype": args.dtype} if args.dtype != "float32" else {}
+    with AnonPeak() as anon:
+        if args.worker == "convert":
+            from zoo.nlp.opt import opt_convert
+
+            output = Path(args.convert_out)
+            opt_convert.convert_transformers(directory, output, str(directory))
+            directory = output
+        elif args.worker == "unsharded":
+            backbone = OPTBackbone.from_preset(directory, **dtype)
+        else:
+            with zoo.layout.model_parallel(layout_map).scope():
+                if args.worker == "sharded":
+                    backbone = OPTBackbone.from_preset(directory, **dtype)
+                else:
+                    backbone = OPTBackbone.from_preset(directory, load_weights=False, **dtype)
+                    preset_io.load_weights(backbone.weights, directory,
+                                           preset_io.BACKBONE_WEIGHTS)
+        if args.worker != "convert":
+            jax.block_until_ready([v.value for v in backbone.weights])
     seconds = time.perf_counter() - start
     after_peak, after_rss = peak_mib(), rss_mib()
+    verified = None
+    if args.worker == "convert":  # has its own random weights: checked against transformers
+        verified = float(opt_convert.compare_with_transformers(directory, Path(args.share_dir)))
+        backbone = OPTBackbone.from_preset(directory, **dtype)
     shards = {v.path: str(getattr(v.value.sharding, "spec", "single device"))
               for v in backbone.weights[:3]}
     inputs = {"token_ids": np.arange(1, 9, dtype="int32")[None],
@@ -100,30 +150,54 @@ def run_worker(args: argparse.Namespace) -> int:
         "rss_before_mib": before_rss,
         "peak_before_mib": before_peak, "peak_after_mib": after_peak,
         "rss_after_mib": after_rss, "peak_delta_mib": after_peak - before_rss,
+        "anon_peak_delta_mib": anon.peak - before_anon, "max_abs_diff_vs_transformers": verified,
         "held_mib": after_rss - before_rss, "devices": jax.device_count(),
         "output": out.ravel()[:64].tolist(), "example_shardings": shards,
     }, common.loadavg())
     return 0
 
 
-def make_preset(directory: Path, size: dict[str, int]) -> dict[str, Any]:
-    """Write a random OPT preset (reused when it exists with the same config)."""
+def make_preset(directory: Path, size: dict[str, int], dtype: str) -> None:
+    """Write a random OPT preset stored in `dtype` (reused when it exists with
+    the same config and dtype)."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import json
 
     import keras
 
+    from zoo.core import preset_io
     from zoo.models import OPTBackbone
 
     config_file = directory / "config.json"
     if config_file.exists():
         saved = json.loads(config_file.read_text())["config"]
-        if all(saved.get(k) == v for k, v in size.items()):
-            return saved
+        stored = preset_io.read_metadata(directory).get("storage_dtype") or "float32"
+        if all(saved.get(k) == v for k, v in size.items()) and stored == dtype:
+            return
     keras.utils.set_random_seed(0)
-    backbone = OPTBackbone(**size)
-    backbone.save_to_preset(directory)
-    return backbone.get_config()
+    preset_io.write_preset(directory, backbone=OPTBackbone(**size), storage_dtype=dtype)
+
+
+def make_transformers_source(directory: Path, size: dict[str, int], dtype: str) -> int:
+    """A transformers OPT folder of `size` with random weights stored in
+    `dtype` (reused when present); returns its weight bytes."""
+    import torch
+    import transformers
+
+    from zoo.presets.checkpoint_io import read_transformers_weights
+
+    if not (directory / "config.json").is_file():
+        torch.manual_seed(0)
+        config = transformers.OPTConfig(
+            vocab_size=size["vocabulary_size"], hidden_size=size["hidden_dim"],
+            num_hidden_layers=size["num_layers"], ffn_dim=size["intermediate_dim"],
+            num_attention_heads=size["num_heads"],
+            max_position_embeddings=size["max_sequence_length"],
+            word_embed_proj_dim=size["embedding_dim"])
+        model = transformers.OPTForCausalLM(config).to(getattr(torch, dtype))
+        model.save_pretrained(directory)
+    arrays = read_transformers_weights(directory)
+    return sum(a.nbytes for k, a in arrays.items() if k != "lm_head.weight")
 
 
 def weight_bytes(directory: Path) -> int:
@@ -148,31 +222,52 @@ def weight_bytes(directory: Path) -> int:
 def run_parent(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import tempfile
+
     size = SMOKE if args.smoke else FULL
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
     directory = Path(args.preset_dir or Path(os.environ.get("TMPDIR", "/tmp")) /
-                     ("zoo_bench_opt_smoke" if args.smoke else "zoo_bench_opt_350m"))
+                     (("zoo_bench_opt_smoke" if args.smoke else "zoo_bench_opt_350m") + suffix))
     print(f"[sharded_load] preset: {directory}", file=sys.stderr, flush=True)
-    make_preset(directory, size)
+    make_preset(directory, size, args.dtype)
     nbytes = weight_bytes(directory)
+    source_bytes = None
+    if "convert" in args.modes:
+        source = directory.with_name(directory.name + "_transformers")
+        source_bytes = make_transformers_source(source, size, args.dtype)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_force_host_platform_device_count=8").strip()
     results: dict[str, Any] = {}
+    scratch = tempfile.TemporaryDirectory(prefix="zoo_bench_convert_")
     for mode in args.modes:
-        cmd = [sys.executable, __file__, "--worker", mode, "--share-dir", str(directory)]
+        cmd = [sys.executable, __file__, "--worker", mode, "--dtype", args.dtype,
+               "--share-dir", str(source if mode == "convert" else directory),
+               "--convert-out", str(Path(scratch.name) / mode)]
         results[mode] = common.launch(mode, cmd, keras_backend="jax", retries=args.retries,
                                       max_other_cpu=args.max_other_cpu, timeout=args.timeout,
                                       wait_idle=args.wait_idle, tag="sharded_load")
+    scratch.cleanup()
     reference = results.get("unsharded", {}).get("output")
+    # bfloat16 keeps 8 significant bits and sharded products sum in another
+    # order: allowed 2**-6 of the output's largest magnitude (2 to 4 units in
+    # the last place there)
     for mode, r in results.items():
         if "error" in r:
             continue
-        r["peak_over_weights"] = r["peak_delta_mib"] * 2**20 / nbytes
-        r["matches_unsharded"] = (None if reference is None else bool(
-            np.allclose(r["output"], reference, atol=1e-5)))
+        total = source_bytes if mode == "convert" else nbytes
+        r["peak_over_weights"] = r["peak_delta_mib"] * 2**20 / total
+        r["anon_peak_over_weights"] = r["anon_peak_delta_mib"] * 2**20 / total
+        if mode == "convert":  # its own weights: compared with transformers instead
+            r["matches_unsharded"] = bool(r["max_abs_diff_vs_transformers"] <= 1e-4)
+        else:
+            r["matches_unsharded"] = (None if reference is None else bool(
+                np.allclose(r["output"], reference, atol=1e-5 if args.dtype == "float32"
+                            else 2.0 ** -6 * np.abs(reference).max())))
     data = {"benchmark": "sharded_load", "date": common.utc_now(),
             "machine": common.machine_info(), "versions": common.versions(),
             "workload": {"smoke": args.smoke, "model": size, "mesh": list(MESH),
-                         "weight_bytes": nbytes, "devices": "8 simulated CPU devices"},
+                         "dtype": args.dtype, "weight_bytes": nbytes,
+                         "source_bytes": source_bytes, "devices": "8 simulated CPU devices"},
             "results": results, "target_peak_over_weights": TARGET}
     print(table(data))
     if args.out:
@@ -185,18 +280,25 @@ def run_parent(args: argparse.Namespace) -> int:
 
 def table(data: dict[str, Any]) -> str:
     w = data["workload"]
-    lines = [f"\nLoading an OPT preset of {w['weight_bytes'] / 2**20:.0f} MiB (float32) "
+    dtype = w.get("dtype", "float32")
+    lines = [f"\nLoading an OPT preset of {w['weight_bytes'] / 2**20:.0f} MiB ({dtype}) "
              f"into a {tuple(w['mesh'])} mesh of {w['devices']}\n",
              "| mode | load (s) | peak RSS - RSS before (MiB) | peak / weight bytes "
-             "| held after (MiB) | output = unsharded |",
-             "|---|---:|---:|---:|---:|---|"]
+             "| anonymous peak / weight bytes | held after (MiB) | output = unsharded "
+             "(convert: = transformers) |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for mode, r in data["results"].items():
         if "error" in r:
-            lines.append(f"| {mode} | error | | | | |")
+            lines.append(f"| {mode} | error | | | | | |")
             continue
         lines.append(f"| {mode} | {r['load_s']:.2f} | {r['peak_delta_mib']:.0f} | "
-                     f"**{r['peak_over_weights']:.2f}x** | {r['held_mib']:.0f} | "
-                     f"{'yes' if r['matches_unsharded'] else 'NO'} |")
+                     f"**{r['peak_over_weights']:.2f}x** | {r['anon_peak_over_weights']:.2f}x | "
+                     f"{r['held_mib']:.0f} | {'yes' if r['matches_unsharded'] else 'NO'} |")
+    if "convert" in data["results"]:
+        lines.append(f"\nconvert: from a transformers folder of "
+                     f"{(w.get('source_bytes') or 0) / 2**20:.0f} MiB ({dtype}); its ratios "
+                     "are over the source's bytes (the memory-mapped source counts in the RSS"
+                     " columns, not in the anonymous one)")
     sharded = data["results"].get("sharded", {})
     if "peak_over_weights" in sharded:
         met = "met" if sharded["peak_over_weights"] <= data["target_peak_over_weights"] \
@@ -208,11 +310,14 @@ def table(data: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default=",".join(MODES),
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
                         help="comma-separated modes (default: %(default)s)")
     parser.add_argument("--preset-dir", help="where the random preset is written / reused "
                         "(default: $TMPDIR/zoo_bench_opt_350m)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="the preset's storage dtype and the dtype it is loaded in")
+    parser.add_argument("--convert-out", help=argparse.SUPPRESS)  # worker: convert's output
     parser.add_argument("--out", help="JSON results file")
     common.add_run_options(parser, MODES, timeout=1800.0, retries=1)
     args = parser.parse_args(argv)

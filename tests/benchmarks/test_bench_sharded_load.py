@@ -1,4 +1,6 @@
-"""Smoke test of benchmarks/bench_sharded_load.py: tiny model, 8 simulated devices."""
+"""Smoke test of benchmarks/bench_sharded_load.py: tiny model, 8 simulated devices,
+a bfloat16 preset (the float32 path differs only in not passing a dtype), and
+the conversion mode."""
 
 from __future__ import annotations
 
@@ -18,18 +20,23 @@ def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--preset-dir", str(tmp_path / "preset"),
+         "--dtype", "bfloat16", "--modes", "unsharded,sharded,sharded_build_then_assign,convert",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert data["workload"]["smoke"] is True and data["workload"]["weight_bytes"] > 0
+    workload = data["workload"]
+    assert workload["smoke"] is True and workload["dtype"] == "bfloat16"
+    assert workload["weight_bytes"] > 0 and workload["source_bytes"] > 0
     results = data["results"]
-    assert list(results) == ["unsharded", "sharded", "sharded_build_then_assign"]
+    assert list(results) == ["unsharded", "sharded", "sharded_build_then_assign", "convert"]
     for mode, result in results.items():
         assert result["devices"] == 8, mode
         assert result["load_s"] > 0 and result["peak_delta_mib"] >= 0
+        assert result["anon_peak_delta_mib"] >= 0
         assert result["matches_unsharded"] is True, mode
+    assert results["convert"]["max_abs_diff_vs_transformers"] <= 1e-4
     assert "single device" in results["unsharded"]["example_shardings"].values()
     sharded = results["sharded"]["example_shardings"]
     assert sharded["token_embedding/embeddings"] == "P('model', None)"
