@@ -96,7 +96,7 @@ class CompiledStep:
         import torch
 
         args = keras.tree.map_structure(
-            lambda a: torch.as_tensor(a) if isinstance(a, (np.ndarray, np.generic)) else a,
+            lambda a: _torch_tensor(a) if isinstance(a, (np.ndarray, np.generic)) else a,
             tuple(args))
         with torch.inference_mode():
             if not self._trace:
@@ -119,6 +119,17 @@ class CompiledStep:
     def _flat(self, *flat: Any) -> Any:
         n = len(self.variables)
         return self._stateless(flat[:n], *flat[n:])
+
+
+def _torch_tensor(array: np.ndarray | np.generic) -> Any:
+    """`torch.as_tensor`, also for numpy bfloat16 (ml_dtypes), which torch
+    cannot read directly: its bits are reinterpreted, no copy or rounding."""
+    import ml_dtypes
+    import torch
+
+    if np.asarray(array).dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
+    return torch.as_tensor(array)
 
 
 def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
