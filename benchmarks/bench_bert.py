@@ -39,30 +39,37 @@ cores). Workers run one after another, never concurrently.
 
 The ratio is ``transformers_ms / zoo_ms`` per backend (> 1: zoo is faster).
 
-Busy machines: timings are only meaningful when nothing else runs. Before each
-worker the parent waits (``--wait-idle``, default 300 s) for the CPUs to go
-idle, each timed loop records how many cores other processes used meanwhile
-(``other_cpu_cores``) and the hypervisor's steal time (``steal_cores``), and a
-worker whose timed loop overlapped more than ``--max-other-cpu`` (0.25) cores
-of other work is rerun (``--retries``, default 3), keeping the cleanest run.
+bfloat16 (``--dtypes float32,bfloat16``; default float32): a second set of
+workers runs both libraries in bfloat16 in the same invocation, transformers
+through ``BertModel.from_pretrained(..., dtype=torch.bfloat16)`` of the same
+random weights, zoo through ``BertBackbone(..., dtype="bfloat16")``; the
+ratio is then transformers' bfloat16 ms / zoo's bfloat16 ms. Their outputs
+are compared (``max_abs_diff``, informational: two bfloat16 computations
+round differently). The float32 results stay at the top of the JSON file,
+the bfloat16 ones go under ``"bfloat16"`` (``precision.py``).
+
+Busy machines (``common.py``): the parent waits (``--wait-idle``, 300 s) for
+idle CPUs before each worker, each timed loop records the cores other
+processes used (``other_cpu_cores``, ``steal_cores``), and a worker that
+overlapped more than ``--max-other-cpu`` (0.25) cores is rerun (``--retries``,
+3), keeping the cleanest run.
 
 Reproduce (from the repository root, with the venv that has all three
 backends and transformers installed)::
 
-    .venv/bin/python benchmarks/bench_bert.py
+    .venv/bin/python benchmarks/bench_bert.py      # --dtypes float32,bfloat16 for both
     .venv/bin/python benchmarks/bench_bert.py --backends jax --runs 20
     .venv/bin/python benchmarks/bench_bert.py --smoke --out /tmp/r.json  # tiny, seconds
 
-Options: ``--backends jax,tensorflow,torch --batch 8 --seq 128 --runs 10
---warmup 2 --smoke --out benchmarks/results/bert.json`` (and ``--wait-idle``,
-``--max-other-cpu``, ``--retries``, ``--independent-weights``, ``--timeout``).
-``--smoke`` swaps in a tiny model (2 layers, 2 heads, hidden 64, MLP 256,
-vocabulary 1000) with batch 2, 16 tokens and 2 timed runs, and neither waits
-for idle CPUs nor retries, and skips the torch.compile path (30 s of
-compilation even for the tiny model); otherwise it runs the same code. It
-takes about 15 s per backend. Internally the script
-re-invokes itself as ``bench_bert.py --worker NAME ...``; a worker prints one
-``BENCH_RESULT {json}`` line on stdout.
+Options: ``--backends jax,tensorflow,torch --dtypes float32 --batch 8 --seq 128
+--runs 10 --warmup 2 --smoke --out benchmarks/results/bert.json`` (and
+``--wait-idle``, ``--max-other-cpu``, ``--retries``, ``--independent-weights``,
+``--timeout``). ``--smoke`` swaps in a tiny model (2 layers, 2 heads, hidden
+64, MLP 256, vocabulary 1000) with batch 2, 16 tokens and 2 timed runs, no
+idle wait, no reruns and no torch.compile path (30 s of compilation even for
+the tiny model); otherwise it runs the same code, about 15 s per backend and
+dtype. The script re-invokes itself as ``bench_bert.py --worker NAME ...``; a
+worker prints one ``BENCH_RESULT {json}`` line on stdout.
 """
 
 from __future__ import annotations
@@ -81,16 +88,10 @@ import numpy as np
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py: workers, timing, idle-wait, reruns)
+import precision  # noqa: E402  (--dtypes)
 from common import fmt as _fmt  # noqa: E402
-from common import (  # noqa: E402,F401  (re-exported: the names bench_bert always had)
-    RESULT_PREFIX,
-    cpu_busy_seconds,
-    cpu_seconds,
-    machine_info,
-    time_calls,
-    versions,
-    wait_for_idle,
-)
+from common import (RESULT_PREFIX, cpu_busy_seconds, cpu_seconds,  # noqa: E402,F401
+                    machine_info, time_calls, versions, wait_for_idle)  # (re-exported)
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "transformers"
@@ -174,6 +175,11 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
 
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(Path(args.share_dir) / "weights.safetensors"))
+    dtype = precision.worker_dtype(args)
+    if dtype != "float32":  # as users load it: from_pretrained(..., dtype=torch.bfloat16)
+        with tempfile.TemporaryDirectory(prefix="bench_bert_hf_") as hf_dir:
+            model.save_pretrained(hf_dir)
+            model = BertModel.from_pretrained(hf_dir, dtype=getattr(torch, dtype)).eval()
     arrays = make_inputs(size, args.batch, args.seq, padding=args.padding)
     inputs = {
         "input_ids": torch.from_numpy(arrays["token_ids"].astype(np.int64)),
@@ -188,11 +194,13 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     timing = time_calls(forward, args.warmup, args.runs)
     if args.share_dir:
         np.save(Path(args.share_dir) / "reference.npy",
-                forward().last_hidden_state.numpy())
+                forward().last_hidden_state.float().numpy())
     attn = getattr(model.config, "_attn_implementation", None) or "default"
     return {
         **timing,
-        "path": f"BertModel eager, eval, inference_mode, attn_implementation={attn}",
+        "path": f"BertModel eager, eval, inference_mode, attn_implementation={attn}"
+                + (f", from_pretrained(dtype=torch.{dtype})" if dtype != "float32" else ""),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -220,7 +228,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     common.start_zoo_worker(backend)
     from zoo.models import BertBackbone
     size = model_size(args.smoke)
-    backbone = BertBackbone(**dataclasses.asdict(size))
+    backbone = BertBackbone(**dataclasses.asdict(size), dtype=precision.worker_dtype(args))
     shared = bool(args.share_dir)
     reference = None
     if shared:
@@ -246,7 +254,8 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             entry.update(time_calls(lambda: backbone.predict_on_batch(inputs),
                                     args.warmup, args.runs))
             if reference is not None:
-                out = backbone.predict_on_batch(inputs)["sequence_output"]
+                out = np.asarray(backbone.predict_on_batch(inputs)["sequence_output"],
+                                 "float32")
                 entry["max_abs_diff"] = float(np.max(np.abs(out - reference)[real]))
         except Exception as e:  # noqa: BLE001 - a failing path is reported, not fatal
             entry["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -260,6 +269,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     result["times_ms"] = best["times_ms"]
     result["paths"] = paths
     result["shared_weights"] = shared
+    result["dtype"] = str(backbone.weights[0].dtype)
     if backend == "torch":
         import torch
 
@@ -283,20 +293,23 @@ def run_worker(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+def launch(name: str, args: argparse.Namespace, share_dir: str | None,
+           dtype: str = "float32") -> dict[str, Any]:
     """Run one worker; rerun it (at most `--retries` times) if other processes took
     more than `--max-other-cpu` cores during its timed runs. Keeps the cleanest run."""
-    return common.launch(name, worker_command(name, args, share_dir),
+    return common.launch(f"{name} ({dtype})", worker_command(name, args, share_dir, dtype),
                          keras_backend=None if name == PEER else name,
                          retries=args.retries, max_other_cpu=args.max_other_cpu,
                          timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_bert")
 
 
-def worker_command(name: str, args: argparse.Namespace, share_dir: str | None) -> list[str]:
+def worker_command(name: str, args: argparse.Namespace, share_dir: str | None,
+                   dtype: str = "float32") -> list[str]:
     """The command line of worker `name`: this script again, with ``--worker``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
            "--batch", str(args.batch), "--seq", str(args.seq),
-           "--runs", str(args.runs), "--warmup", str(args.warmup), "--padding", args.padding]
+           "--runs", str(args.runs), "--warmup", str(args.warmup), "--padding", args.padding,
+           "--dtypes", dtype]
     if args.smoke:
         cmd.append("--smoke")
     if share_dir:
@@ -324,38 +337,59 @@ def evaluate_targets(zoo: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    peer = results[PEER]
     rows = [
-        "| library | backend | path | ms / batch (median) | min ms | compile / first call (s)"
-        " | max abs diff vs HF | other procs' CPU (cores) | HF ms / zoo ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| library | backend | dtype | path | ms / batch (median) | min ms"
+        " | compile / first call (s) | max abs diff vs HF | other procs' CPU (cores)"
+        " | HF ms / zoo ms |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    if "error" in peer:
-        rows.append(f"| transformers | torch | error: {peer['error'][:80]} | - | - | - | - | - | - |")
-    else:
-        rows.append(
-            f"| transformers | torch | {peer['path']} | {peer['ms']:.1f} | {peer['min_ms']:.1f}"
-            f" | {peer['compile_s']:.2f} / {peer['first_call_s']:.2f} | (reference)"
-            f" | {_fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
-    for backend, res in results["zoo"].items():
-        if "error" in res and "paths" not in res:
-            rows.append(f"| zoo | {backend} | error: {res['error'][:80]} | - | - | - | - | - | - |")
-            continue
-        for p in res["paths"]:
-            best = p["path"] == res["path"]
-            label = ("**" + p["path"] + "** (best)") if best else p["path"]
-            if "error" in p:
-                rows.append(f"| zoo | {backend} | {p['path']}: error: {p['error'][:80]}"
-                            " | - | - | - | - | - | - |")
-                continue
-            ratio = peer["ms"] / p["ms"] if "ms" in peer else None
-            ms = f"**{p['ms']:.1f}**" if best else f"{p['ms']:.1f}"
+    empty = " | - | - | - | - | - | - |"
+    for dtype, section in precision.sections(results):
+        peer = section[PEER]
+        if "error" in peer:
+            rows.append(f"| transformers | torch | {dtype} | error: {peer['error'][:80]}{empty}")
+        else:
             rows.append(
-                f"| zoo | {backend} | {label} | {ms} | {p['min_ms']:.1f}"
-                f" | {p['compile_s']:.2f} / {p['first_call_s']:.2f}"
-                f" | {_fmt(p.get('max_abs_diff'), '.1e')}"
-                f" | {_fmt(p.get('other_cpu_cores'), '.2f')} | {_fmt(ratio, '.2f')} |")
+                f"| transformers | torch | {dtype} | {peer['path']} | {peer['ms']:.1f}"
+                f" | {peer['min_ms']:.1f} | {peer['compile_s']:.2f} / "
+                f"{peer['first_call_s']:.2f} | (reference)"
+                f" | {_fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
+        for backend, res in section["zoo"].items():
+            if "error" in res and "paths" not in res:
+                rows.append(f"| zoo | {backend} | {dtype} | error: {res['error'][:80]}{empty}")
+                continue
+            for p in res["paths"]:
+                best = p["path"] == res["path"]
+                label = ("**" + p["path"] + "** (best)") if best else p["path"]
+                if "error" in p:
+                    rows.append(f"| zoo | {backend} | {dtype} | {p['path']}: error: "
+                                f"{p['error'][:80]}{empty}")
+                    continue
+                ratio = peer["ms"] / p["ms"] if "ms" in peer else None
+                ms = f"**{p['ms']:.1f}**" if best else f"{p['ms']:.1f}"
+                rows.append(
+                    f"| zoo | {backend} | {dtype} | {label} | {ms} | {p['min_ms']:.1f}"
+                    f" | {p['compile_s']:.2f} / {p['first_call_s']:.2f}"
+                    f" | {_fmt(p.get('max_abs_diff'), '.1e')}"
+                    f" | {_fmt(p.get('other_cpu_cores'), '.2f')} | {_fmt(ratio, '.2f')} |")
     return "\n".join(rows)
+
+
+def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
+    """The peer's worker, then zoo's per backend, all in `dtype`: a results section."""
+    with tempfile.TemporaryDirectory(prefix="bench_bert_") as tmp:
+        share_dir = None if args.independent_weights else tmp
+        peer = launch(PEER, args, share_dir, dtype)
+        if "error" in peer and share_dir:
+            share_dir = None  # no weights/reference to share; still time zoo
+        zoo: dict[str, dict[str, Any]] = {}
+        for backend in backends:
+            res = launch(backend, args, share_dir, dtype)
+            if "ms" in res and "ms" in peer:
+                res["ratio"] = peer["ms"] / res["ms"]
+            zoo[backend] = res
+    targets = {"targets": evaluate_targets(zoo)} if dtype == "float32" else {}  # float32's
+    return {PEER: peer, "zoo": zoo, **targets}
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -371,7 +405,7 @@ def run_parent(args: argparse.Namespace) -> int:
             "model": dataclasses.asdict(size),
             "model_name": "tiny (smoke)" if args.smoke else "BERT-base",
             "batch": args.batch, "seq": args.seq, "runs": args.runs, "warmup": args.warmup,
-            "smoke": args.smoke, "dtype": "float32",
+            "smoke": args.smoke, "dtypes": args.dtypes,
             "statistic": "median ms over `runs` timed calls after the first call and "
                          "`warmup` more untimed calls",
             "padding": ("row b keeps seq - b * seq // (2 * batch) real tokens"
@@ -384,21 +418,10 @@ def run_parent(args: argparse.Namespace) -> int:
         },
         "ratio_definition": "transformers_ms / zoo_ms (> 1: zoo faster)",
     }
-    with tempfile.TemporaryDirectory(prefix="bench_bert_") as tmp:
-        share_dir = None if args.independent_weights else tmp
-        results[PEER] = launch(PEER, args, share_dir)
-        if "error" in results[PEER] and share_dir:
-            share_dir = None  # no weights/reference to share; still time zoo
-        zoo: dict[str, dict[str, Any]] = {}
-        for backend in backends:
-            res = launch(backend, args, share_dir)
-            if "ms" in res and "ms" in results[PEER]:
-                res["ratio"] = results[PEER]["ms"] / res["ms"]
-            zoo[backend] = res
-        results["zoo"] = zoo
+    for dtype in args.dtypes:
+        precision.store(results, dtype, run_dtype(args, backends, dtype))
     results["machine"]["loadavg_end"] = (list(os.getloadavg())
                                          if hasattr(os, "getloadavg") else None)
-    results["targets"] = evaluate_targets(zoo)
     table = markdown_table(results)
     results["markdown_table"] = table
 
@@ -409,7 +432,7 @@ def run_parent(args: argparse.Namespace) -> int:
           f"median of {args.runs} runs after {args.warmup} warm-up "
           f"({results['machine']['cpu_count']} CPUs)\n")
     print(table)
-    t = results["targets"]
+    t = results.get("targets", {})
     if "best_backend" in t:
         print(f"\nbest: zoo/{t['best_backend']} {t['best_ratio']:.2f}x "
               f"(target >= {TARGET_BEST_SPEEDUP}: {'met' if t['best_backend_met'] else 'MISSED'});"
@@ -417,7 +440,7 @@ def run_parent(args: argparse.Namespace) -> int:
               f"(target >= {1 / TARGET_MAX_SLOWDOWN:.2f}: "
               f"{'met' if t['all_backends_met'] else 'MISSED'})")
     print(f"results written to {out}")
-    return common.exit_code(PEER, results[PEER], zoo)
+    return precision.exit_code(PEER, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -439,28 +462,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--independent-weights", action="store_true",
                         help="do not port transformers' weights into zoo (skips the "
                              "output check)")
+    precision.add_dtypes_option(parser)
     common.add_run_options(parser, (PEER, *BACKENDS), timeout=1800.0, retries=3)
     args = parser.parse_args(argv)
     common.apply_run_defaults(args, argv, SMOKE_WORKLOAD, retries=3)
+    precision.parse_dtypes(parser, args)
     if args.runs < 1 or args.warmup < 0 or args.batch < 1 or args.seq < 1:
         parser.error("--runs, --batch and --seq must be >= 1; --warmup >= 0")
     return args
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """`zoo benchmark`'s rows: one per zoo backend, with the forward pass's
-    useful FLOPs (real tokens only, each attending to its own row's length;
-    runs recorded before `row_lengths` existed count every position)."""
+    """`zoo benchmark`'s rows: one per zoo backend and dtype (against
+    transformers in that dtype), with the forward pass's useful FLOPs (real
+    tokens only, each attending to its own row's length; runs recorded before
+    `row_lengths` existed count every position). bfloat16 outputs are not
+    gated (`match` None): two bfloat16 computations round differently."""
     w = results["workload"]
     m = w["model"]
     lengths = w.get("row_lengths") or [w["seq"]] * w["batch"]
     flops = sum(common.transformer_flops(n, m["num_layers"], m["hidden_dim"],
                                          m["intermediate_dim"], n) for n in lengths)
-    peer = results.get(PEER)
     return [common.row("bert", f"forward {w['batch']}x{w['seq']}", backend, res, PEER,
-                       peer, flops=flops,
-                       match=(res["max_abs_diff"] < 1e-4) if "max_abs_diff" in res else None)
-            for backend, res in results["zoo"].items()]
+                       section.get(PEER), dtype=dtype, flops=flops,
+                       match=(res["max_abs_diff"] < 1e-4)
+                       if "max_abs_diff" in res and dtype == "float32" else None)
+            for dtype, section in precision.sections(results)
+            for backend, res in section["zoo"].items()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,35 +28,33 @@ use the same weights and the same prompts, and every zoo run's generated ids
 are compared with transformers' (``ids_match``; a random-weight model has no
 end token, so all 128 tokens are generated). Prompts: random token ids; at
 batch > 1 the rows are left-padded (row ``b`` keeps ``prompt - b * prompt //
-(2 * batch)`` real tokens), so both libraries handle a padding mask. torch uses
-``torch.set_num_threads(os.cpu_count())`` in the zoo-torch and the transformers
-process; jax and tensorflow use their default thread pools (all cores).
+(2 * batch)`` real tokens), so both libraries handle a padding mask. Every
+library uses all cores (torch: ``torch.set_num_threads(os.cpu_count())``).
 
 The ratio is ``zoo_tokens_per_s / transformers_tokens_per_s`` per backend and
-batch size (> 1: zoo is faster). Targets: the best backend >= 1.5x, the torch
-backend >= 1.0x (at every batch size).
+batch size (> 1: zoo is faster). Targets (float32, every batch size): the best
+backend >= 1.5x, the torch backend >= 1.0x.
 
-Busy machines: as in ``bench_bert.py`` (shared code in ``common.py``), the
-parent waits (``--wait-idle``, default 300 s) for idle CPUs before each
-worker, records the cores other processes used during every timed loop
-(``other_cpu_cores``), and reruns a worker that overlapped more than
-``--max-other-cpu`` (0.25) cores of other work (``--retries``, default 2).
+bfloat16 (``--dtypes float32,bfloat16``; default float32): a second set of
+workers in the same invocation loads the same saved model in bfloat16 on both
+sides, ``OPTForCausalLM.from_pretrained(dir, dtype=torch.bfloat16)`` and
+``OPTCausalLM.from_preset(dir, dtype="bfloat16")``; the ratio is then against
+transformers' bfloat16 tokens/s. Greedy ids are compared too
+(informational: bfloat16 rounding can flip a near-tie). float32 results stay
+at the top of the JSON file, bfloat16 ones go under ``"bfloat16"``.
+Busy machines are handled as in ``bench_bert.py`` (``common.py``).
 
 Reproduce (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_opt.py
+    .venv/bin/python benchmarks/bench_opt.py       # --dtypes float32,bfloat16 for both
     .venv/bin/python benchmarks/bench_opt.py --backends jax --batches 1 --runs 5
     .venv/bin/python benchmarks/bench_opt.py --smoke --out /tmp/r.json  # tiny, seconds
 
-Options: ``--backends jax,tensorflow,torch --batches 1,8 --prompt 32
---new-tokens 128 --runs 3 --warmup 1 --out benchmarks/results/opt.json`` (and
-``--wait-idle``, ``--max-other-cpu``, ``--retries``, ``--timeout``).
 ``--smoke`` swaps in a tiny model (2 layers, 2 heads, hidden 64, MLP 256,
 vocabulary 1000, 64 positions) with batches 1 and 2, an 8-token prompt, 8 new
-tokens and 2 timed runs, and neither waits for idle CPUs nor retries;
-otherwise it runs the same code. Internally the script re-invokes itself as
-``bench_opt.py --worker NAME ...``; a worker prints one ``BENCH_RESULT {json}``
-line on stdout.
+tokens and 2 timed runs, no idle wait and no reruns. The script re-invokes
+itself as ``bench_opt.py --worker NAME ...``; a worker prints one
+``BENCH_RESULT {json}`` line on stdout.
 """
 
 from __future__ import annotations
@@ -75,6 +73,7 @@ import numpy as np
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/common.py: workers, timing, idle-wait, reruns)
+import precision  # noqa: E402  (--dtypes)
 from common import fmt  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -157,9 +156,13 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
     )
     model = OPTForCausalLM(config).eval()
+    dtype = precision.worker_dtype(args)
+    with tempfile.TemporaryDirectory(prefix="bench_opt_hf_") as tmp:
+        hf_dir = Path(args.share_dir) / HF_DIR if args.share_dir else Path(tmp)
+        model.save_pretrained(hf_dir)
+        if dtype != "float32":  # as users load it: from_pretrained(..., dtype=torch.bfloat16)
+            model = OPTForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype)).eval()
     model.generation_config.eos_token_id = None  # always generate all new tokens
-    if args.share_dir:
-        model.save_pretrained(Path(args.share_dir) / HF_DIR)
 
     batches: dict[str, Any] = {}
     for batch in parse_batches(args.batches):
@@ -186,7 +189,9 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     attn = getattr(model.config, "_attn_implementation", None) or "default"
     return {
         "path": f"OPTForCausalLM.generate greedy, eager, eval, inference_mode, "
-                f"attn_implementation={attn}, default (dynamic) KV cache",
+                f"attn_implementation={attn}, default (dynamic) KV cache"
+                + (f", from_pretrained(dtype=torch.{dtype})" if dtype != "float32" else ""),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "batches": batches,
         "torch_threads": torch.get_num_threads(),
     }
@@ -205,11 +210,12 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     common.start_zoo_worker(backend)
     from zoo.models import OPTBackbone, OPTCausalLM
     size = model_size(args.smoke)
+    dtype = precision.worker_dtype(args)
     start = time.perf_counter()
     if args.share_dir:
-        lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR))
+        lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR), dtype=dtype)
     else:
-        lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0))
+        lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0, dtype=dtype))
     load_s = time.perf_counter() - start
 
     batches: dict[str, Any] = {}
@@ -238,6 +244,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         "batches": batches,
         "load_s": load_s,
         "shared_weights": bool(args.share_dir),
+        "dtype": str(lm.backbone.weights[0].dtype),
     }
     if backend == "torch":
         import torch
@@ -261,12 +268,13 @@ def run_worker(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def worker_command(name: str, args: argparse.Namespace, share_dir: str | None) -> list[str]:
+def worker_command(name: str, args: argparse.Namespace, share_dir: str | None,
+                   dtype: str = "float32") -> list[str]:
     """The command line of worker `name`: this script again, with ``--worker``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
            "--batches", args.batches, "--prompt", str(args.prompt),
            "--new-tokens", str(args.new_tokens),
-           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+           "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
     if args.smoke:
         cmd.append("--smoke")
     if share_dir:
@@ -274,8 +282,9 @@ def worker_command(name: str, args: argparse.Namespace, share_dir: str | None) -
     return cmd
 
 
-def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
-    return common.launch(name, worker_command(name, args, share_dir),
+def launch(name: str, args: argparse.Namespace, share_dir: str | None,
+           dtype: str = "float32") -> dict[str, Any]:
+    return common.launch(f"{name} ({dtype})", worker_command(name, args, share_dir, dtype),
                          keras_backend=None if name == PEER else name,
                          retries=args.retries, max_other_cpu=args.max_other_cpu,
                          timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_opt")
@@ -327,36 +336,48 @@ def _match(entry: dict[str, Any]) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    peer = results[PEER]
-    rows = [
-        "| batch | library | backend | path | tokens/s (median) | ms / generate (median)"
-        " | compile / first call (s) | greedy ids = HF | other procs' CPU (cores)"
-        " | zoo / HF tokens/s |",
-        "|---:|---|---|---|---:|---:|---:|---|---:|---:|",
-    ]
+    rows = ["| batch | library | backend | dtype | path | tokens/s (median) | ms / generate "
+            "(median) | compile / first call (s) | greedy ids = HF | other procs' CPU (cores)"
+            " | zoo / HF tokens/s |", "|---:|---|---|---|---|---:|---:|---:|---|---:|---:|"]
     empty = " | - | - | - | - | - | - |"
-    for batch in map(str, results["workload"]["batches"]):
-        p = peer.get("batches", {}).get(batch)
-        if p is None:
-            rows.append(f"| {batch} | transformers | torch | error: "
-                        f"{peer.get('error', 'missing')[:80]}{empty}")
-        else:
-            rows.append(
-                f"| {batch} | transformers | torch | {peer['path']} | {p['tokens_per_s']:.1f}"
-                f" | {p['ms']:.1f} | {p['compile_s']:.2f} / {p['first_call_s']:.2f}"
-                f" | (reference) | {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
-        for backend, res in results["zoo"].items():
-            e = res.get("batches", {}).get(batch)
-            if e is None:
-                rows.append(f"| {batch} | zoo | {backend} | error: "
-                            f"{res.get('error', 'missing')[:80]}{empty}")
-                continue
-            rows.append(
-                f"| {batch} | zoo | {backend} | {res['path']} | **{e['tokens_per_s']:.1f}**"
-                f" | {e['ms']:.1f} | {e['compile_s']:.2f} / {e['first_call_s']:.2f}"
-                f" | {_match(e)} | {fmt(e.get('other_cpu_cores'), '.2f')}"
-                f" | **{fmt(e.get('ratio'), '.2f')}** |")
+    for dtype, section in precision.sections(results):
+        peer = section[PEER]
+        for batch in map(str, results["workload"]["batches"]):
+            p = peer.get("batches", {}).get(batch)
+            if p is None:
+                rows.append(f"| {batch} | transformers | torch | {dtype} | error: "
+                            f"{peer.get('error', 'missing')[:80]}{empty}")
+            else:
+                rows.append(
+                    f"| {batch} | transformers | torch | {dtype} | {peer['path']}"
+                    f" | {p['tokens_per_s']:.1f} | {p['ms']:.1f}"
+                    f" | {p['compile_s']:.2f} / {p['first_call_s']:.2f} | (reference)"
+                    f" | {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
+            for backend, res in section["zoo"].items():
+                e = res.get("batches", {}).get(batch)
+                if e is None:
+                    rows.append(f"| {batch} | zoo | {backend} | {dtype} | error: "
+                                f"{res.get('error', 'missing')[:80]}{empty}")
+                    continue
+                rows.append(
+                    f"| {batch} | zoo | {backend} | {dtype} | {res['path']}"
+                    f" | **{e['tokens_per_s']:.1f}** | {e['ms']:.1f}"
+                    f" | {e['compile_s']:.2f} / {e['first_call_s']:.2f}"
+                    f" | {_match(e)} | {fmt(e.get('other_cpu_cores'), '.2f')}"
+                    f" | **{fmt(e.get('ratio'), '.2f')}** |")
     return "\n".join(rows)
+
+
+def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
+    """The peer's worker, then zoo's per backend, all in `dtype`: a results section."""
+    with tempfile.TemporaryDirectory(prefix="bench_opt_") as tmp:
+        peer = launch(PEER, args, tmp, dtype)
+        share_dir = None if "error" in peer else tmp
+        zoo = {backend: launch(backend, args, share_dir, dtype) for backend in backends}
+    add_ratios(peer, zoo)
+    targets = ({"targets": evaluate_targets(zoo, parse_batches(args.batches))}
+               if dtype == "float32" else {})  # the targets are float32's
+    return {PEER: peer, "zoo": zoo, **targets}
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -374,28 +395,21 @@ def run_parent(args: argparse.Namespace) -> int:
             "model_name": "tiny (smoke)" if args.smoke else "OPT-125m size",
             "batches": batches, "prompt": args.prompt, "new_tokens": args.new_tokens,
             "runs": args.runs, "warmup": args.warmup, "smoke": args.smoke,
-            "dtype": "float32", "decoding": "greedy, no stop token",
+            "dtypes": args.dtypes, "decoding": "greedy, no stop token",
             "statistic": "median seconds per generate call over `runs` timed calls after "
                          "the first call and `warmup` more untimed calls; "
                          "tokens/s = batch * new_tokens / seconds",
-            "padding": "left padding; row b keeps prompt - b * prompt // (2 * batch) "
-                       "real tokens",
-            "weights_note": "random init (seed 0) in transformers, saved with "
-                            "save_pretrained and loaded by zoo's converter",
+            "padding": "left; row b keeps prompt - b * prompt // (2 * batch) real tokens",
+            "weights_note": "random init (seed 0) in transformers, save_pretrained, "
+                            "loaded by zoo's converter (and by transformers in bfloat16)",
         },
         "ratio_definition": "zoo_tokens_per_s / transformers_tokens_per_s (> 1: zoo faster)",
     }
-    with tempfile.TemporaryDirectory(prefix="bench_opt_") as tmp:
-        results[PEER] = launch(PEER, args, tmp)
-        share_dir = None if "error" in results[PEER] else tmp
-        zoo = {backend: launch(backend, args, share_dir) for backend in backends}
-    add_ratios(results[PEER], zoo)
-    results["zoo"] = zoo
+    for dtype in args.dtypes:
+        precision.store(results, dtype, run_dtype(args, backends, dtype))
     results["machine"]["loadavg_end"] = (list(os.getloadavg())
                                          if hasattr(os, "getloadavg") else None)
-    results["targets"] = evaluate_targets(zoo, batches)
-    table = markdown_table(results)
-    results["markdown_table"] = table
+    results["markdown_table"] = table = markdown_table(results)
     out = common.write_json(args.out, results)
 
     w = results["workload"]
@@ -403,22 +417,19 @@ def run_parent(args: argparse.Namespace) -> int:
           f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} "
           f"warm-up ({results['machine']['cpu_count']} CPUs)\n")
     print(table)
-    for batch, t in results["targets"]["per_batch"].items():
-        if "best_backend" not in t:
-            continue
-        line = (f"\nbatch {batch}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x "
-                f"(target >= {TARGET_BEST_SPEEDUP}: "
-                f"{'met' if t['best_backend_met'] else 'MISSED'})")
-        if "torch_ratio" in t:
-            line += (f"; zoo/torch {t['torch_ratio']:.2f}x (target >= {TARGET_TORCH_SPEEDUP}:"
-                     f" {'met' if t['torch_met'] else 'MISSED'})")
-        print(line, end="")
+    met = {True: "met", False: "MISSED"}
+    for batch, t in results.get("targets", {"per_batch": {}})["per_batch"].items():
+        if "best_backend" in t:  # float32's targets
+            print(f"\nbatch {batch}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x (target"
+                  f" >= {TARGET_BEST_SPEEDUP}: {met[t['best_backend_met']]})" + (
+                      f"; zoo/torch {t['torch_ratio']:.2f}x (target >= {TARGET_TORCH_SPEEDUP}:"
+                      f" {met[t['torch_met']]})" if "torch_ratio" in t else ""), end="")
     print(f"\nresults written to {out}")
-    mismatched = [f"{b}@batch{n}" for b, r in zoo.items()
+    mismatched = [f"{b}@batch{n}" for b, r in results["zoo"].items()  # float32's
                   for n, e in r.get("batches", {}).items() if e.get("ids_match") is False]
     if mismatched:
         print(f"greedy ids differ from transformers: {', '.join(mismatched)}", file=sys.stderr)
-    return common.exit_code(PEER, results[PEER], zoo)
+    return precision.exit_code(PEER, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -436,9 +447,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    precision.add_dtypes_option(parser)
     common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=2)
     args = parser.parse_args(argv)
     common.apply_run_defaults(args, argv, SMOKE_WORKLOAD, retries=2)
+    precision.parse_dtypes(parser, args)
     try:
         batches = parse_batches(args.batches)
     except ValueError:
@@ -455,9 +468,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """`zoo benchmark`'s rows: one per zoo backend and batch size. FLOPs: the
-    prompt through every layer, then one token per row per new position (against
-    the growing context), and the LM head for every generated token."""
+    """`zoo benchmark`'s rows: one per zoo backend, batch size and dtype
+    (against transformers in that dtype). FLOPs: the prompt through every
+    layer, then one token per row per new position (against the growing
+    context), and the LM head for every generated token. bfloat16 ids are
+    not gated (`match` None)."""
     w = results["workload"]
     m = w["model"]
     prompt, new = w["prompt"], w["new_tokens"]
@@ -467,12 +482,14 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
         flops = common.transformer_flops(batch * prompt, *args, context=(prompt + 1) / 2)
         flops += common.transformer_flops(batch * (new - 1), *args, context=prompt + new / 2)
         flops += 2.0 * batch * new * m["hidden_dim"] * m["vocabulary_size"]
-        peer = (results.get(PEER) or {}).get("batches", {}).get(str(batch))
-        for backend, res in results["zoo"].items():
-            entry = res.get("batches", {}).get(str(batch)) or {"error": res.get("error")}
-            rows.append(common.row("opt", f"generate b{batch}, {prompt}+{new} tokens", backend,
-                                   entry, PEER, peer, flops=flops,
-                                   match=entry.get("ids_match")))
+        for dtype, section in precision.sections(results):
+            peer = (section.get(PEER) or {}).get("batches", {}).get(str(batch))
+            for backend, res in section["zoo"].items():
+                entry = res.get("batches", {}).get(str(batch)) or {"error": res.get("error")}
+                rows.append(common.row(
+                    "opt", f"generate b{batch}, {prompt}+{new} tokens", backend, entry, PEER,
+                    peer, dtype=dtype, flops=flops,
+                    match=entry.get("ids_match") if dtype == "float32" else None))
     return rows
 
 

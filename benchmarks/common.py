@@ -142,14 +142,46 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    from precision import cpu_16bit_features, features_text
+
+    features = cpu_16bit_features()  # None: unknown (no /proc/cpuinfo)
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model,
+        "cpu_16bit_features": features,
+        "cpu_16bit_text": features_text(features),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "gpu": None,
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def measure_peak_flops(smoke: bool = False) -> dict[str, float | None]:
+    """FLOP/s of large square matrix products on this machine, float32 and
+    bfloat16 (torch, every core): the ceiling `zoo benchmark` measures MFU
+    against. Each product is checked to come out in its dtype (torch.mm of
+    two bfloat16 matrices runs oneDNN's bfloat16 kernels, AMX where the CPU
+    has it), so the bfloat16 peak is a bfloat16 peak."""
+    try:
+        import torch
+    except ImportError:
+        return {"float32": None, "bfloat16": None}
+    torch.set_num_threads(os.cpu_count() or 1)
+    n = 1024 if smoke else 2048
+    peaks: dict[str, float | None] = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        with torch.inference_mode():
+            if torch.mm(a, b).dtype != dtype:
+                raise RuntimeError(f"torch.mm of {dtype} matrices did not run in {dtype}")
+            best = float("inf")
+            for _ in range(3 if smoke else 5):
+                start = time.perf_counter()
+                torch.mm(a, b)
+                best = min(best, time.perf_counter() - start)
+        peaks[name] = 2.0 * n ** 3 / best
+    return peaks
 
 
 def utc_now() -> str:
@@ -384,17 +416,23 @@ def jax_flops(fn: Callable[..., Any], *args: Any) -> float | None:
 
 def row(family: str, workload: str, backend: str, zoo: dict[str, Any] | None, peer_name: str,
         peer: dict[str, Any] | None, dtype: str = "float32", flops: float | None = None,
-        match: bool | None = None) -> dict[str, Any]:
-    """One line of `zoo benchmark`'s table: zoo on `backend` against the peer
-    for one workload; `zoo` and `peer` are timing dicts with `ms` (or None
-    after a failure). ratio = peer ms / zoo ms (> 1: zoo faster)."""
+        match: bool | None = None, peer_dtype: str | None = None,
+        note: str | None = None) -> dict[str, Any]:
+    """One line of `zoo benchmark`'s table: zoo on `backend` in `dtype` against
+    the peer's path in `peer_dtype` (default: the same dtype; e.g. "int16" for
+    CTranslate2's 16-bit type) for one workload; `zoo` and `peer` are timing
+    dicts with `ms` (or None after a failure). ratio = peer ms / zoo ms (> 1:
+    zoo faster). `note`: what the reader must know about the peer's path."""
     zoo_ms = (zoo or {}).get("ms")
     peer_ms = (peer or {}).get("ms")
     out = {"family": family, "workload": workload, "dtype": dtype, "backend": backend,
-           "zoo_ms": zoo_ms, "peer": peer_name, "peer_ms": peer_ms,
+           "zoo_ms": zoo_ms, "peer": peer_name, "peer_dtype": peer_dtype or dtype,
+           "peer_ms": peer_ms,
            "ratio": peer_ms / zoo_ms if zoo_ms and peer_ms else None,
            "flops": flops, "match": match,
            "other_cpu_cores": (zoo or {}).get("other_cpu_cores")}
+    if note:
+        out["note"] = note
     if zoo_ms is None:
         out["error"] = str((zoo or {}).get("error", "no result"))[-300:]
     if peer_ms is None:

@@ -7,7 +7,8 @@ and starts one process per library and Keras backend, with the peer
 module runs them, reduces their results to one row per (family, workload,
 dtype, backend) with the speed ratio against the peer and the model FLOP
 utilisation (MFU: achieved FLOP/s over what this machine's matrix products
-reach in that dtype, measured at the start of the run), and writes:
+reach in that dtype, measured at the start of the run by `benchmarks/common.py`,
+which also names the CPU's 16-bit features). It writes:
 
 - a JSON file (default `benchmarks/results/zoo_benchmark.json`),
 - a markdown table, printed and written into `benchmarks/README.md` between
@@ -22,6 +23,7 @@ writes nothing into the repository unless asked.
 Example:
 
     zoo benchmark --family bert,yolov8 --backend jax,torch
+    zoo benchmark --dtypes float32,bfloat16      # a bfloat16 row beside each float32 one
     zoo benchmark --smoke --out /tmp/smoke.json
     zoo benchmark --report-only                  # rebuild the report from the
                                                  # families' last result files
@@ -57,6 +59,7 @@ FAMILIES = {
     "stable_diffusion": "bench_stable_diffusion.py",
 }
 BACKENDS = ("jax", "tensorflow", "torch")
+DTYPES = ("float32", "bfloat16")
 MARK_START = "<!-- zoo-benchmark:start -->"
 MARK_END = "<!-- zoo-benchmark:end -->"
 SCHEMA = "zoo-benchmark/1"
@@ -77,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated families (default: all: %(default)s)")
     parser.add_argument("--backend", "--backends", dest="backends", default=",".join(BACKENDS),
                         help="comma-separated Keras backends for zoo (default: %(default)s)")
+    parser.add_argument("--dtypes", help="float32,bfloat16 or one of them, for every family "
+                        "(default: each script's own: float32; stable_diffusion both)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny models and few runs: the same code in seconds per family")
     parser.add_argument("--out", help="JSON results (default: benchmarks/results/"
@@ -182,8 +187,7 @@ def check_writable(path: Path) -> Path:
 
 def load_script(bench_dir: Path, family: str) -> Any:
     """Import `benchmarks/bench_<family>.py` (its `summary` turns results into rows)."""
-    if str(bench_dir) not in sys.path:
-        sys.path.insert(0, str(bench_dir))
+    load_common(bench_dir)  # (puts bench_dir on sys.path, where the scripts import it from)
     path = bench_dir / FAMILIES[family]
     spec = importlib.util.spec_from_file_location(f"zoo_bench_{family}", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -212,17 +216,17 @@ def report_family(script: Any, results_dir: Path, family: str) -> list[dict[str,
             raise BenchmarkError(f"{path} is not a {family} benchmark result ({e!r}); "
                                  "re-run its benchmark.") from None
         for row in rows:
-            key = row_key(row)
+            key = (*row_key(row), row.get("peer_dtype"))  # whisper: a row per compute type
             if key not in merged or (merged[key].get("error") and not row.get("error")):
                 merged[key] = {**row, "source": str(path)}
     return list(merged.values())
 
 
 def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, out: Path,
-               timeout: float) -> dict[str, Any]:
+               timeout: float, dtypes: list[str] | None = None) -> dict[str, Any]:
     """Run one family's benchmark script; return its results (or {"error": ...})."""
     cmd = [sys.executable, str(bench_dir / FAMILIES[family]), "--backends", ",".join(backends),
-           "--out", str(out)]
+           "--out", str(out)] + (["--dtypes", ",".join(dtypes)] if dtypes else [])
     if smoke:
         cmd.append("--smoke")
     print(f"[zoo benchmark] {family}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
@@ -239,28 +243,12 @@ def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, o
     return json.loads(out.read_text())
 
 
-def measure_peak_flops(smoke: bool) -> dict[str, float | None]:
-    """FLOP/s of large square matrix products on this machine, float32 and
-    bfloat16 (torch, every core): the ceiling MFU is measured against."""
-    try:
-        import torch
-    except ImportError:
-        return {"float32": None, "bfloat16": None}
-    torch.set_num_threads(os.cpu_count() or 1)
-    n = 1024 if smoke else 2048
-    peaks: dict[str, float | None] = {}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
-        with torch.inference_mode():
-            torch.mm(a, b)
-            best = math.inf
-            for _ in range(3 if smoke else 5):
-                start = time.perf_counter()
-                torch.mm(a, b)
-                best = min(best, time.perf_counter() - start)
-        peaks[name] = 2.0 * n ** 3 / best
-    return peaks
+def load_common(bench_dir: Path) -> Any:
+    """`benchmarks/common.py`, shared by the family scripts: it describes the machine
+    (`machine_info`: CPU, its 16-bit features) and measures `measure_peak_flops`."""
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))
+    return importlib.import_module("common")
 
 
 def add_mfu(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -> None:
@@ -274,19 +262,20 @@ def compare(rows: list[dict[str, Any]], baseline: dict[tuple[str, ...], dict[str
             max_regression: float) -> list[dict[str, Any]]:
     """Rows slower than the baseline by more than `max_regression` (each gets
     `baseline_ms` and `slowdown`); rows missing from the baseline are skipped."""
-    regressions = []
+    regressions = {}  # by row_key: a zoo timing listed against several peer paths counts once
     for row in rows:
         old = baseline.get(row_key(row))
         if not old or not old.get("zoo_ms"):
             continue
         if row.get("zoo_ms") is None:
-            regressions.append({**row, "baseline_ms": old["zoo_ms"], "slowdown": math.inf})
+            regressions.setdefault(row_key(row), {**row, "baseline_ms": old["zoo_ms"],
+                                                  "slowdown": math.inf})
             continue
         slowdown = row["zoo_ms"] / old["zoo_ms"] - 1
         row["baseline_ms"] = old["zoo_ms"]
         if slowdown > max_regression:
-            regressions.append({**row, "slowdown": slowdown})
-    return regressions
+            regressions.setdefault(row_key(row), {**row, "slowdown": slowdown})
+    return list(regressions.values())
 
 
 # --------------------------------------------------------------------------- #
@@ -309,8 +298,17 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
     return "-" if value is None else format(value, spec) + suffix
 
 
-def markdown_table(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -> str:
-    lines = ["| family | workload | dtype | backend | zoo ms | peer | peer ms | speed-up vs peer"
+def markdown_table(rows: list[dict[str, Any]], peaks: dict[str, float | None],
+                   machine: dict[str, Any] | None = None) -> str:
+    """The report: a heading line with the machine (CPU count, its 16-bit
+    features and measured matrix-product peaks), the table, then notes."""
+    machine = machine or {}
+    peak_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items() if v)
+    lines = [f"Machine: {machine.get('cpu_count') or os.cpu_count()} CPUs "
+             f"({machine.get('cpu_model') or 'model unknown'}); matrix-product peak "
+             f"{peak_text or 'not measured'}; CPU 16-bit features: "
+             f"{machine.get('cpu_16bit_text', 'unknown')}.", "",
+             "| family | workload | dtype | backend | zoo ms | peer | peer ms | speed-up vs peer"
              " | output matches peer | MFU |",
              "|---|---|---|---|---:|---|---:|---:|:---:|---:|"]
     for r in rows:
@@ -320,16 +318,21 @@ def markdown_table(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -
                    else _error_cell(r["peer_error"]) if r.get("peer_error") else "-")
         match = {True: "yes", False: "**no**", None: "-"}[r.get("match")]
         mfu = _fmt(None if r.get("mfu") is None else 100 * r["mfu"], ".1f", "%")
+        peer = r["peer"] + (f" {r['peer_dtype']}" if r.get("peer_dtype", r["dtype"]) != r["dtype"]
+                            else "")
         lines.append(f"| {r['family']} | {r['workload']} | {r['dtype']} | {r['backend']} | "
-                     f"{zoo_ms} | {r['peer']} | {peer_ms} | "
+                     f"{zoo_ms} | {peer} | {peer_ms} | "
                      f"{_fmt(r.get('ratio'), '.2f', 'x')} | {match} | {mfu} |")
-    peak_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items() if v)
     lines.append("")
     lines.append("speed-up = peer ms / zoo ms (> 1: zoo faster). MFU = the workload's "
                  "matrix-product FLOPs per second over this machine's measured matrix-product "
-                 f"peak ({peak_text or 'not measured'}); '-' where the FLOPs are not defined "
-                 "(whisper: they depend on the decoded text) or were not counted.")
-    return "\n".join(lines)
+                 "peak in that dtype (above); '-' where the FLOPs are not defined "
+                 "(whisper: they depend on the decoded text) or were not counted. In bfloat16 "
+                 "the peer runs its own 16-bit path (named beside it where it is not bfloat16);"
+                 " the family's results compare the outputs, ungated here ('-').")
+    notes = dict.fromkeys(f"{r['family']} {r['dtype']}: {r['note']}." for r in rows
+                          if r.get("note"))
+    return "\n".join(lines + [f"\n{note}" for note in notes])
 
 
 def write_readme(path: Path, section: str) -> None:
@@ -392,6 +395,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run `zoo benchmark`; returns the exit code (1: a failure or a regression)."""
     families = parse_list(args.families, tuple(FAMILIES), "family")
     backends = parse_list(args.backends, BACKENDS, "backend")
+    dtypes = parse_list(args.dtypes, DTYPES, "dtype") if args.dtypes else None
     max_regression = parse_regression(args.max_regression)
     baseline = load_baseline(args.compare) if args.compare else None
     bench_dir = find_bench_dir(args.bench_dir)
@@ -408,14 +412,15 @@ def run_from_args(args: argparse.Namespace) -> int:
     if jobs < 1:
         raise BenchmarkError(f"--jobs {jobs}: pass 1 or more families at once.")
     scripts = {family: load_script(bench_dir, family) for family in families}
-    peaks = measure_peak_flops(args.smoke)
+    common = load_common(bench_dir)
+    peaks = common.measure_peak_flops(args.smoke)
+    machine = {**common.machine_info(), "peak_flops": peaks}
     run_files = {family: tmp_dir / f"{family}.json" for family in families}
     run_results: dict[str, dict[str, Any]] = {}
     if not args.report_only:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            run_results = dict(zip(families, pool.map(
-                lambda f: run_family(bench_dir, f, backends, args.smoke, run_files[f], timeout),
-                families)))
+            run_results = dict(zip(families, pool.map(lambda f: run_family(
+                bench_dir, f, backends, args.smoke, run_files[f], timeout, dtypes), families)))
     rows: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
     failed = []
@@ -446,14 +451,15 @@ def run_from_args(args: argparse.Namespace) -> int:
     add_mfu(rows, peaks)
     regressions = compare(rows, baseline, max_regression) if baseline is not None else []
 
-    table = markdown_table(rows, peaks)
+    table = markdown_table(rows, peaks, machine)
     data = {"schema": SCHEMA,
             "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
             "command": " ".join(["zoo benchmark", *sys.argv[2:]]) if sys.argv[1:2] == [
                 "benchmark"] else "zoo benchmark",
             "smoke": args.smoke, "report_only": args.report_only,
-            "cpu_count": os.cpu_count(), "peak_flops": peaks, "sources": sources,
+            "machine": machine, "cpu_count": os.cpu_count(), "peak_flops": peaks,
+            "dtypes": dtypes or "each family's default", "sources": sources,
             "rows": rows, "regressions": regressions, "markdown_table": table}
     atomic.write_text(out, json.dumps(data, indent=2, default=str) + "\n")
     chart_path = write_chart(chart, rows)

