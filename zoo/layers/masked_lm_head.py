@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.layers import activations
+
 
 class MaskedLMHead(keras.layers.Layer):
     """Predict tokens at `mask_positions` from encoder states.
@@ -31,7 +33,7 @@ class MaskedLMHead(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         hidden_dim = token_embedding.output_dim
         self.dense = keras.layers.Dense(
-            hidden_dim, activation=activation, dtype=self.dtype_policy, name="dense",
+            hidden_dim, activation=activations.get(activation), dtype=self.dtype_policy, name="dense",
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm")

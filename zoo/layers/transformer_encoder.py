@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.layers import activations
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.packing import Packing, pack, packing, packing_supported, unpack
 
@@ -85,7 +86,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.self_attention_dropout = keras.layers.Dropout(
             dropout, dtype=policy, name="self_attention_dropout")
         self.intermediate_dense = keras.layers.Dense(
-            intermediate_dim, activation=activation, kernel_initializer=init,
+            intermediate_dim, activation=activations.get(activation), kernel_initializer=init,
             use_bias=use_bias, dtype=policy, name="intermediate_dense")
         self.output_dense = keras.layers.Dense(
             hidden_dim, kernel_initializer=init, use_bias=use_bias, dtype=policy,

@@ -9,6 +9,7 @@ from keras import ops
 
 from zoo import layout
 from zoo.core.backbone import Backbone
+from zoo.layers import activations
 from zoo.layers.embeddings import PositionEmbedding
 from zoo.layers.transformer_decoder import TransformerDecoderLayer
 from zoo.layers.transformer_encoder import TransformerEncoderLayer
@@ -106,10 +107,10 @@ class WhisperBackbone(Backbone):
                        key_bias=False, **extra, **named(name))
 
         # === Layers ===
-        conv1 = keras.layers.Conv1D(hidden_dim, 3, padding="valid", activation="gelu",
+        conv1 = keras.layers.Conv1D(hidden_dim, 3, padding="valid", activation=activations.gelu,
                                     **named("encoder_conv1"))
         conv2 = keras.layers.Conv1D(hidden_dim, 3, strides=2, padding="valid",
-                                    activation="gelu", **named("encoder_conv2"))
+                                    activation=activations.gelu, **named("encoder_conv2"))
         encoder_positions = PositionEmbedding(max_encoder_sequence_length, hidden_dim,
                                               trainable=False,
                                               **named("encoder_position_embedding"))
