@@ -5,10 +5,13 @@ model uses, the same call is timed in float32 and in bfloat16 on every
 backend (compiled as zoo compiles it: `jax.jit`, `tf.function(jit_compile=True)`,
 torch eager), and the path the bfloat16 call takes is named:
 
-* jax and tensorflow (XLA): the optimized HLO of the compiled call says
+* jax and tensorflow under XLA: the optimized HLO of the compiled call says
   whether each matrix product / convolution computes in bf16 or was rewritten
   to convert its inputs to f32 ("upcast to f32"); a call XLA hands to a
-  library shows as that library's fusion or custom call.
+  library shows as that library's fusion or custom call. tensorflow runs
+  16-bit calls on the CPU as a plain graph (zoo does, because of what the HLO
+  shows: `zoo.core.compiled_loop.xla_suits`): TensorFlow's oneDNN kernels.
+  `--tf-xla` times them under XLA as well, for comparison.
 * torch: oneDNN's own log (`ONEDNN_VERBOSE=1`) names the kernel each oneDNN
   call ran (e.g. `brg_matmul:avx512_core_amx`); a call that never reaches
   oneDNN runs ATen's own kernel.
@@ -80,7 +83,10 @@ def build(op: str, s: dict[str, int], dtype: str) -> tuple[Any, list[Any], float
     return layer, [data(1, s["h"], s["h"], s["c"])], None
 
 
-def compiled(fn: Any, backend: str) -> Any:
+def compiled(fn: Any, backend: str, dtype: str) -> Any:
+    """`fn` compiled as zoo's compiled steps compile it on `backend`: XLA on
+    jax; on tensorflow XLA, except a plain graph for 16-bit on the CPU
+    (`zoo.core.compiled_loop.xla_suits`); torch eager."""
     if backend == "jax":
         import jax
 
@@ -88,7 +94,9 @@ def compiled(fn: Any, backend: str) -> Any:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        from zoo.core.compiled_loop import xla_suits
+
+        return tf.function(fn, jit_compile=xla_suits([dtype]))
     return fn
 
 
@@ -139,16 +147,26 @@ def run_worker(args: argparse.Namespace) -> int:
     keras = common.start_zoo_worker(args.worker)
     results: dict[str, Any] = {}
     size = "smoke" if args.smoke else "full"
+    import zoo.core.compiled_loop
+
+    variants = ["float32", "bfloat16"] + ["bfloat16_xla"] * (
+        args.tf_xla and args.worker == "tensorflow")
     for op in args.ops:
-        for dtype in ("float32", "bfloat16"):
+        for variant in variants:
+            dtype = variant.split("_")[0]
+            zoo.core.compiled_loop.XLA_FOR_16_BIT_ON_CPU = variant.endswith("_xla")
             fn, inputs, flops = build(op, OPS[op][size], dtype)
-            call = compiled(fn, args.worker)
+            call = compiled(fn, args.worker, dtype)
             timing = common.time_calls(
                 lambda: keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.cast(
                     call(*inputs), "float32"))), args.warmup, args.runs)
-            path = (hlo_path(call, inputs, args.worker) if args.worker != "torch"
-                    else onednn_path(fn, inputs))
-            results[f"{op}/{dtype}"] = {
+            if args.worker == "torch":
+                path = onednn_path(fn, inputs)
+            elif args.worker == "tensorflow" and not call._jit_compile:
+                path = "plain graph (TensorFlow's oneDNN kernels)"
+            else:
+                path = hlo_path(call, inputs, args.worker)
+            results[f"{op}/{variant}"] = {
                 "ms": timing["ms"], "other_cpu_cores": timing["other_cpu_cores"],
                 "gflops": flops / timing["ms"] / 1e6 if flops else None, "path": path}
     common.emit_result({"backend": args.worker, "ops": results}, common.loadavg())
@@ -159,7 +177,8 @@ def run_parent(args: argparse.Namespace) -> int:
     results = {}
     for backend in args.backends:
         cmd = [sys.executable, __file__, "--worker", backend, "--ops", ",".join(args.ops),
-               "--runs", str(args.runs), "--warmup", str(args.warmup)] + ["--smoke"] * args.smoke
+               "--runs", str(args.runs), "--warmup", str(args.warmup)] + ["--smoke"] * args.smoke \
+            + ["--tf-xla"] * args.tf_xla
         results[backend] = common.launch(backend, cmd, keras_backend=backend,
                                          retries=args.retries, max_other_cpu=args.max_other_cpu,
                                          timeout=args.timeout, wait_idle=args.wait_idle,
@@ -189,6 +208,11 @@ def table(data: dict[str, Any]) -> str:
             rate = (f"{f32['gflops']:.0f} / {bf16['gflops']:.0f}" if f32["gflops"] else "-")
             lines.append(f"| {op} | {backend} | {f32['ms']:.2f} | {bf16['ms']:.2f} | "
                          f"**{f32['ms'] / bf16['ms']:.2f}x** | {rate} | {bf16['path']} |")
+            xla = r["ops"].get(f"{op}/bfloat16_xla")
+            if xla:
+                rate = f"{f32['gflops']:.0f} / {xla['gflops']:.0f}" if xla["gflops"] else "-"
+                lines.append(f"| {op} | {backend} (XLA) | {f32['ms']:.2f} | {xla['ms']:.2f} | "
+                             f"{f32['ms'] / xla['ms']:.2f}x | {rate} | {xla['path']} |")
     return "\n".join(lines)
 
 
@@ -199,6 +223,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="small shapes, seconds")
+    parser.add_argument("--tf-xla", action="store_true",
+                        help="tensorflow: also time bfloat16 under XLA (zoo runs a graph)")
     parser.add_argument("--out", help="JSON results file")
     common.add_run_options(parser, BACKENDS, timeout=900.0, retries=1)
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from zoo.core import deferred, preset_classes, preset_io, weights_io
-from zoo.core.compiled_loop import recovers_from_failed_loops
+from zoo.core.compiled_loop import choose_keras_jit, recovers_from_failed_loops
 from zoo.core.errors import InputError, PresetError
 from zoo.utils.atomic import atomic_file
 
@@ -53,6 +53,7 @@ class Backbone(keras.Model):
             self.dtype_policy = keras.dtype_policies.get(dtype)
         self._lora_rank: int | None = None
         self._lora_target_names: tuple[str, ...] = ()
+        choose_keras_jit(self)
         from zoo.layout import check_distribution
 
         # Under a keras.distribution scope: a clear error off jax, and the
@@ -425,6 +426,9 @@ class Backbone(keras.Model):
                 raw checkpoint, converted and cached on first use).
             load_weights: when False, build the architecture with random weights.
             **overrides: config values to replace, e.g. `dtype="bfloat16"`.
+                Without `dtype`, the preset's recorded policy applies, unless
+                Keras' global policy was set to another than float32 (e.g.
+                `keras.config.set_dtype_policy("mixed_bfloat16")`): then that one.
 
         Example:
 
@@ -436,6 +440,14 @@ class Backbone(keras.Model):
         directory = resolve(handle)
         data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
         backbone_cls = preset_classes.get_class(data, cls, directory, "backbone")
+        global_policy = keras.config.dtype_policy()
+        if "dtype" not in overrides and global_policy.name != "float32" and not getattr(
+                global_policy, "quantization_mode", None):
+            # A global policy the user set (keras.config.set_dtype_policy(
+            # "mixed_bfloat16") or set_floatx) applies to a loaded backbone as
+            # to one built in code: the preset's recorded policy (float32 even
+            # for a 16-bit source) would otherwise silently replace it.
+            overrides = {**overrides, "dtype": global_policy.name}
         config = {**preset_classes.config_of(data, directory, preset_io.CONFIG_FILE), **overrides}
 
         def build() -> Backbone:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -65,6 +65,7 @@ class CompiledStep:
         elif self._backend == "tensorflow":
             import tensorflow as tf
 
+            xla = xla and xla_suits(str(v.dtype) for v in self.variables)
             self._compiled = tf.function(self._counted, jit_compile=xla,
                                          reduce_retracing=False)
         elif self._backend == "torch":
@@ -121,6 +122,40 @@ class CompiledStep:
         return self._stateless(flat[:n], *flat[n:])
 
 
+#: on TensorFlow, compile steps of 16-bit models with XLA anyway (see
+#: `xla_suits`); for measuring the difference
+XLA_FOR_16_BIT_ON_CPU = False
+
+
+def xla_suits(dtypes: Iterable[str]) -> bool:
+    """Whether TensorFlow should compile with XLA a computation in `dtypes`
+    (a step's variables' dtypes, or a model's compute dtype).
+
+    False for bfloat16 or float16 on the CPU: XLA's CPU
+    compiler rewrites 16-bit matrix products and convolutions to convert
+    their inputs to float32 (`benchmarks/bench_bf16_ops.py` reads it from the
+    optimized HLO), so they run at float32 speed plus the conversions, while
+    TensorFlow's own graph kernels (oneDNN) use the CPU's bfloat16 units
+    (a 4096x768x3072 product: 74 GFLOP/s under XLA, 408 as a graph; OPT-125m
+    generating 32 tokens for 4 prompts: 4.7 s under XLA, 1.4 s as a graph,
+    4.1 s in float32).
+
+    >>> xla_suits(["float32", "int32"])
+    True
+    """
+    sixteen_bit = bool(set(dtypes) & {"bfloat16", "float16"})
+    return not sixteen_bit or XLA_FOR_16_BIT_ON_CPU or not runs_on_cpu(None)
+
+
+def choose_keras_jit(model: keras.Model) -> None:
+    """On TensorFlow, let Keras' `predict`/`fit`/`evaluate` of a model that
+    computes in 16 bits on the CPU run a plain graph instead of XLA (see
+    `xla_suits`): `model.supports_jit = False`, which Keras' `jit_compile="auto"`
+    reads. Other backends and dtypes are left as they are."""
+    if keras.backend.backend() == "tensorflow" and not xla_suits([model.compute_dtype]):
+        model.supports_jit = False
+
+
 def _torch_tensor(array: np.ndarray | np.generic) -> Any:
     """`torch.as_tensor`, also for numpy bfloat16 (ml_dtypes), which torch
     cannot read directly: its bits are reinterpreted, no copy or rounding."""
@@ -145,7 +180,8 @@ def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
         xla: on TensorFlow, compile with XLA (default) or run a plain
             `tf.function` graph, whose CPU convolutions are oneDNN's fused
             kernels (faster for convolutional networks: YOLOv8s 151 vs 163 ms).
-            Ignored on JAX (always XLA) and PyTorch.
+            Steps of 16-bit models on the CPU always run as a plain graph
+            (`xla_computes_in`). Ignored on JAX (always XLA) and PyTorch.
     """
     return CompiledStep(fn, variables, trace=trace, xla=xla)
 
