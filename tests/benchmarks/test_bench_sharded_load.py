@@ -20,7 +20,7 @@ def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--preset-dir", str(tmp_path / "preset"),
-         "--dtype", "bfloat16", "--modes", "unsharded,sharded,sharded_build_then_assign,convert",
+         "--dtype", "bfloat16", "--modes", "unsharded,sharded,convert",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
@@ -30,7 +30,8 @@ def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
     assert workload["smoke"] is True and workload["dtype"] == "bfloat16"
     assert workload["weight_bytes"] > 0 and workload["source_bytes"] > 0
     results = data["results"]
-    assert list(results) == ["unsharded", "sharded", "sharded_build_then_assign", "convert"]
+    # (sharded_build_then_assign, the comparison, runs in the full benchmark only)
+    assert list(results) == ["unsharded", "sharded", "convert"]
     for mode, result in results.items():
         assert result["devices"] == 8, mode
         assert result["load_s"] > 0 and result["peak_delta_mib"] >= 0
