@@ -36,13 +36,15 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Backend-independent work is done once per run: tests marked `once` run on
-# the first backend only (ZOO_TEST_ONCE_ON), and references computed by other
+# one backend only (the first, ZOO_TEST_ONCE_ON, or the one their marker names
+# when it is in ZOO_TEST_BACKENDS: tests/once.py), and references computed by other
 # libraries are shared through a folder that lives for this run (ZOO_TEST_CACHE,
 # tests/run_cache.py).
 test: install
 	@status=0; cache=$$(mktemp -d); trap 'rm -rf "$$cache"' EXIT; trap 'exit 130' INT TERM; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend ZOO_TEST_CACHE=$$cache ZOO_TEST_ONCE_ON=$(firstword $(BACKENDS)) \
+	    ZOO_TEST_BACKENDS="$(BACKENDS)" \
 	    $(PY) -m pytest $(PYTEST_ARGS) tests || status=1; \
 	done; exit $$status
 

@@ -55,17 +55,30 @@ def _seeded():
 
 
 ONCE_ON = os.environ.get("ZOO_TEST_ONCE_ON")
+MAKE_TEST_BACKENDS = os.environ.get("ZOO_TEST_BACKENDS", "").split()
+
+
+def once_backend(marker) -> str | None:
+    """The backend a `once` test runs on in `make test`: `on=` where that
+    backend is one of the run's (tests/once.py spreads a grid over them), else
+    the run's first; None outside `make test`."""
+    if not ONCE_ON:
+        return None
+    on = marker.kwargs.get("on")
+    return on if on in MAKE_TEST_BACKENDS else ONCE_ON
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs tests marked `once` on its first backend only
-    (ZOO_TEST_ONCE_ON); a plain pytest run runs them on its one backend."""
+    """`make test` runs tests marked `once` on one backend only: the one named
+    by `once(on=...)`, or its first (ZOO_TEST_ONCE_ON); a plain pytest run
+    runs them on its one backend."""
     backend = keras.backend.backend()
-    if ONCE_ON and ONCE_ON != backend:
-        skip = pytest.mark.skip(reason=f"backend independent: this make test ran it on {ONCE_ON}")
-        for item in items:
-            if item.get_closest_marker("once"):
-                item.add_marker(skip)
+    for item in items:
+        marker = item.get_closest_marker("once")
+        target = once_backend(marker) if marker else None
+        if target and target != backend:
+            item.add_marker(pytest.mark.skip(
+                reason=f"the same on every backend: this make test runs it on {target}"))
 
 
 def pytest_report_header(config):
