@@ -42,6 +42,13 @@ def sample_photo() -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
+# The end-to-end commands below run on one backend each in `make test`
+# (`once(on=...)`, the fastest backend for each, measured): each is a
+# subprocess pipeline (load, run, write, check against the reference) whose
+# backend-specific parts (conversion, generation, transcription, detection,
+# denoising) are tested on every backend by the families' own tests. A plain
+# pytest run runs them on its backend.
+#
 # --------------------------------------------------------------------------- #
 # Catalog commands (no Keras import).
 # --------------------------------------------------------------------------- #
@@ -101,6 +108,7 @@ def tiny_opt_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.once(on="tensorflow")
 def test_convert_generate_and_upload(tiny_opt_folder, zoo_home, tmp_path):
     import torch
     import transformers
@@ -147,6 +155,7 @@ def tiny_sd_folder(tmp_path_factory):
     return root / "diffusers"
 
 
+@pytest.mark.once(on="torch")
 def test_convert_and_text_to_image(tiny_sd_folder, zoo_home, tmp_path):
     from PIL import Image
 
@@ -183,6 +192,7 @@ def test_convert_and_text_to_image(tiny_sd_folder, zoo_home, tmp_path):
 
 
 @pytest.mark.real_weights
+@pytest.mark.once(on="tensorflow")
 def test_embed_json_lines_and_rank():
     result = run_zoo("embed", "a cat sleeps on the sofa", "stock markets fell sharply")
     assert result.returncode == 0, result.stderr
@@ -202,6 +212,7 @@ def test_embed_json_lines_and_rank():
 
 
 @pytest.mark.real_weights
+@pytest.mark.once(on="jax")
 def test_transcribe_vtt_and_json(tmp_path):
     clip = ROOT / "tests" / "data" / "speech" / "fox.wav"
     result = run_zoo("transcribe", str(clip), "--vtt")
@@ -223,6 +234,7 @@ def test_transcribe_vtt_and_json(tmp_path):
 
 
 @pytest.mark.real_weights
+@pytest.mark.once(on="tensorflow")
 def test_detect_writes_the_annotated_image(tmp_path):
     from PIL import Image
 
@@ -248,8 +260,8 @@ def test_detect_writes_the_annotated_image(tmp_path):
 
 
 @pytest.mark.real_weights
-# Once per `make test`: the demo is `zoo embed`, `zoo transcribe` and `zoo
-# detect` in a row, each tested per backend above.
+# Once per `make test` (on its first backend): the demo is `zoo embed`, `zoo
+# transcribe` and `zoo detect` in a row.
 @pytest.mark.once
 def test_demo_prints_where_its_outputs_are(tmp_path):
     result = run_zoo("demo", "--out-dir", str(tmp_path / "demo"))

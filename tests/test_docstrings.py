@@ -6,6 +6,8 @@ import importlib
 
 import pytest
 
+from tests.once import spread
+
 MODULES = [
     "zoo", "zoo.models", "zoo.nlp", "zoo.presets", "zoo.presets.hub", "zoo.core.tokenizer",
     "zoo.utils.progress", "zoo.nlp.bert.bert_backbone", "zoo.nlp.bert.bert_tokenizer",
@@ -22,7 +24,10 @@ MODULES = [
 ]
 
 
-@pytest.mark.parametrize("name", MODULES)
+# Each module's examples run on one backend of `make test` (tests/once.py),
+# tensorflow or torch: a few seconds there, 136 s on jax, where eager examples
+# compile op by op. The calls they show are tested on every backend elsewhere.
+@pytest.mark.parametrize("name", spread(MODULES, order=("tensorflow", "torch")))
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

