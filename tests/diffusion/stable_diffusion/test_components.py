@@ -62,6 +62,19 @@ def numpy(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(x, "float32")))
 
 
+def compiled(layer):
+    """`layer`'s forward, compiled on jax: eager jax dispatches and compiles op
+    by op (and eager `ops.map`, the blocked attention, compiles its loop anew
+    on every call), which made one tiny UNet comparison take 40 to 90 s there
+    (about half with this). jax reads the weights when it traces: compile after
+    porting. tensorflow stays eager (a tf.function was slower here)."""
+    if keras.backend.backend() != "jax":
+        return layer
+    import jax
+
+    return jax.jit(layer.__call__)
+
+
 # -- tokenizer ------------------------------------------------------------------
 def test_clip_tokenizer_equals_transformers(tmp_path):
     folder = write_clip_tokenizer_files(tmp_path / "tok")
@@ -175,19 +188,17 @@ def test_unet_matches_diffusers(config, fast, monkeypatch):
     rng = np.random.default_rng(0)
     context = rng.normal(size=(2, 7, 24)).astype("float32")
     timesteps = np.array([999.0, 12.5], "float32")  # fractional: Karras schedules
-    built = False
+    unet.build((None, None, None, config["in_channels"]))  # from the channel counts
+    weights = WeightReader(state(reference), "unet")
+    port_unet(unet, weights)
+    assert weights.unused() == []
+    forward = compiled(unet)
     for size in ((16, 24), (15, 22)):  # 15x22: diffusers resizes to the skips' sizes
         latents = rng.normal(size=(2, *size, config["in_channels"])).astype("float32")
-        if not built:
-            unet(latents, timesteps, context)
-            weights = WeightReader(state(reference), "unet")
-            port_unet(unet, weights)
-            assert weights.unused() == []
-            built = True
         with torch.no_grad():
             expected = reference(nchw(latents), torch.from_numpy(timesteps),
                                  encoder_hidden_states=torch.from_numpy(context)).sample
-        got = numpy(unet(latents, timesteps, context))
+        got = numpy(forward(latents, timesteps, context))
         assert np.abs(got - expected.numpy().transpose(0, 2, 3, 1)).max() < TOLERANCE, size
     if fast:
         check_fast_paths(calls)
@@ -205,7 +216,9 @@ def test_unet_config_errors_name_the_setting():
 
 def test_unet_runs_in_bfloat16():
     unet = UNet(**unet_config(UNET), dtype="bfloat16")
-    out = unet(np.ones((1, 8, 8, 4), "float32"), np.array([10.0]), np.ones((1, 3, 24), "float32"))
+    unet.build((None, None, None, 4))
+    out = compiled(unet)(np.ones((1, 8, 8, 4), "float32"), np.array([10.0], "float32"),
+                         np.ones((1, 3, 24), "float32"))
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     assert np.isfinite(numpy(out)).all()
 
@@ -224,8 +237,8 @@ def test_vae_matches_diffusers(layers, fast, monkeypatch):
     rng = np.random.default_rng(layers)
     images = rng.uniform(-1, 1, (2, 24, 40, 3)).astype("float32")
     latents = rng.normal(size=(2, 6, 10, 4)).astype("float32")
-    encoder(images)
-    decoder(latents)
+    encoder.build(images.shape)
+    decoder.build(latents.shape)
     weights = WeightReader(state(reference), "vae")
     port_vae_encoder(encoder, weights)
     port_vae_decoder(decoder, weights)
@@ -233,8 +246,9 @@ def test_vae_matches_diffusers(layers, fast, monkeypatch):
     with torch.no_grad():
         moments = reference.encode(nchw(images)).latent_dist.parameters.numpy()
         decoded = reference.decode(nchw(latents)).sample.numpy()
-    assert np.abs(numpy(encoder(images)) - moments.transpose(0, 2, 3, 1)).max() < TOLERANCE
-    assert np.abs(numpy(decoder(latents)) - decoded.transpose(0, 2, 3, 1)).max() < TOLERANCE
+    got_moments, got_decoded = compiled(encoder)(images), compiled(decoder)(latents)
+    assert np.abs(numpy(got_moments) - moments.transpose(0, 2, 3, 1)).max() < TOLERANCE
+    assert np.abs(numpy(got_decoded) - decoded.transpose(0, 2, 3, 1)).max() < TOLERANCE
     if fast:
         check_fast_paths(calls)
 
