@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.core.errors import ZooError
 from zoo.utils import atomic
 
 #: family -> its benchmark script in benchmarks/
@@ -65,7 +66,7 @@ MARK_END = "<!-- zoo-benchmark:end -->"
 SCHEMA = "zoo-benchmark/1"
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(ZooError):
     """A problem with the benchmark's inputs or outputs (printed as one line)."""
 
 

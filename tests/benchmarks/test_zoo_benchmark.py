@@ -149,3 +149,12 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("zoo: error: "), (args, proc.stderr)
         assert message in lines[0], (args, lines[0])
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.once
+def test_benchmark_errors_are_zoo_errors():
+    """Code that catches ZooError (the `zoo` command's one-line errors) catches these too."""
+    from zoo.benchmark import BenchmarkError
+    from zoo.core.errors import ZooError
+
+    assert issubclass(BenchmarkError, ZooError)
