@@ -1,8 +1,10 @@
 """Progress bars for long work (downloads, conversion, denoising, transcription).
 
-One library (tqdm) everywhere. Bars are shown only when stderr is a
-terminal, and can be turned off with `ZOO_PROGRESS=0` or
-`zoo.utils.progress.set_enabled(False)`.
+One library (tqdm, its auto mode: a widget in notebooks, text in terminals)
+everywhere. Bars are shown when stderr is a terminal or the code runs in a
+Jupyter kernel, and stay quiet in logs and CI (stderr redirected); turn them
+off with `ZOO_PROGRESS=0` or `zoo.utils.progress.set_enabled(False)`, on with
+`ZOO_PROGRESS=1`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,28 @@ def enabled() -> bool:
     """Whether progress bars are shown right now."""
     if _enabled is not None:
         return _enabled
-    if os.environ.get("ZOO_PROGRESS", "").strip().lower() in ("0", "false", "off", "no"):
+    setting = os.environ.get("ZOO_PROGRESS", "").strip().lower()
+    if setting in ("0", "false", "off", "no"):
         return False
-    return sys.stderr.isatty()
+    if setting in ("1", "true", "on", "yes"):
+        return True
+    return _is_terminal(sys.stderr) or _in_notebook()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (its stderr is not a terminal,
+    but tqdm's auto mode draws a widget there)."""
+    ipython = sys.modules.get("IPython")  # only look: importing IPython is slow
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def progress(
