@@ -110,8 +110,8 @@ class ObjectDetector(Task):
         return data, None, None, None
 
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
-            shuffle: bool = True, sample_weight: Any = None, **kwargs: Any
-            ) -> keras.callbacks.History:
+            shuffle: bool = True, sample_weight: Any = None, validation_data: Any = None,
+            **kwargs: Any) -> keras.callbacks.History:
         """Train on raw images and annotations (augmented) or preprocessed arrays.
 
         Args:
@@ -119,13 +119,20 @@ class ObjectDetector(Task):
             y: one dict per image, `{"boxes": (n, 4) xyxy in original pixels,
                 "classes": (n,) ints}`.
             batch_size: images per step (16).
+            validation_data: `(images, annotations)` like `x` and `y` (preprocessed
+                without augmentation), or what `keras.Model.fit` takes.
             **kwargs: the rest of `keras.Model.fit`'s arguments.
         """
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size,
                                                      shuffle, training=True)
+        if isinstance(validation_data, (tuple, list)) and 2 <= len(validation_data) <= 3:
+            vx, vy, vsw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+            if self.preprocessor is not None and _is_raw_images(vx):
+                validation_data = self._wrap(vx, vy, vsw, None)[0]
         with keep_state_on_error(self):
             return keras.Model.fit(self, x, y, batch_size=batch_size, shuffle=shuffle,
-                                   sample_weight=sample_weight, **kwargs)
+                                   sample_weight=sample_weight,
+                                   validation_data=validation_data, **kwargs)
 
     # -- inference --------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None,
