@@ -96,7 +96,7 @@ class ObjectDetector(Task):
     def _wrap(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None,
               shuffle: bool = False, training: bool = False) -> tuple[Any, Any, Any, int | None]:
         check_inputs(x)
-        if self.preprocessor is None or not _is_raw_images(x):
+        if not self._is_raw_input(x):
             return x, y, sample_weight, batch_size
         images = as_image_list(x)
         if batch_size is not None:
@@ -108,6 +108,9 @@ class ObjectDetector(Task):
         data = PreprocessedBatches(call, images, None if y is None else list(y), sample_weight,
                                    batch_size or 16, shuffle=shuffle)
         return data, None, None, None
+
+    def _is_raw_input(self, x: Any) -> bool:
+        return self.preprocessor is not None and _is_raw_images(x)
 
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
             shuffle: bool = True, sample_weight: Any = None, validation_data: Any = None,
@@ -125,10 +128,7 @@ class ObjectDetector(Task):
         """
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size,
                                                      shuffle, training=True)
-        if isinstance(validation_data, (tuple, list)) and 2 <= len(validation_data) <= 3:
-            vx, vy, vsw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
-            if self.preprocessor is not None and _is_raw_images(vx):
-                validation_data = self._wrap(vx, vy, vsw, None)[0]
+        validation_data = self._wrap_validation(validation_data)
         with keep_state_on_error(self):
             return keras.Model.fit(self, x, y, batch_size=batch_size, shuffle=shuffle,
                                    sample_weight=sample_weight,

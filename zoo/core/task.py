@@ -248,7 +248,7 @@ class Task(keras.Model):
             positive_int(batch_size, "batch_size", 32)
         if isinstance(x, dict):
             self._check_input_keys(x)
-        if self.preprocessor is None or not _is_raw(x):
+        if not self._is_raw_input(x):
             return None
         return PreprocessedBatches(
             self.preprocessor, x, y, sample_weight, batch_size or 32, shuffle=shuffle
@@ -269,6 +269,19 @@ class Task(keras.Model):
         dataset = backend_dataset(data, lambda batch: data.element_spec(batch, model_inputs))
         return dataset, None, None, None
 
+    def _is_raw_input(self, x: Any) -> bool:
+        """Whether `x` is raw input that the preprocessor turns into batches."""
+        return self.preprocessor is not None and _is_raw(x)
+
+    def _wrap_validation(self, validation_data: Any) -> Any:
+        """Raw `(x, y[, sample_weight])` validation data, preprocessed as `_wrap`
+        does for `x` (without augmentation); anything else unchanged."""
+        if not (isinstance(validation_data, tuple) and validation_data
+                and self._is_raw_input(validation_data[0])):
+            return validation_data
+        vx, vy, vsw = keras.utils.unpack_x_y_sample_weight(validation_data)
+        return self._wrap(vx, vy, vsw, None)[0]
+
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
             shuffle: bool = True, sample_weight: Any = None,
             validation_data: Any = None, **kwargs: Any) -> keras.callbacks.History:
@@ -277,11 +290,9 @@ class Task(keras.Model):
         Same arguments as `keras.Model.fit`; raw `validation_data` is
         preprocessed the same way.
         """
-        raw = self.preprocessor is not None and _is_raw(x)
+        raw = self._is_raw_input(x)
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size, shuffle)
-        if isinstance(validation_data, tuple) and _is_raw(validation_data[0]):
-            vx, vy, vsw = keras.utils.unpack_x_y_sample_weight(validation_data)
-            validation_data = self._wrap(vx, vy, vsw, None)[0]
+        validation_data = self._wrap_validation(validation_data)
         # Raw inputs are reshuffled row by row every epoch by the batches themselves.
         return super().fit(x, y, batch_size=batch_size, shuffle=shuffle and not raw,
                            sample_weight=sample_weight, validation_data=validation_data,
