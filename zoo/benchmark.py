@@ -227,9 +227,8 @@ def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, o
                timeout: float, dtypes: list[str] | None = None) -> dict[str, Any]:
     """Run one family's benchmark script; return its results (or {"error": ...})."""
     cmd = [sys.executable, str(bench_dir / FAMILIES[family]), "--backends", ",".join(backends),
-           "--out", str(out)] + (["--dtypes", ",".join(dtypes)] if dtypes else [])
-    if smoke:
-        cmd.append("--smoke")
+           "--out", str(out)] + (["--dtypes", ",".join(dtypes)] if dtypes else []) + (
+               ["--smoke"] if smoke else [])
     print(f"[zoo benchmark] {family}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
