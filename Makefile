@@ -52,7 +52,7 @@ demo: install
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m zoo.cli demo
 
 bench: install
-	$(PY) benchmarks/bench_bert.py
+	$(PY) -m zoo.benchmarks.bench_bert
 
 clean:
 	rm -rf $(VENV) build *.egg-info

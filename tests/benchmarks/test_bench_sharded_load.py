@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/bench_sharded_load.py: tiny model, 8 simulated devices,
+"""Smoke test of zoo/benchmarks/bench_sharded_load.py: tiny model, 8 simulated devices,
 a bfloat16 preset (the float32 path differs only in not passing a dtype), and
 the conversion mode."""
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import keras
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sharded_load.py"
+MODULE = "zoo.benchmarks.bench_sharded_load"
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="sharding runs on jax")
 def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--preset-dir", str(tmp_path / "preset"),
+        [sys.executable, "-m", MODULE, "--smoke", "--preset-dir", str(tmp_path / "preset"),
          "--dtype", "bfloat16", "--modes", "unsharded,sharded,convert",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600,

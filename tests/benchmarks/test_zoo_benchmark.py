@@ -183,7 +183,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
 @pytest.mark.once
 def test_benchmark_errors_are_zoo_errors():
     """Code that catches ZooError (the `zoo` command's one-line errors) catches these too."""
-    from zoo.benchmark import BenchmarkError
+    from zoo.benchmarks.suite import BenchmarkError
     from zoo.core.errors import ZooError
 
     assert issubclass(BenchmarkError, ZooError)

@@ -133,7 +133,7 @@ def xla_suits(dtypes: Iterable[str]) -> bool:
 
     False for bfloat16 or float16 on the CPU: XLA's CPU
     compiler rewrites 16-bit matrix products and convolutions to convert
-    their inputs to float32 (`benchmarks/bench_bf16_ops.py` reads it from the
+    their inputs to float32 (`zoo/benchmarks/bench_bf16_ops.py` reads it from the
     optimized HLO), so they run at float32 speed plus the conversions, while
     TensorFlow's own graph kernels (oneDNN) use the CPU's bfloat16 units
     (a 4096x768x3072 product: 74 GFLOP/s under XLA, 408 as a graph; OPT-125m

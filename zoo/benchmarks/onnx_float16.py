@@ -15,7 +15,7 @@ directly: a message is a list of (field number, wire type, value) and only
 the fields named below (from onnx.proto) are looked into; every other field
 is copied byte for byte.
 
-    from onnx_float16 import convert_file
+    from zoo.benchmarks.onnx_float16 import convert_file
     convert_file("best_fp16.onnx", "/tmp/yolov8s_float16.onnx")
 """
 

@@ -16,8 +16,8 @@ torch eager), and the path the bfloat16 call takes is named:
   call ran (e.g. `brg_matmul:avx512_core_amx`); a call that never reaches
   oneDNN runs ATen's own kernel.
 
-    .venv/bin/python benchmarks/bench_bf16_ops.py --out benchmarks/results/bf16_ops.json
-    .venv/bin/python benchmarks/bench_bf16_ops.py --smoke      # small shapes, seconds
+    .venv/bin/python -m zoo.benchmarks.bench_bf16_ops --out benchmarks/results/bf16_ops.json
+    .venv/bin/python -m zoo.benchmarks.bench_bf16_ops --smoke      # small shapes, seconds
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import re
 import sys
 from typing import Any
 
-import common
+from zoo.benchmarks import common
 
 BACKENDS = ("jax", "tensorflow", "torch")
 #: op -> (shapes, FLOPs); full size, then smoke size
@@ -176,7 +176,8 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_parent(args: argparse.Namespace) -> int:
     results = {}
     for backend in args.backends:
-        cmd = [sys.executable, __file__, "--worker", backend, "--ops", ",".join(args.ops),
+        cmd = [*common.self_command(__spec__, __file__), "--worker", backend,
+               "--ops", ",".join(args.ops),
                "--runs", str(args.runs), "--warmup", str(args.warmup)] + ["--smoke"] * args.smoke \
             + ["--tf-xla"] * args.tf_xla
         results[backend] = common.launch(backend, cmd, keras_backend=backend,

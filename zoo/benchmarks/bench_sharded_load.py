@@ -27,10 +27,10 @@ that warm-up is reported separately), the peak of anonymous memory alone
 memory-mapped checkpoint brings in) and the wall time of the load. Every
 mode's forward output on a fixed input is compared with the unsharded one.
 
-    .venv/bin/python benchmarks/bench_sharded_load.py             # ~2 minutes
-    .venv/bin/python benchmarks/bench_sharded_load.py --dtype bfloat16 \
+    .venv/bin/python -m zoo.benchmarks.bench_sharded_load             # ~2 minutes
+    .venv/bin/python -m zoo.benchmarks.bench_sharded_load --dtype bfloat16 \
         --modes unsharded,sharded,convert
-    .venv/bin/python benchmarks/bench_sharded_load.py --smoke --out /tmp/r.json
+    .venv/bin/python -m zoo.benchmarks.bench_sharded_load --smoke --out /tmp/r.json
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import common
+from zoo.benchmarks import common
 
 MODES = ("unsharded", "sharded", "sharded_build_then_assign", "convert")
 DEFAULT_MODES = MODES[:3]
@@ -240,7 +240,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
     scratch = tempfile.TemporaryDirectory(prefix="zoo_bench_convert_")
     for mode in args.modes:
-        cmd = [sys.executable, __file__, "--worker", mode, "--dtype", args.dtype,
+        cmd = [*common.self_command(__spec__, __file__), "--worker", mode, "--dtype", args.dtype,
                "--share-dir", str(source if mode == "convert" else directory),
                "--convert-out", str(Path(scratch.name) / mode)]
         results[mode] = common.launch(mode, cmd, keras_backend="jax", retries=args.retries,

@@ -28,7 +28,8 @@ its float32 and say so. float32 results stay at the top of the JSON file,
 bfloat16 ones go under `"bfloat16"` (`precision.py`).
 
 Correctness: every zoo run's text is compared with faster-whisper's
-(`text_match`; in bfloat16 per compute type, informational). The ratio is `faster_whisper_s / zoo_s` (> 1: zoo faster;
+(`text_match`; in bfloat16 per compute type, informational). The ratio is
+`faster_whisper_s / zoo_s` (> 1: zoo faster;
 the issue's target "within 1.5x of faster-whisper" is ratio >= 1/1.5 = 0.67
 for the best backend on both clips). Timing: the median of `--runs` calls
 after a separately timed first call (compilation) and `--warmup` calls.
@@ -36,10 +37,10 @@ Busy machines are handled as in the other benchmarks (`common.py`).
 
 Reproduce (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_whisper.py
-    .venv/bin/python benchmarks/bench_whisper.py --backends torch --runs 2
-    .venv/bin/python benchmarks/bench_whisper.py --dtypes float32,bfloat16
-    .venv/bin/python benchmarks/bench_whisper.py --smoke --out /tmp/r.json  # seconds
+    .venv/bin/python -m zoo.benchmarks.bench_whisper
+    .venv/bin/python -m zoo.benchmarks.bench_whisper --backends torch --runs 2
+    .venv/bin/python -m zoo.benchmarks.bench_whisper --dtypes float32,bfloat16
+    .venv/bin/python -m zoo.benchmarks.bench_whisper --smoke --out /tmp/r.json  # seconds
 
 `--smoke` times a 2 s clip once (no warm-up) and neither waits for idle CPUs
 nor retries. Internally the script re-invokes itself as `bench_whisper.py
@@ -58,16 +59,15 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import precision  # noqa: E402  (--dtypes)
-from common import fmt  # noqa: E402
+from zoo.benchmarks import common
+from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks.common import fmt
+from zoo.data import demo_media
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "faster_whisper"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "whisper.json"
-STORY = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech" / "story.flac"
+DEFAULT_OUT = common.results_dir() / "whisper.json"
+STORY = demo_media("story.flac")
 CLIPS = {"10s": 10.0, "long": None}  # seconds cut from the start (None: all 72 s)
 SMOKE_CLIPS = {"2s": 2.0}
 TARGET_RATIO = 1 / 1.5  # best backend within 1.5x of faster-whisper
@@ -173,7 +173,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def launch(name: str, args: argparse.Namespace, share_dir: str | None,
            dtype: str = "float32") -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
            "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
     if args.smoke:
         cmd.append("--smoke")
@@ -245,7 +245,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "benchmark": "whisper_transcribe",
         "date_utc": common.utc_now(),
-        "command": " ".join(["python", "benchmarks/bench_whisper.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m zoo.benchmarks.bench_whisper", *sys.argv[1:]]),
         "machine": common.machine_info(),
         "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "faster-whisper",
                                      "ctranslate2")),

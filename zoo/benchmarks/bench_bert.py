@@ -57,9 +57,9 @@ overlapped more than ``--max-other-cpu`` (0.25) cores is rerun (``--retries``,
 Reproduce (from the repository root, with the venv that has all three
 backends and transformers installed)::
 
-    .venv/bin/python benchmarks/bench_bert.py      # --dtypes float32,bfloat16 for both
-    .venv/bin/python benchmarks/bench_bert.py --backends jax --runs 20
-    .venv/bin/python benchmarks/bench_bert.py --smoke --out /tmp/r.json  # tiny, seconds
+    .venv/bin/python -m zoo.benchmarks.bench_bert      # --dtypes float32,bfloat16 for both
+    .venv/bin/python -m zoo.benchmarks.bench_bert --backends jax --runs 20
+    .venv/bin/python -m zoo.benchmarks.bench_bert --smoke --out /tmp/r.json  # tiny, seconds
 
 Options: ``--backends jax,tensorflow,torch --dtypes float32 --batch 8 --seq 128
 --runs 10 --warmup 2 --smoke --out benchmarks/results/bert.json`` (and
@@ -85,17 +85,14 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (benchmarks/common.py: workers, timing, idle-wait, reruns)
-import precision  # noqa: E402  (--dtypes)
-from common import fmt as _fmt  # noqa: E402
-from common import (RESULT_PREFIX, cpu_busy_seconds, cpu_seconds,  # noqa: E402,F401
-                    machine_info, time_calls, versions, wait_for_idle)  # (re-exported)
+from zoo.benchmarks import common  # workers, timing, idle-wait, reruns
+from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks.common import fmt as _fmt
+from zoo.benchmarks.common import machine_info, time_calls, versions
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "transformers"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bert.json"
+DEFAULT_OUT = common.results_dir() / "bert.json"
 # Targets (full-size run): zoo's best backend >= 1.3x faster than transformers,
 # and no backend more than 1.5x slower than transformers.
 TARGET_BEST_SPEEDUP = 1.3
@@ -306,7 +303,7 @@ def launch(name: str, args: argparse.Namespace, share_dir: str | None,
 def worker_command(name: str, args: argparse.Namespace, share_dir: str | None,
                    dtype: str = "float32") -> list[str]:
     """The command line of worker `name`: this script again, with ``--worker``."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
            "--batch", str(args.batch), "--seq", str(args.seq),
            "--runs", str(args.runs), "--warmup", str(args.warmup), "--padding", args.padding,
            "--dtypes", dtype]
@@ -398,7 +395,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "benchmark": "bert_forward",
         "date_utc": common.utc_now(),
-        "command": " ".join(["python", "benchmarks/bench_bert.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m zoo.benchmarks.bench_bert", *sys.argv[1:]]),
         "machine": machine_info(),
         "versions": versions(),
         "workload": {

@@ -11,8 +11,8 @@ each worker (:func:`wait_for_idle`), every timed loop records how many cores
 ``steal_cores``), and a worker whose timed loops overlapped more than a given
 amount of other work is rerun, keeping the cleanest attempt (:func:`launch`).
 
-Nothing here knows about a particular model. Scripts import it as ``common``
-(their own directory is ``sys.path[0]`` when run as a script).
+Nothing here knows about a particular model. Scripts import it as
+``from zoo.benchmarks import common``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,22 @@ DEFAULT_DISTRIBUTIONS = ("zoo", "keras", "jax", "jaxlib", "tensorflow", "torch",
 # --------------------------------------------------------------------------- #
 # Measuring (workers).
 # --------------------------------------------------------------------------- #
+
+
+def results_dir() -> Path:
+    """Where results go unless ``--out`` says otherwise: the repository's
+    ``benchmarks/results`` when run from the root of a zoo checkout (it has
+    ``benchmarks/README.md``), else ``./zoo-benchmark-results``."""
+    repo = Path.cwd() / "benchmarks"
+    if (repo / "README.md").is_file():
+        return repo / "results"
+    return Path.cwd() / "zoo-benchmark-results"
+
+
+def self_command(spec: Any, file: str) -> list[str]:
+    """How a script starts its own workers: ``python -m zoo.benchmarks.<name>``
+    (``spec`` is the module's ``__spec__``; None when it was run as a file path)."""
+    return [sys.executable, "-m", spec.name] if spec is not None else [sys.executable, file]
 
 
 def cpu_seconds() -> tuple[float, float] | None:
@@ -142,7 +158,7 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from precision import cpu_16bit_features, features_text
+    from zoo.benchmarks.precision import cpu_16bit_features, features_text
 
     features = cpu_16bit_features()  # None: unknown (no /proc/cpuinfo)
     return {

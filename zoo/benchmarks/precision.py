@@ -121,7 +121,7 @@ def ct2_16bit_compute_types() -> tuple[list[str], list[str]]:
 def ort_op_counts(model_path: str | Path) -> dict[str, int]:
     """How many nodes of each op type the ONNX model's main graph has (ops of
     other domains than ONNX's as "domain:op")."""
-    import onnx_float16 as pb
+    from zoo.benchmarks import onnx_float16 as pb
 
     fields = pb.parse(Path(model_path).read_bytes())
     graph = pb.parse(next(v for n, _, v in fields if n == pb.MODEL_GRAPH))
@@ -161,7 +161,7 @@ def ort_float16_report(model_path: str | Path, tmp_dir: str | Path) -> dict[str,
 
 def exit_code(peer_name: str, results: dict[str, Any]) -> int:
     """1 (after naming them on stderr) when a peer or zoo worker of any dtype failed."""
-    import common
+    from zoo.benchmarks import common
 
     return max((common.exit_code(f"{peer_name} ({dtype})", section[peer_name], section["zoo"])
                 for dtype, section in sections(results)), default=0)

@@ -46,9 +46,9 @@ Busy machines are handled as in ``bench_bert.py`` (``common.py``).
 
 Reproduce (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_opt.py       # --dtypes float32,bfloat16 for both
-    .venv/bin/python benchmarks/bench_opt.py --backends jax --batches 1 --runs 5
-    .venv/bin/python benchmarks/bench_opt.py --smoke --out /tmp/r.json  # tiny, seconds
+    .venv/bin/python -m zoo.benchmarks.bench_opt       # --dtypes float32,bfloat16 for both
+    .venv/bin/python -m zoo.benchmarks.bench_opt --backends jax --batches 1 --runs 5
+    .venv/bin/python -m zoo.benchmarks.bench_opt --smoke --out /tmp/r.json  # tiny, seconds
 
 ``--smoke`` swaps in a tiny model (2 layers, 2 heads, hidden 64, MLP 256,
 vocabulary 1000, 64 positions) with batches 1 and 2, an 8-token prompt, 8 new
@@ -70,15 +70,13 @@ from typing import Any
 
 import numpy as np
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # imported, not run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (benchmarks/common.py: workers, timing, idle-wait, reruns)
-import precision  # noqa: E402  (--dtypes)
-from common import fmt  # noqa: E402
+from zoo.benchmarks import common  # workers, timing, idle-wait, reruns
+from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "transformers"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "opt.json"
+DEFAULT_OUT = common.results_dir() / "opt.json"
 HF_DIR = "hf_opt"  # subdirectory of the share dir holding transformers' save_pretrained
 PAD_ID = 1  # OPT's padding id (only ever at masked positions)
 # Targets (full-size run, every batch size): the best zoo backend >= 1.5x
@@ -271,7 +269,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def worker_command(name: str, args: argparse.Namespace, share_dir: str | None,
                    dtype: str = "float32") -> list[str]:
     """The command line of worker `name`: this script again, with ``--worker``."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
            "--batches", args.batches, "--prompt", str(args.prompt),
            "--new-tokens", str(args.new_tokens),
            "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
@@ -387,7 +385,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "benchmark": "opt_generate",
         "date_utc": common.utc_now(),
-        "command": " ".join(["python", "benchmarks/bench_opt.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m zoo.benchmarks.bench_opt", *sys.argv[1:]]),
         "machine": common.machine_info(),
         "versions": common.versions(),
         "workload": {
