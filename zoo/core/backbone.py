@@ -14,7 +14,7 @@ import keras
 import ml_dtypes
 import numpy as np
 
-from zoo.core import deferred, preset_classes, preset_io, weights_io
+from zoo.core import deferred, preset_classes, preset_handlers, preset_io, weights_io
 from zoo.core.compiled_loop import choose_keras_jit, recovers_from_failed_loops
 from zoo.core.errors import InputError, PresetError
 from zoo.utils.atomic import atomic_file
@@ -435,9 +435,7 @@ class Backbone(keras.Model):
         >>> from zoo.models import Backbone
         >>> backbone = Backbone.from_preset("all_minilm_l6_v2")  # doctest: +SKIP
         """
-        from zoo.presets import resolve
-
-        directory = resolve(handle)
+        directory = preset_handlers.resolve(handle)
         data = preset_io.read_json(directory, preset_io.CONFIG_FILE)
         backbone_cls = preset_classes.get_class(data, cls, directory, "backbone")
         global_policy = keras.config.dtype_policy()

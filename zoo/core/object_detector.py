@@ -156,8 +156,9 @@ class ObjectDetector(Task):
             raise InputError(f"predict() got unexpected arguments {sorted(kwargs)}. Fix: pass "
                              "only x, batch_size, score_threshold and iou_threshold.")
         if self.preprocessor is None:
+            pre = getattr(self.preprocessor_cls, "__name__", None) or "a preprocessor"
             raise InputError("This detector has no preprocessor, so it cannot read raw "
-                             "images. Fix: pass preprocessor=YOLOV8ObjectDetectorPreprocessor().")
+                             f"images. Fix: pass preprocessor={pre}().")
         images = as_image_list(x)
         converter = self.preprocessor.image_converter
         batch_size = 8 if batch_size is None else positive_int(batch_size, "batch_size", 8)

@@ -11,7 +11,7 @@ import inspect
 import os
 from typing import Any
 
-from zoo.core import preset_classes, preset_io
+from zoo.core import preset_classes, preset_handlers, preset_io
 from zoo.core.tokenizer import Tokenizer
 
 
@@ -55,9 +55,7 @@ class Preprocessor:
         >>> from zoo.models import BertPreprocessor
         >>> pre = BertPreprocessor.from_preset("all_minilm_l6_v2")  # doctest: +SKIP
         """
-        from zoo.presets import resolve
-
-        directory = resolve(handle)
+        directory = preset_handlers.resolve(handle)
         data = preset_io.read_json(directory, preset_io.PREPROCESSOR_FILE)
         saved_cls = preset_classes.get_class(data, Preprocessor, directory, "preprocessor")
         config = preset_classes.config_of(data, directory, preset_io.PREPROCESSOR_FILE)

@@ -10,6 +10,7 @@ called on, each failure one `PresetError` with a Fix.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
@@ -19,6 +20,7 @@ from typing import Any
 
 import keras
 
+import zoo
 from zoo.core.errors import PresetError, ZooError
 from zoo.core.preset_io import (
     _LIBRARY_ERRORS,
@@ -31,9 +33,21 @@ from zoo.core.preset_io import (
 
 
 def get_class(data: dict, base: type, directory: Path, what: str) -> type:
-    """The registered zoo class named in a serialized config, checked against `base`."""
-    import zoo.models  # noqa: F401  (registers every family's classes)
+    """The registered zoo class named in a serialized config, checked against `base`.
 
+    The class is found through the module the config records (Keras writes
+    it): a `zoo.` module is imported, which registers its classes, so only
+    the preset's own family is loaded. Modules outside zoo are never imported
+    from a preset file; their classes must already be registered (imported by
+    the user).
+    """
+    module = data.get("module")
+    if isinstance(module, str) and module.startswith("zoo.") and all(
+            part.isidentifier() for part in module.split(".")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # a module this version of zoo lacks: "does not know" below
     name = data.get("registered_name") or data.get("class_name")
     if not isinstance(name, str) or not name:
         raise PresetError(

@@ -33,9 +33,8 @@ from typing import Any
 import keras
 
 import zoo
-from zoo.core import weights_io
+from zoo.core import preset_handlers, weights_io
 from zoo.core.errors import PresetError, ZooError
-from zoo.presets.hub import presets_dir
 from zoo.utils.atomic import atomic_directory
 
 CONFIG_FILE = "config.json"
@@ -85,8 +84,6 @@ def repair_hint(directory: Path, meta: Mapping | None = None) -> str:
         directory: the broken preset.
         meta: its metadata when already read (else read here, if it can be).
     """
-    from zoo.presets.catalog import name_for_source
-
     directory = Path(directory)
     if meta is None:
         try:  # the hint must not fail on the very damage it reports
@@ -95,15 +92,9 @@ def repair_hint(directory: Path, meta: Mapping | None = None) -> str:
             meta = None
     source = meta.get("source") if isinstance(meta, Mapping) else None
     source = source if isinstance(source, str) and source else None
-    try:
-        in_hub = directory.resolve().is_relative_to(presets_dir().resolve())
-    except OSError:
-        in_hub = False
-    if in_hub:
-        name = name_for_source(source) if source else None
-        again = (f"run `zoo pull {name}`" if name else
-                 f"load {source} again" if source else "convert or download it again")
-        return f"Fix: delete {directory} and {again}; zoo fetches and converts it anew."
+    hint = preset_handlers.hub_hint(directory, source)
+    if hint:
+        return hint
     where = f", or fetch it again from {source}" if source else ""
     return ("Fix: save the preset again with save_to_preset() into a new or empty "
             f"directory{where}.")

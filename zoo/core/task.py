@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.core import preset_classes, preset_io
+from zoo.core import preset_classes, preset_handlers, preset_io
 from zoo.core.backbone import Backbone
 from zoo.core.compiled_loop import backend_dataset, recovers_from_failed_loops
 from zoo.core.errors import InputError
@@ -405,9 +405,7 @@ class Task(keras.Model):
         >>> clf = BertTextClassifier.from_preset(  # doctest: +SKIP
         ...     "bert_tiny_en_uncased", num_classes=2)
         """
-        from zoo.presets import resolve
-
-        directory = resolve(handle)
+        directory = preset_handlers.resolve(handle)
         # before any weight is read: a preset of another family, or one that
         # lacks what this task needs, is one clear PresetError
         preset_classes.check_task_preset(cls, directory, kwargs)

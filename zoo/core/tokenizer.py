@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.core import preset_classes, preset_io
+from zoo.core import preset_classes, preset_handlers, preset_io
 from zoo.core.errors import ConversionError, InputError, PresetError
 
 TextInput = str | Sequence[str] | np.ndarray
@@ -296,9 +296,7 @@ class Tokenizer:
         >>> from zoo.models import BertTokenizer
         >>> tok = BertTokenizer.from_preset("all_minilm_l6_v2")  # doctest: +SKIP
         """
-        from zoo.presets import resolve
-
-        directory = resolve(handle)
+        directory = preset_handlers.resolve(handle)
         data = preset_io.read_json(directory, preset_io.TOKENIZER_FILE)
         tokenizer_cls = preset_classes.get_class(data, cls, directory, "tokenizer")
         config = {**preset_classes.config_of(data, directory, preset_io.TOKENIZER_FILE),

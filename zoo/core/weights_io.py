@@ -25,15 +25,11 @@ import ml_dtypes
 import numpy as np
 
 from zoo.core.errors import PresetError, ZooError
+from zoo.utils.dtypes import numpy_dtype  # noqa: F401  (also used from here)
 
 FORMAT = "zoo.weights"
 FORMAT_VERSION = 1
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
-
-
-def numpy_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype for a Keras dtype name (bfloat16 through ml_dtypes)."""
-    return np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
 
 
 def index_shards(index: Path, error: type[ZooError] = PresetError) -> list[str]:

@@ -241,6 +241,6 @@ def _report_replicated(layout_map: keras.distribution.LayoutMap, variables: Sequ
 def _itemsize(dtype: Any) -> int:
     import numpy as np
 
-    from zoo.core.weights_io import numpy_dtype
+    from zoo.utils.dtypes import numpy_dtype
 
     return int(np.dtype(numpy_dtype(keras.backend.standardize_dtype(dtype))).itemsize)

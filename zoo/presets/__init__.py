@@ -13,11 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo.core import preset_handlers as _preset_handlers
+from zoo.presets import hub as _hub
 from zoo.presets.catalog import catalog
 from zoo.presets.formats import detect_format
 from zoo.presets.handles import resolve
 from zoo.presets.hub import zoo_home
 from zoo.presets.upload import upload, validate_preset
+
+# zoo.core's from_preset resolves every handle through this layer (it never
+# imports it: zoo.core sits below zoo.presets).
+_preset_handlers.install(resolve=resolve, hub_hint=_hub.repair_hint)
 
 
 def list_presets(family: str | None = None) -> list[str]:

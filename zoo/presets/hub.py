@@ -75,6 +75,24 @@ def presets_dir() -> Path:
     return zoo_home() / "presets"
 
 
+def repair_hint(directory: Path, source: str | None) -> str | None:
+    """How to repair a broken preset inside the hub: delete it and fetch it
+    again (`zoo pull NAME` when its source is a catalog entry's). None for a
+    folder outside the hub (zoo.core.preset_io advises saving it again)."""
+    try:
+        in_hub = Path(directory).resolve().is_relative_to(presets_dir().resolve())
+    except OSError:
+        in_hub = False
+    if not in_hub:
+        return None
+    from zoo.presets.catalog import name_for_source
+
+    name = name_for_source(source) if source else None
+    again = (f"run `zoo pull {name}`" if name else
+             f"load {source} again" if source else "convert or download it again")
+    return f"Fix: delete {directory} and {again}; zoo fetches and converts it anew."
+
+
 def tmp_dir() -> Path:
     """The hub's one place for writes in progress (see the module docstring)."""
     return zoo_home() / "tmp"

@@ -18,7 +18,10 @@ def validate_preset(directory: Path) -> None:
         PresetError: what is wrong, and how to fix it.
     """
     from zoo.core import preset_classes, preset_io
-    from zoo.models import Backbone, Preprocessor, Task, Tokenizer
+    from zoo.core.backbone import Backbone
+    from zoo.core.preprocessor import Preprocessor
+    from zoo.core.task import Task
+    from zoo.core.tokenizer import Tokenizer
 
     directory = Path(directory)
     if not directory.is_dir():

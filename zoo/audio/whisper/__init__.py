@@ -1,5 +1,7 @@
 """Whisper: speech recognition and translation (Radford et al., 2022)."""
 
+import zoo.presets  # noqa: F401  (installs the preset resolver zoo.core's from_preset uses)
+
 from zoo.audio.whisper.whisper_audio_converter import WhisperAudioConverter
 from zoo.audio.whisper.whisper_audio_to_text import WhisperAudioToText
 from zoo.audio.whisper.whisper_audio_to_text_preprocessor import WhisperAudioToTextPreprocessor

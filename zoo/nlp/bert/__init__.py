@@ -6,6 +6,8 @@ Classes are imported on first use, so reading the catalog data in
 
 import importlib
 
+import zoo.presets  # noqa: F401  (installs the preset resolver zoo.core's from_preset uses)
+
 _EXPORTS = {
     "BertBackbone": "bert_backbone",
     "BertMaskedLM": "bert_masked_lm",

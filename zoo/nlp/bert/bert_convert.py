@@ -238,7 +238,8 @@ def compare_with_transformers(preset_dir: Path, source: Path) -> float:
     import torch
     import transformers
 
-    from zoo.models import Backbone, Task
+    from zoo.core.backbone import Backbone
+    from zoo.core.task import Task
 
     preset_dir, source = Path(preset_dir), Path(source)
     preprocessor = BertPreprocessor.from_preset(preset_dir, padding="longest")

@@ -6,6 +6,8 @@ Classes are imported on first use, so reading the catalog data in
 
 import importlib
 
+import zoo.presets  # noqa: F401  (installs the preset resolver zoo.core's from_preset uses)
+
 _EXPORTS = {
     "OPTBackbone": "opt_backbone",
     "OPTCausalLM": "opt_causal_lm",
