@@ -3,8 +3,8 @@ file or inside a function, and `importlib.import_module("zoo. ...")` with a
 literal name) goes to the same layer or a lower one. Families never import
 each other. The layers, lowest first:
 
-0. `zoo` itself (the version), errors, backend helpers (`zoo.core.errors`,
-   `zoo.core.compiled_loop`)
+0. `zoo` itself (the version), the family table (`zoo.families`, data),
+   errors and backend helpers (`zoo.core.errors`, `zoo.core.compiled_loop`)
 1. shared building blocks: `zoo.layers`, `zoo.samplers`, the diffusion
    schedulers, box operations / NMS / COCO metrics (`zoo.cv.box_ops`, `nms`,
    `coco_metrics`), `zoo.utils`, `zoo.layout`, `zoo.data`
@@ -38,7 +38,7 @@ FAMILIES = ("zoo.nlp.bert", "zoo.nlp.opt", "zoo.audio.whisper", "zoo.cv.yolov8",
             "zoo.diffusion.stable_diffusion")
 # (module prefix, layer); the longest matching prefix wins
 LAYERS = {
-    "zoo": 0, "zoo.core.errors": 0, "zoo.core.compiled_loop": 0,
+    "zoo": 0, "zoo.families": 0, "zoo.core.errors": 0, "zoo.core.compiled_loop": 0,
     "zoo.layers": 1, "zoo.samplers": 1, "zoo.diffusion.schedulers": 1, "zoo.cv.box_ops": 1,
     "zoo.cv.nms": 1, "zoo.cv.coco_metrics": 1, "zoo.utils": 1, "zoo.layout": 1,
     "zoo.data": 1,

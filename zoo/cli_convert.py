@@ -15,29 +15,12 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from zoo.families import FAMILIES
+from zoo.presets.formats import SourceFormat
 
-@dataclass(frozen=True)
-class SourceFormat:
-    """How a script converts and checks one kind of checkpoint."""
-
-    # converter-module function `(source, output, handle, dtype="source") -> None`
-    convert: str
-    # converter-module function `(preset_dir, source) -> float`, or None from it when this
-    # checkpoint has no reference to run; None here: no reference exists for the format
-    compare: str | None
-    # the packages `compare` needs, comma-separated
-    reference: str
-    # what `compare` returns, as printed ("<measure>: 1.2e-06 (tolerance 1e-04)")
-    measure: str
-    # the largest accepted value of `compare` unless --tolerance says otherwise
-    tolerance: float = 1e-4
-
-
-_TRANSFORMERS = SourceFormat("convert_transformers", "compare_with_transformers",
-                             "transformers,torch", "max abs difference vs transformers")
 
 #: `--dtype`: what a converted preset stores its weights in
 DTYPE_CHOICES = ("source", "float32", "float16", "bfloat16")
@@ -48,33 +31,29 @@ DTYPE_HELP = ("dtype the preset stores its weights in (default: source, the chec
               "CTranslate2 and onnxruntime compute from the checkpoint's own weights, so a "
               "narrower dtype than the checkpoint's needs --tolerance there.")
 
-#: converter module -> the checkpoint kinds it reads (by `detect_format`'s name)
-#: and how each is checked; used by `scripts/convert_weights/` and `zoo convert`
-CONVERSIONS: dict[str, dict[str, SourceFormat]] = {
-    "zoo.nlp.bert.bert_convert": {"transformers": _TRANSFORMERS},
-    "zoo.nlp.opt.opt_convert": {"transformers": _TRANSFORMERS},
-    "zoo.audio.whisper.whisper_convert": {
-        "transformers": _TRANSFORMERS,
-        # relative to the output's scale; `compare_with_ctranslate2` says why 1e-4
-        "ctranslate2": SourceFormat("convert_ctranslate2", "compare_with_ctranslate2",
-                                    "ctranslate2",
-                                    "max abs difference / max abs value vs ctranslate2"),
-        "torch_file": SourceFormat("convert_openai", None, "", ""),  # openai-whisper .pt
-    },
-    "zoo.cv.yolov8.yolov8_convert": {
-        "torch_file": SourceFormat("convert_ultralytics", "compare_with_onnxruntime",
-                                   "onnxruntime",
-                                   "max abs difference vs onnxruntime (pixels, probabilities)",
-                                   tolerance=1e-2),
-    },
-    "zoo.diffusion.stable_diffusion.stable_diffusion_convert": {
-        "diffusers": SourceFormat("convert_diffusers", "compare_with_diffusers",
-                                  "torch,transformers,diffusers",
-                                  "max abs difference vs diffusers/transformers",
-                                  tolerance=1e-3),
-        "torch_file": SourceFormat("convert_single_file", None, "", ""),
-    },
-}
+class _Conversions(Mapping[str, dict[str, SourceFormat]]):
+    """Converter module -> the checkpoint kinds it reads (by `detect_format`'s
+    names) and how each is checked: each family's `SOURCE_FORMATS`, read from
+    the family table (`zoo.families`) when first asked for."""
+
+    def __getitem__(self, module: str) -> dict[str, SourceFormat]:
+        if module not in self._modules():
+            raise KeyError(module)
+        return importlib.import_module(module).SOURCE_FORMATS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules())
+
+    def __len__(self) -> int:
+        return len(self._modules())
+
+    @staticmethod
+    def _modules() -> list[str]:
+        return [f.converter for f in FAMILIES]
+
+
+#: used by `scripts/convert_weights/` and `zoo convert`
+CONVERSIONS: Mapping[str, dict[str, SourceFormat]] = _Conversions()
 
 
 def converter_module(folder: Path) -> str:

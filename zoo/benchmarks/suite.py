@@ -50,19 +50,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo import families
 from zoo.benchmarks import common
 from zoo.benchmarks.report import fmt, markdown_table, write_chart, write_readme
 from zoo.core.errors import ZooError
 from zoo.utils import atomic
 
-#: family -> its benchmark module in this package
-FAMILIES = {
-    "bert": "zoo.benchmarks.bench_bert",
-    "opt": "zoo.benchmarks.bench_opt",
-    "whisper": "zoo.benchmarks.bench_whisper",
-    "yolov8": "zoo.benchmarks.bench_yolov8",
-    "stable_diffusion": "zoo.benchmarks.bench_stable_diffusion",
-}
+#: family -> its benchmark module in this package (from the family table)
+FAMILIES = {family.name: family.benchmark for family in families.FAMILIES}
 BACKENDS = ("jax", "tensorflow", "torch")
 DTYPES = ("float32", "bfloat16")
 SCHEMA = "zoo-benchmark/1"

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.families import FAMILIES
+
 #: modules defining a `PRESETS` dict (name -> entry); data only, cheap to import
-FAMILY_PRESET_MODULES = ("zoo.nlp.bert.bert_presets", "zoo.nlp.opt.opt_presets",
-                         "zoo.audio.whisper.whisper_presets", "zoo.cv.yolov8.yolov8_presets",
-                         "zoo.diffusion.stable_diffusion.stable_diffusion_presets")
+FAMILY_PRESET_MODULES = tuple(family.presets for family in FAMILIES)
 
 REQUIRED_KEYS = ("family", "description", "params", "sources", "license")
 

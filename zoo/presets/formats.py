@@ -5,32 +5,40 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.core.errors import ConversionError, PresetError
+from zoo.families import FAMILIES, Family
 
-#: transformers `model_type` -> "module:function" converting such a folder.
-TRANSFORMERS_CONVERTERS: dict[str, str] = {
-    "bert": "zoo.nlp.bert.bert_convert:convert_transformers",
-    "opt": "zoo.nlp.opt.opt_convert:convert_transformers",
-    "whisper": "zoo.audio.whisper.whisper_convert:convert_transformers",
-}
+@dataclass(frozen=True)
+class SourceFormat:
+    """How a family's converter module converts and checks one kind of
+    checkpoint (an entry of its `SOURCE_FORMATS`, keyed by `detect_format`'s
+    names)."""
 
-#: CTranslate2 spec name (in model.bin) -> converter
-CTRANSLATE2_CONVERTERS: dict[str, str] = {
-    "WhisperSpec": "zoo.audio.whisper.whisper_convert:convert_ctranslate2",
-}
+    #: converter-module function `(source, output, handle, dtype="source") -> None`
+    convert: str
+    #: converter-module function `(preset_dir, source) -> float`, or None from it when
+    #: this checkpoint has no reference to run; None here: no reference exists for the format
+    compare: str | None
+    #: the packages `compare` needs, comma-separated
+    reference: str
+    #: what `compare` returns, as printed ("<measure>: 1.2e-06 (tolerance 1e-04)")
+    measure: str
+    #: the largest accepted value of `compare` unless --tolerance says otherwise
+    tolerance: float = 1e-4
 
-#: single-file PyTorch checkpoints, by the family that reads them
-TORCH_FILE_CONVERTERS: dict[str, str] = {
-    "openai_whisper": "zoo.audio.whisper.whisper_convert:convert_openai",
-    "ultralytics": "zoo.cv.yolov8.yolov8_convert:convert_ultralytics",
-    "stable_diffusion": "zoo.diffusion.stable_diffusion.stable_diffusion_convert:"
-                        "convert_single_file",
-}
 
-#: diffusers folders (model_index.json), by pipeline family
-DIFFUSERS_CONVERTER = "zoo.diffusion.stable_diffusion.stable_diffusion_convert:convert_diffusers"
+#: the transformers folders of every family that reads them
+TRANSFORMERS_FORMAT = SourceFormat("convert_transformers", "compare_with_transformers",
+                                   "transformers,torch", "max abs difference vs transformers")
+
+
+def transformers_model_types() -> list[str]:
+    """The transformers `model_type`s some family converts."""
+    return sorted(t for f in FAMILIES for t in f.transformers_model_types)
+
 
 SUPPORTED = ("zoo presets, transformers folders (model types: {}), CTranslate2 Whisper "
              "folders (model.bin), openai-whisper .pt files, ultralytics YOLOv8 .pt files, "
@@ -125,40 +133,53 @@ def detect_format(path: Path) -> str:
         return "torch_file"
     raise PresetError(
         f"{path} is neither a zoo preset (no metadata.json) nor a checkpoint zoo can "
-        f"convert. zoo reads {SUPPORTED.format(', '.join(sorted(TRANSFORMERS_CONVERTERS)))}. "
+        f"convert. zoo reads {SUPPORTED.format(', '.join(transformers_model_types()))}. "
         "Fix: point at such a directory."
     )
 
 
-def _load(spec: str) -> Callable:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+def _load(family: Family, kind: str) -> Callable:
+    """`family`'s converter function for checkpoints of `kind` (its `SOURCE_FORMATS`)."""
+    module = importlib.import_module(family.converter)
+    return getattr(module, module.SOURCE_FORMATS[kind].convert)
+
+
+def _family(matches: Callable[[Family], bool]) -> Family | None:
+    return next((f for f in FAMILIES if matches(f)), None)
 
 
 def converter_for(path: Path, fmt: str) -> Callable[[Path, Path, str], None]:
-    """The function that converts `path` (of format `fmt`) into a zoo preset.
+    """The function that converts `path` (of format `fmt`) into a zoo preset,
+    found through the family table (`zoo.families`).
 
     Converters are called as `convert(source_dir, output_dir, source_handle)`
     and write a complete preset into `output_dir`.
     """
     if fmt == "transformers":
         model_type = json.loads((Path(path) / "config.json").read_text())["model_type"]
-        if model_type not in TRANSFORMERS_CONVERTERS:
+        family = _family(lambda f: model_type in f.transformers_model_types)
+        if family is None:
             raise ConversionError(
                 f"{path} is a transformers '{model_type}' model, which zoo cannot "
-                f"convert yet (supported: {', '.join(sorted(TRANSFORMERS_CONVERTERS))})."
+                f"convert yet (supported: {', '.join(transformers_model_types())})."
             )
-        return _load(TRANSFORMERS_CONVERTERS[model_type])
+        return _load(family, fmt)
     if fmt == "ctranslate2":
         spec = ctranslate2_spec(Path(path) / "model.bin")
-        if spec not in CTRANSLATE2_CONVERTERS:
+        family = _family(lambda f: spec in f.ctranslate2_specs)
+        if family is None:
+            supported = sorted(s for f in FAMILIES for s in f.ctranslate2_specs)
             raise ConversionError(
                 f"{path} is a CTranslate2 {spec}, which zoo cannot convert (supported: "
-                f"{', '.join(sorted(CTRANSLATE2_CONVERTERS))}).")
-        return _load(CTRANSLATE2_CONVERTERS[spec])
+                f"{', '.join(supported)}).")
+        return _load(family, fmt)
     if fmt == "diffusers":
-        return _load(DIFFUSERS_CONVERTER)
-    if fmt == "torch_file":
-        # Each converter checks the content in detail.
-        return _load(TORCH_FILE_CONVERTERS[torch_file_kind(Path(path))])
-    raise ConversionError(f"No converter for format {fmt!r}.")
+        family = _family(lambda f: f.diffusers)
+    elif fmt == "torch_file":
+        kind = torch_file_kind(Path(path))  # each converter checks the content in detail
+        family = _family(lambda f: kind in f.torch_file_kinds)
+    else:
+        family = None
+    if family is None:
+        raise ConversionError(f"No converter for format {fmt!r}.")
+    return _load(family, fmt)

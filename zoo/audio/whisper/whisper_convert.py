@@ -30,7 +30,18 @@ from zoo.presets.checkpoint_io import (
     port_weight,
     read_transformers_weights,
 )
+from zoo.presets.formats import TRANSFORMERS_FORMAT, SourceFormat
 from zoo.utils.progress import progress
+
+#: the checkpoints this module converts, and how each is checked (zoo.families)
+SOURCE_FORMATS = {
+    "transformers": TRANSFORMERS_FORMAT,
+    # relative to the output's scale; `compare_with_ctranslate2` says why 1e-4
+    "ctranslate2": SourceFormat("convert_ctranslate2", "compare_with_ctranslate2",
+                                "ctranslate2",
+                                "max abs difference / max abs value vs ctranslate2"),
+    "torch_file": SourceFormat("convert_openai", None, "", ""),  # openai-whisper .pt
+}
 
 
 def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,16 @@ import numpy as np
 from zoo.core.errors import ConversionError
 from zoo.core.preset_io import write_preset
 from zoo.presets.checkpoint_io import WeightReader, port_weight, storage_dtype
+from zoo.presets.formats import SourceFormat
 from zoo.utils.progress import progress
+
+#: the checkpoints this module converts, and how each is checked (zoo.families)
+SOURCE_FORMATS = {
+    "torch_file": SourceFormat("convert_ultralytics", "compare_with_onnxruntime",
+                               "onnxruntime",
+                               "max abs difference vs onnxruntime (pixels, probabilities)",
+                               tolerance=1e-2),
+}
 
 #: torch.nn modules a DetectionModel pickles (recorded as data, never run)
 _TORCH_MODULES = {

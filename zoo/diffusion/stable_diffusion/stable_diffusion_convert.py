@@ -49,6 +49,15 @@ from zoo.presets.checkpoint_io import (
     read_safetensors,
     storage_dtype,
 )
+from zoo.presets.formats import SourceFormat
+
+#: the checkpoints this module converts, and how each is checked (zoo.families)
+SOURCE_FORMATS = {
+    "diffusers": SourceFormat("convert_diffusers", "compare_with_diffusers",
+                              "torch,transformers,diffusers",
+                              "max abs difference vs diffusers/transformers", tolerance=1e-3),
+    "torch_file": SourceFormat("convert_single_file", None, "", ""),
+}
 
 #: pipelines whose folders hold an SD v1-style text encoder, UNet and VAE
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline",

@@ -34,7 +34,11 @@ from zoo.presets.checkpoint_io import (
     port_weight,
     read_transformers_weights,
 )
+from zoo.presets.formats import TRANSFORMERS_FORMAT
 from zoo.utils.progress import progress
+
+#: the checkpoints this module converts, and how each is checked (zoo.families)
+SOURCE_FORMATS = {"transformers": TRANSFORMERS_FORMAT}
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,11 @@ from zoo.presets.checkpoint_io import (
     port_weight,
     read_transformers_weights,
 )
+from zoo.presets.formats import TRANSFORMERS_FORMAT
 from zoo.utils.progress import progress
+
+#: the checkpoints this module converts, and how each is checked (zoo.families)
+SOURCE_FORMATS = {"transformers": TRANSFORMERS_FORMAT}
 
 
 def convert_backbone_config(hf: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""The family table (`zoo.families`) is the one registry: every family folder
+has an entry, and the catalog, format detection, `zoo convert`, the
+conversion scripts, `zoo benchmark` and `zoo.models` all agree with it."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from zoo.families import FAMILIES, family_named
+
+ROOT = Path(__file__).resolve().parents[1]
+# format name (zoo.presets.formats.detect_format) -> the table field that claims it
+CLAIMS = {"transformers": "transformers_model_types", "ctranslate2": "ctranslate2_specs",
+          "torch_file": "torch_file_kinds", "diffusers": "diffusers"}
+
+pytestmark = pytest.mark.once  # the same on every backend
+
+
+def test_every_family_folder_has_an_entry():
+    folders = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in ROOT.glob("zoo/*/*/*_presets.py")}
+    assert folders == {f.package for f in FAMILIES}
+    assert len({f.name for f in FAMILIES}) == len(FAMILIES)
+    for family in FAMILIES:
+        for module in (family.presets, family.converter):
+            assert module.startswith(family.package + "."), (family.name, module)
+        assert (ROOT / "scripts" / "convert_weights" / f"convert_{family.name}.py").is_file()
+    with pytest.raises(KeyError):
+        family_named("gpt")
+
+
+def test_catalog_and_benchmark_read_the_table():
+    from zoo.benchmarks.suite import FAMILIES as BENCHMARKS
+    from zoo.presets import catalog
+
+    assert {e["family"] for e in catalog().values()} == {f.name for f in FAMILIES}
+    assert BENCHMARKS == {f.name: f.benchmark for f in FAMILIES}
+    for family in FAMILIES:
+        assert callable(importlib.import_module(family.benchmark).summary), family.name
+
+
+def test_converters_claim_what_their_module_converts():
+    from zoo.cli_convert import CONVERSIONS
+
+    assert list(CONVERSIONS) == [f.converter for f in FAMILIES]
+    for family in FAMILIES:
+        module = importlib.import_module(family.converter)
+        formats = CONVERSIONS[family.converter]
+        assert formats is module.SOURCE_FORMATS
+        claimed = {fmt for fmt, field in CLAIMS.items() if getattr(family, field)}
+        assert set(formats) == claimed, family.name
+        for fmt in formats.values():
+            assert callable(getattr(module, fmt.convert)), (family.name, fmt.convert)
+            assert fmt.compare is None or callable(getattr(module, fmt.compare))
+
+
+def test_models_exports_every_family():
+    import zoo.models
+
+    for family in FAMILIES:
+        exported = importlib.import_module(family.package).__all__
+        assert set(exported) <= set(zoo.models.__all__), family.name
+        assert all(getattr(zoo.models, name) is getattr(importlib.import_module(
+            family.package), name) for name in exported), family.name
