@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import traceback
@@ -145,16 +144,9 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import BertConfig, BertModel
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)
+    common.torch_peer_setup()
     size = model_size(args.smoke)
-    config = BertConfig(
-        vocab_size=size.vocabulary_size, num_hidden_layers=size.num_layers,
-        num_attention_heads=size.num_heads, hidden_size=size.hidden_dim,
-        intermediate_size=size.intermediate_dim,
-        max_position_embeddings=size.max_sequence_length,
-    )
-    model = BertModel(config).eval()
+    model = BertModel(BertConfig(**size.transformers_config())).eval()
     if args.share_dir:
         from safetensors.torch import save_file
 

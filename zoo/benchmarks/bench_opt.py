@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -131,16 +130,10 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)
+    common.torch_peer_setup()
     size = model_size(args.smoke)
-    config = OPTConfig(
-        vocab_size=size.vocabulary_size, num_hidden_layers=size.num_layers,
-        num_attention_heads=size.num_heads, hidden_size=size.hidden_dim,
-        word_embed_proj_dim=size.hidden_dim, ffn_dim=size.intermediate_dim,
-        max_position_embeddings=size.max_sequence_length,
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-    )
+    config = OPTConfig(**size.transformers_config("ffn_dim"), word_embed_proj_dim=size.hidden_dim,
+                       dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
     model = OPTForCausalLM(config).eval()
     dtype = precision.worker_dtype(args)
     with tempfile.TemporaryDirectory(prefix="bench_opt_hf_") as tmp:

@@ -420,6 +420,22 @@ class TransformerSize:
     intermediate_dim: int  # intermediate_size (OPT: ffn_dim)
     max_sequence_length: int  # max_position_embeddings
 
+    def transformers_config(self, intermediate: str = "intermediate_size") -> dict[str, int]:
+        """These sizes under transformers' config names (`intermediate`: the
+        name of the MLP width, `ffn_dim` for OPT)."""
+        return {"vocab_size": self.vocabulary_size, "num_hidden_layers": self.num_layers,
+                "num_attention_heads": self.num_heads, "hidden_size": self.hidden_dim,
+                intermediate: self.intermediate_dim,
+                "max_position_embeddings": self.max_sequence_length}
+
+
+def torch_peer_setup() -> None:
+    """A torch peer uses every core, and builds its random weights from seed 0."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+
 
 #: the tiny model every transformer benchmark's --smoke runs
 TINY_TRANSFORMER = TransformerSize(1000, 2, 2, 64, 256, 64)
