@@ -16,7 +16,7 @@ MODULES = [
     "zoo.core.backbone", "zoo.core.compiled_loop", "zoo.layout.layout_map", "zoo.utils.audio",
     "zoo.audio.whisper.whisper_audio_converter", "zoo.audio.whisper.whisper_backbone",
     "zoo.audio.whisper.whisper_tokenizer", "zoo.utils.images", "zoo.cv.box_ops", "zoo.cv.nms",
-    "zoo.cv.coco_metrics", "zoo.cv.yolov8.yolov8_decode", "zoo.cv.yolov8.yolov8_backbone",
+    "zoo.utils.coco_metrics", "zoo.cv.yolov8.yolov8_decode", "zoo.cv.yolov8.yolov8_backbone",
     "zoo.cv.yolov8.yolov8_detector", "zoo.cv.yolov8.yolov8_image_converter",
     "zoo.cv.yolov8.yolov8_object_detector_preprocessor", "zoo.cv.yolov8.yolov8_loss",
     "zoo.layers.attention", "zoo.layers.conv", "zoo.layers.packing", "zoo.utils.atomic",

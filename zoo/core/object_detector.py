@@ -190,7 +190,7 @@ class ObjectDetector(Task):
             `map` (mAP@0.5:0.95), `map50`, `map75` and per-class AP, as
             pycocotools computes them.
         """
-        from zoo.cv.coco_metrics import coco_evaluate
+        from zoo.utils.coco_metrics import coco_evaluate
 
         predictions = self.predict(x, batch_size=batch_size, score_threshold=score_threshold)
         return coco_evaluate(predictions, list(y), max_detections=max_detections)

@@ -55,13 +55,16 @@ class _Mode:
 class TextToImage(Task):
     """Base class for latent text-to-image diffusion tasks.
 
-    Subclasses set `backbone_cls` / `preprocessor_cls` and may set
-    `default_scheduler`. Outputs are numpy arrays `(n, height, width, 3)`,
-    uint8 unless `output_type="float"` (values in [0, 1]).
+    Subclasses set `backbone_cls` / `preprocessor_cls` and `get_scheduler`
+    (their family's scheduler registry), and may set `default_scheduler`.
+    Outputs are numpy arrays `(n, height, width, 3)`, uint8 unless
+    `output_type="float"` (values in [0, 1]).
     """
 
-    #: the scheduler used when none is given (a `zoo.diffusion.schedulers` name)
+    #: the scheduler used when none is given (a name `get_scheduler` knows)
     default_scheduler: str = "pndm"
+    #: name or scheduler -> scheduler; set by the family (zoo.core imports no family)
+    get_scheduler: Any = None
 
     def __init__(self, backbone: Any, preprocessor: Any = None, **kwargs: Any) -> None:
         super().__init__(inputs=backbone.input, outputs=backbone.output, **kwargs)
@@ -188,9 +191,9 @@ class TextToImage(Task):
 
     # -- public API -------------------------------------------------------------
     def _scheduler(self, scheduler: Any) -> Any:
-        from zoo.diffusion.schedulers import get_scheduler
-
-        return get_scheduler(self.default_scheduler if scheduler is None else scheduler)
+        if self.get_scheduler is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no get_scheduler.")
+        return self.get_scheduler(self.default_scheduler if scheduler is None else scheduler)
 
     def _contexts(self, prompts: list[str], negative: list[str] | None, per_prompt: int,
                   guided: bool) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from zoo.core.text_to_image import TextToImage
+from zoo.diffusion.schedulers import get_scheduler
 from zoo.diffusion.stable_diffusion.stable_diffusion_backbone import StableDiffusionBackbone
 from zoo.diffusion.stable_diffusion.stable_diffusion_preprocessor import (
     StableDiffusionPreprocessor,
@@ -45,6 +46,7 @@ class StableDiffusion(TextToImage):
 
     backbone_cls = StableDiffusionBackbone
     preprocessor_cls = StableDiffusionPreprocessor
+    get_scheduler = staticmethod(get_scheduler)
 
     def __init__(self, backbone: StableDiffusionBackbone | None = None,
                  preprocessor: StableDiffusionPreprocessor | None = None,

@@ -1,4 +1,4 @@
-"""`zoo.cv.coco_metrics.coco_evaluate` against pycocotools' COCOeval on the same data."""
+"""`zoo.utils.coco_metrics.coco_evaluate` against pycocotools' COCOeval on the same data."""
 
 import contextlib
 import io
@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from zoo.cv.coco_metrics import coco_evaluate
+from zoo.utils.coco_metrics import coco_evaluate
 
 pytestmark = pytest.mark.once  # numpy only: the same on every backend
 
