@@ -86,7 +86,8 @@ import numpy as np
 
 from zoo.benchmarks import common  # workers, timing, idle-wait, reruns
 from zoo.benchmarks import precision  # --dtypes
-from zoo.benchmarks.common import TransformerSize as ModelSize
+from zoo.benchmarks import skeleton
+from zoo.benchmarks.skeleton import TransformerSize as ModelSize
 from zoo.benchmarks.common import fmt as _fmt
 from zoo.benchmarks.common import time_calls
 
@@ -109,7 +110,7 @@ SMOKE_WORKLOAD = {"batch": 2, "seq": 16, "runs": 2}
 
 
 def model_size(smoke: bool) -> ModelSize:
-    return common.TINY_TRANSFORMER if smoke else BERT_BASE
+    return skeleton.TINY_TRANSFORMER if smoke else BERT_BASE
 
 
 def row_lengths(batch: int, seq: int, padding: str = "ragged") -> list[int]:
@@ -144,7 +145,7 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import BertConfig, BertModel
 
-    common.torch_peer_setup()
+    skeleton.torch_peer_setup()
     size = model_size(args.smoke)
     model = BertModel(BertConfig(**size.transformers_config())).eval()
     if args.share_dir:
@@ -254,7 +255,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     return result
 
 
-FAMILY = common.Family("bench_bert", "zoo.benchmarks.bench_bert", PEER,
+FAMILY = skeleton.Family("bench_bert", "zoo.benchmarks.bench_bert", PEER,
                        worker_transformers, worker_zoo)
 
 
@@ -337,7 +338,7 @@ def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
-        **common.results_header("bert_forward", "zoo.benchmarks.bench_bert"),
+        **skeleton.results_header("bert_forward", "zoo.benchmarks.bench_bert"),
         "workload": {
             "model": dataclasses.asdict(size),
             "model_name": "tiny (smoke)" if args.smoke else "BERT-base",
@@ -358,7 +359,7 @@ def run_parent(args: argparse.Namespace) -> int:
     for dtype in args.dtypes:
         precision.store(results, dtype, run_dtype(args, backends, dtype))
     w = results["workload"]
-    out = common.write_results(
+    out = skeleton.write_results(
         results, args.out, markdown_table(results),
         f"BERT forward, {w['model_name']}, batch {args.batch} x {args.seq} tokens, median of "
         f"{args.runs} runs after {args.warmup} warm-up ({results['machine']['cpu_count']} CPUs)")
@@ -374,7 +375,7 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = common.family_parser(
+    parser = skeleton.family_parser(
         __doc__, BACKENDS, runs=10, warmup=2, runs_help="timed calls per path",
         smoke_help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds",
         out=DEFAULT_OUT)
@@ -386,7 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--independent-weights", action="store_true",
                         help="do not port transformers' weights into zoo (skips the "
                              "output check)")
-    args = common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
+    args = skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
                                     retries=3, smoke_workload=SMOKE_WORKLOAD)
     if args.batch < 1 or args.seq < 1:
         parser.error("--batch and --seq must be >= 1")

@@ -71,7 +71,8 @@ import numpy as np
 
 from zoo.benchmarks import common  # workers, timing, idle-wait, reruns
 from zoo.benchmarks import precision  # --dtypes
-from zoo.benchmarks.common import TransformerSize as ModelSize
+from zoo.benchmarks import skeleton
+from zoo.benchmarks.skeleton import TransformerSize as ModelSize
 from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -95,7 +96,7 @@ SMOKE_WORKLOAD = {"batches": "1,2", "prompt": 8, "new_tokens": 8, "runs": 2}
 
 
 def model_size(smoke: bool) -> ModelSize:
-    return common.TINY_TRANSFORMER if smoke else OPT_125M
+    return skeleton.TINY_TRANSFORMER if smoke else OPT_125M
 
 
 def parse_batches(text: str) -> list[int]:
@@ -130,7 +131,7 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    common.torch_peer_setup()
+    skeleton.torch_peer_setup()
     size = model_size(args.smoke)
     config = OPTConfig(**size.transformers_config("ffn_dim"), word_embed_proj_dim=size.hidden_dim,
                        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
@@ -232,7 +233,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     return result
 
 
-FAMILY = common.Family("bench_opt", "zoo.benchmarks.bench_opt", PEER,
+FAMILY = skeleton.Family("bench_opt", "zoo.benchmarks.bench_opt", PEER,
                        worker_transformers, worker_zoo)
 
 
@@ -335,7 +336,7 @@ def run_parent(args: argparse.Namespace) -> int:
     batches = parse_batches(args.batches)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
-        **common.results_header("opt_generate", "zoo.benchmarks.bench_opt"),
+        **skeleton.results_header("opt_generate", "zoo.benchmarks.bench_opt"),
         "workload": {
             "model": dataclasses.asdict(size),
             "model_name": "tiny (smoke)" if args.smoke else "OPT-125m size",
@@ -354,7 +355,7 @@ def run_parent(args: argparse.Namespace) -> int:
     for dtype in args.dtypes:
         precision.store(results, dtype, run_dtype(args, backends, dtype))
     w = results["workload"]
-    out = common.write_results(
+    out = skeleton.write_results(
         results, args.out, markdown_table(results),
         f"OPT greedy generation, {w['model_name']}, {args.prompt}-token prompt, "
         f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} "
@@ -375,7 +376,7 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = common.family_parser(
+    parser = skeleton.family_parser(
         __doc__, BACKENDS, runs=3, warmup=1, runs_help="timed generate calls per batch",
         smoke_help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs",
         out=DEFAULT_OUT)
@@ -383,7 +384,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated batch sizes (default: %(default)s)")
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
-    args = common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
+    args = skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
                                     retries=2, smoke_workload=SMOKE_WORKLOAD)
     try:
         batches = parse_batches(args.batches)

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from zoo.benchmarks import common
+from zoo.benchmarks import skeleton
 from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -253,7 +254,7 @@ def _ddim_coefficients(scheduler: Any) -> tuple[float, float]:
     return float(a), float(b)
 
 
-FAMILY = common.Family("bench_stable_diffusion", "zoo.benchmarks.bench_stable_diffusion", PEER,
+FAMILY = skeleton.Family("bench_stable_diffusion", "zoo.benchmarks.bench_stable_diffusion", PEER,
                        worker_peer, worker_zoo)
 
 
@@ -296,7 +297,7 @@ def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     unet, vae, size = configs(args.smoke)
     results: dict[str, Any] = {
-        **common.results_header("stable_diffusion_step_and_decode",
+        **skeleton.results_header("stable_diffusion_step_and_decode",
                                 "zoo.benchmarks.bench_stable_diffusion",
                                 (*common.DEFAULT_DISTRIBUTIONS, "diffusers")),
         "workload": {"model": "tiny SD-structured UNet/VAE" if args.smoke else
@@ -324,7 +325,7 @@ def run_parent(args: argparse.Namespace) -> int:
                   "best_ratio_decode": zoo[best]["dtypes"]["float32"]["ratio_decode"],
                   "met": ratios[best] >= TARGET_RATIO}
     results["target"] = target
-    out = common.write_results(
+    out = skeleton.write_results(
         results, args.out, markdown_table(results),
         f"Stable Diffusion at {size}x{size}: one guided UNet step (batch 2) and one VAE "
         f"decode, median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)")
@@ -337,7 +338,7 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = common.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
+    parser = skeleton.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
                                   runs_help="timed calls of each workload",
                                   smoke_help="tiny model, 1 run, no warm-up", out=DEFAULT_OUT)
     parser.add_argument("--dtypes", default=",".join(DTYPES),
@@ -345,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conv", choices=("winograd", "direct"), default="winograd",
                         help="zoo's large float32 3x3 convolutions: Winograd F(4x4, 3x3) "
                              "(zoo's default) or the direct op (default: %(default)s)")
-    args = common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
+    args = skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
                                     retries=1, smoke_workload={"runs": 1, "warmup": 0},
                                     dtypes=False)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]

@@ -60,6 +60,7 @@ import numpy as np
 
 from zoo.benchmarks import common
 from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks import skeleton
 from zoo.benchmarks.common import fmt
 from zoo.data import demo_media
 
@@ -163,7 +164,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "clips": out, "load_s": load_s, "dtype": str(model.backbone.weights[0].dtype)}
 
 
-FAMILY = common.Family("bench_whisper", "zoo.benchmarks.bench_whisper", PEER,
+FAMILY = skeleton.Family("bench_whisper", "zoo.benchmarks.bench_whisper", PEER,
                        worker_peer, worker_zoo)
 
 
@@ -222,7 +223,7 @@ def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     chosen = SMOKE_CLIPS if args.smoke else CLIPS
     results: dict[str, Any] = {
-        **common.results_header("whisper_transcribe", "zoo.benchmarks.bench_whisper",
+        **skeleton.results_header("whisper_transcribe", "zoo.benchmarks.bench_whisper",
                                 (*common.DEFAULT_DISTRIBUTIONS, "faster-whisper",
                                  "ctranslate2")),
         "workload": {"model": "whisper_tiny_en (CTranslate2 float16 weights, run as each "
@@ -244,7 +245,7 @@ def run_parent(args: argparse.Namespace) -> int:
             targets[name] = {"best_backend": best, "best_ratio": ratios[best],
                              "met": ratios[best] >= TARGET_RATIO}
     results["targets"] = targets
-    out = common.write_results(results, args.out, markdown_table(results),
+    out = skeleton.write_results(results, args.out, markdown_table(results),
                                f"whisper_tiny_en transcription, median of {args.runs} runs "
                                f"({results['machine']['cpu_count']} CPUs)")
     for name, t in targets.items():
@@ -259,10 +260,10 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = common.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
+    parser = skeleton.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
                                   runs_help="timed transcribe calls per clip",
                                   smoke_help="a 2 s clip, 1 run, no warm-up", out=DEFAULT_OUT)
-    return common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
+    return skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
                                     retries=2, smoke_workload={"runs": 1, "warmup": 0})
 
 

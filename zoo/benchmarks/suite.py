@@ -265,7 +265,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     max_regression = parse_regression(args.max_regression)
     baseline = load_baseline(args.compare) if args.compare else None
     results_dir = Path(args.results_dir) if args.results_dir else common.results_dir()
-    in_checkout = results_dir.resolve() == (Path.cwd() / "benchmarks" / "results").resolve()
+    checkout = common.checkout_dir()
+    in_checkout = checkout is not None and results_dir.resolve() == (
+        checkout / "results").resolve()
     tmp_dir = Path(tempfile.mkdtemp(prefix="zoo-benchmark-"))
     default_out = (tmp_dir if args.smoke else results_dir) / "zoo_benchmark.json"
     if not args.out and not args.smoke and not args.report_only:
