@@ -22,7 +22,7 @@ MODULES = [
     "zoo.layers.attention", "zoo.layers.conv", "zoo.layers.packing", "zoo.utils.atomic",
     "zoo.cli_args", "zoo.core.weights_io", "zoo.presets.checkpoint_io", "zoo.data",
     "zoo.presets.packages", "zoo.core.preset_handlers", "zoo.utils.dtypes",
-    "zoo.benchmarks.suite", "zoo.benchmarks.report",
+    "zoo.benchmarks.suite", "zoo.benchmarks.report", "zoo.core.generation",
 ]
 
 

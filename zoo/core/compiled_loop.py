@@ -186,6 +186,15 @@ def compile_step(fn: Callable[..., Any], variables: Sequence[keras.Variable],
     return CompiledStep(fn, variables, trace=trace, xla=xla)
 
 
+def has_compiled_loops() -> bool:
+    """Whether a whole loop (`keras.ops.while_loop` over model steps) should
+    run as one compiled program: True on JAX and TensorFlow (XLA or a graph);
+    False on PyTorch, where `torch.jit.trace` cannot record a loop whose
+    length depends on the data, so callers run one traced step per iteration.
+    """
+    return keras.backend.backend() != "torch"
+
+
 def backend_dataset(batches: keras.utils.PyDataset,
                     element_spec: Callable[[Any], Any]) -> Any:
     """`batches` in the form the current backend's `fit`/`evaluate` read, for

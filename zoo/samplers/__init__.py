@@ -19,9 +19,10 @@ from zoo.samplers.samplers import (
     Sampler,
     TopKSampler,
     TopPSampler,
+    beam_candidates,
     get,
     uniform_noise,
 )
 
-__all__ = ["BeamSampler", "CategoricalSampler", "GreedySampler", "RandomSampler", "Sampler", "TopKSampler", "TopPSampler", "get",
-           "uniform_noise"]
+__all__ = ["BeamSampler", "CategoricalSampler", "GreedySampler", "RandomSampler", "Sampler",
+           "TopKSampler", "TopPSampler", "beam_candidates", "get", "uniform_noise"]

@@ -149,9 +149,15 @@ class BeamSampler:
 
     def __call__(self, logits: Any, seed: Any, step: Any) -> Any:
         """Top `2 * num_beams` log-probabilities and their token ids per row."""
-        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-        values, indices = ops.top_k(log_probs, 2 * self.num_beams, sorted=True)
-        return values, ops.cast(indices, "int32")
+        return beam_candidates(logits, 2 * self.num_beams)
+
+
+def beam_candidates(logits: Any, k: int) -> tuple[Any, Any]:
+    """The `k` best log-probabilities per row (descending) and their token
+    ids (int32): what each beam proposes in a beam-search step."""
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    values, indices = ops.top_k(log_probs, k, sorted=True)
+    return values, ops.cast(indices, "int32")
 
 
 SAMPLERS = {"greedy": GreedySampler, "random": RandomSampler, "top_k": TopKSampler,

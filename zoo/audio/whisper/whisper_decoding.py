@@ -3,10 +3,12 @@
 One window of audio is encoded once; its cross-attention keys and values
 (per decoder layer) are computed once too and then read by every decoding
 step. The prompt (previous text, start of transcript, language, task) goes
-through the decoder in one prefill call; then one token per step. On JAX and
-TensorFlow the whole decode (prefill plus a while loop that stops when every
-row has ended) is one compiled program; on PyTorch a traced step runs per
-token (see `zoo/core/compiled_loop.py`).
+through the decoder in one prefill call; then one token per step. The loop
+itself is zoo's generation engine (`zoo/core/generation.py`, shared with
+OPT): on JAX and TensorFlow the whole decode is one compiled program, on
+PyTorch a traced step runs per token; beam search is the engine's under
+openai-whisper's ranking rules. This module adds Whisper's logit rules as a
+`TokenRule`.
 
 The logit rules are openai-whisper's and CTranslate2's: suppressed tokens,
 a blank/end suppression at the first step, and the timestamp rules
@@ -25,8 +27,9 @@ import numpy as np
 from keras import ops
 
 from zoo import samplers
-from zoo.core.compiled_loop import compile_step
+from zoo.core.compiled_loop import CompiledStep, compile_step
 from zoo.core.errors import InputError
+from zoo.core.generation import BeamPolicy, Generator, TokenRule
 from zoo.core.tokenizer import bucket_length
 
 #: seconds per timestamp token
@@ -84,38 +87,34 @@ def _mask(ids: tuple[int, ...], size: int) -> np.ndarray:
     return out
 
 
-class WhisperDecoder:
-    """Compiled encode/decode steps of one `WhisperAudioToText` model.
+@dataclasses.dataclass(frozen=True)
+class WhisperRule(TokenRule):
+    """Whisper's logit rules and scoring, as the generation engine's token rule.
 
-    Args:
-        task: the `WhisperAudioToText` whose backbone and head run.
-        special: token ids of the logit rules.
+    The per-row state is `(last, penultimate_ts, last_ts, sum_logprob)`:
+    the previous token, whether the one before it was a timestamp (True at
+    step 1), the latest timestamp token (-1: none yet), and the summed log
+    probability of the row's tokens. `params` is 1 / temperature (a runtime
+    input, so every temperature shares one compiled program).
     """
 
-    def __init__(self, task: Any, special: SpecialTokens) -> None:
-        self.task = task
-        self.backbone = task.backbone
-        self.special = special
-        size = special.vocabulary_size
-        self._suppress = _mask(special.suppress + (special.no_timestamps,), size)
-        self._suppress_begin = _mask(special.suppress_begin, size)
-        self._steps: dict = {}
+    special: SpecialTokens | None = None
+    options: DecodingOptions = DecodingOptions()
 
-    # -- the logit rules (keras.ops, inside compiled code) ---------------------
-    def _filter(self, logits: Any, step: Any, last: Any, penultimate_ts: Any, last_ts: Any,
-                options: DecodingOptions) -> Any:
-        """Logits with every forbidden token at -1e9 (`(batch, vocabulary)`).
+    def start(self, batch: Any) -> tuple:
+        return (ops.full((batch,), -1, "int32"), ops.ones((batch,), "bool"),
+                ops.full((batch,), -1, "int32"), ops.zeros((batch,), "float32"))
 
-        `step` counts generated tokens; per row `last` is the previous token,
-        `penultimate_ts` whether the one before it was a timestamp (True at
-        step 1), `last_ts` the latest timestamp token (-1: none yet).
-        """
-        sp = self.special
+    def filter(self, logits: Any, state: tuple, step: Any) -> Any:
+        """Logits with every forbidden token at -1e9 (`(batch, vocabulary)`)."""
+        sp, options = self.special, self.options
+        last, penultimate_ts, last_ts = state[:3]
         ids = ops.arange(sp.vocabulary_size, dtype="int32")[None, :]
         first = ops.equal(step, 0)
-        disable = ops.convert_to_tensor(self._suppress)[None, :]
+        size = sp.vocabulary_size
+        disable = ops.convert_to_tensor(_mask(sp.suppress + (sp.no_timestamps,), size))[None, :]
         if options.suppress_blank:
-            begin = ops.convert_to_tensor(self._suppress_begin)[None, :]
+            begin = ops.convert_to_tensor(_mask(sp.suppress_begin, size))[None, :]
             disable = ops.logical_or(disable, ops.logical_and(first, begin))
         if not options.timestamps:
             return ops.where(disable, NEG_INF, logits)
@@ -144,106 +143,76 @@ class WhisperDecoder:
         force_ts = ops.logical_and(check, ts_mass > text_best)[:, None]
         return ops.where(ops.logical_and(force_ts, ops.logical_not(is_ts)), NEG_INF, logits)
 
-    def _choose(self, logits: Any, state: tuple, step: Any, seed: Any, inverse_t: Any,
-                sampler: samplers.Sampler, options: DecodingOptions) -> tuple[Any, tuple]:
-        """Next token per row and the updated state `(last, penultimate_ts,
-        last_ts, done, sum_logprob)`.
-
-        The sampler draws from `softmax(logits * inverse_t)` (1 / temperature,
-        a runtime input so every temperature shares one compiled program), but
-        the summed log probability is of the untempered distribution, as
-        CTranslate2 scores sampled tokens (faster-whisper's `avg_logprob`).
-        """
-        last, penultimate_ts, last_ts, done, sum_lp = state
-        logits = self._filter(ops.cast(logits, "float32"), step, last, penultimate_ts,
-                              last_ts, options)
-        token = sampler(logits * inverse_t, seed, step)
+    def choose(self, logits: Any, state: tuple, done: Any, step: Any, position: Any,
+               seed: Any, params: Any) -> tuple[Any, tuple]:
+        """The sampler draws from `softmax(logits * params)`, but the summed
+        log probability is of the untempered distribution, as CTranslate2
+        scores sampled tokens (faster-whisper's `avg_logprob`)."""
+        last, penultimate_ts, last_ts, sum_lp = state
+        logits = self.filter(ops.cast(logits, "float32"), state, step)
+        token = self.sampler(logits * params, seed, step)
         log_probs = ops.log_softmax(logits, axis=-1)
         picked = ops.take_along_axis(log_probs, token[:, None], axis=1)[:, 0]
-        sum_lp = sum_lp + ops.where(done, 0.0, picked)
-        sp = self.special
-        is_ts = token >= sp.timestamp_begin
-        new_state = (
+        begin = self.special.timestamp_begin
+        is_ts = token >= begin
+        return token, (
             ops.where(done, last, token),
-            ops.where(done, penultimate_ts,
-                      ops.logical_or(ops.equal(step, 0), last >= sp.timestamp_begin)),
+            ops.where(done, penultimate_ts, ops.logical_or(ops.equal(step, 0), last >= begin)),
             ops.where(ops.logical_and(ops.logical_not(done), is_ts), token, last_ts),
-            ops.logical_or(done, ops.equal(token, sp.eot)),
-            sum_lp,
+            sum_lp + ops.where(done, 0.0, picked),
         )
-        return ops.where(done, sp.eot, token), new_state
 
-    # -- compiled steps -------------------------------------------------------
-    def _get_steps(self, sampler: samplers.Sampler, options: DecodingOptions) -> dict:
-        options = dataclasses.replace(options, temperature=0.0)  # a runtime input
-        variables = self.task.variables
-        key = (sampler, options, tuple(id(v) for v in variables))
-        if key in self._steps:
-            return self._steps[key]
-        backbone, task, sp = self.backbone, self.task, self.special
+    def beam_state(self, sequences: Any) -> tuple:
+        begin = self.special.timestamp_begin
+        last = np.array([s[-1] if s else -1 for s in sequences], "int32")
+        pen = np.array([len(s) < 2 or s[-2] >= begin for s in sequences])
+        stamps = [[t for t in s if t >= begin] for s in sequences]
+        last_ts = np.array([st[-1] if st else -1 for st in stamps], "int32")
+        return last, pen, last_ts, np.zeros(len(sequences), "float32")
 
-        def encode(features: Any) -> Any:
-            return backbone.cross_key_values(backbone.encode(features))
 
-        def prefill(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                    seed: Any, inverse_t: Any, head: tuple) -> Any:
-            hidden, cache = backbone.call_decoder_with_cache(prompt, mask, cache, cross, 0)
-            logits = task.logits_from_hidden(hidden[:, -1, :], head)
-            sot_hidden = ops.take(hidden, sot_index, axis=1)
-            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden, head),
-                                             "float32"))
-            no_speech = sot_probs[:, sp.no_speech]
-            batch = ops.shape(prompt)[0]
-            state = (ops.full((batch,), -1, "int32"), ops.ones((batch,), "bool"),
-                     ops.full((batch,), -1, "int32"), ops.zeros((batch,), "bool"),
-                     ops.zeros((batch,), "float32"))
-            token, state = self._choose(logits, state, ops.convert_to_tensor(0, "int32"),
-                                        seed, inverse_t, sampler, options)
-            return token, state, cache, no_speech
+class WhisperDecoder:
+    """Encoding and decoding of one `WhisperAudioToText` model.
 
-        def decode(token: Any, mask: Any, cache: Any, cross: Any, index: Any, step: Any,
-                   state: tuple, seed: Any, inverse_t: Any, head: tuple) -> Any:
-            hidden, cache = backbone.call_decoder_with_cache(token[:, None], mask, cache, cross,
-                                                             index)
-            logits = task.logits_from_hidden(hidden[:, -1, :], head)
-            token, state = self._choose(logits, state, step, seed, inverse_t, sampler, options)
-            return token, state, cache
+    Args:
+        task: the `WhisperAudioToText` whose backbone and head run.
+        special: token ids of the logit rules.
+    """
 
-        def loop(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                 seed: Any, inverse_t: Any, head: tuple) -> Any:
-            batch, length = ops.shape(prompt)
-            max_new = ops.shape(mask)[1] - length
-            token, state, cache, no_speech = prefill(prompt, mask, cache, cross, sot_index, seed,
-                                                     inverse_t, head)
-            out = ops.full((batch, max_new), sp.eot, dtype="int32")
-            out = ops.slice_update(out, (0, 0), token[:, None])
+    def __init__(self, task: Any, special: SpecialTokens) -> None:
+        self.task = task
+        self.backbone = task.backbone
+        self.special = special
+        self._encoders: dict[tuple, CompiledStep] = {}
+        backbone = task.backbone
 
-            def cond(i: Any, token: Any, state: tuple, cache: Any, out: Any) -> Any:
-                return ops.logical_and(i < max_new, ops.logical_not(ops.all(state[3])))
+        def forward(tokens: Any, mask: Any, cache: Any, index: Any, context: tuple) -> Any:
+            return backbone.call_decoder_with_cache(tokens, mask, cache, context[0], index)
 
-            def body(i: Any, token: Any, state: tuple, cache: Any, out: Any) -> tuple:
-                token, state, cache = decode(token, mask, cache, cross, length + i - 1, i,
-                                             state, seed, inverse_t, head)
-                out = ops.slice_update(out, (0, i), token[:, None])
-                return i + 1, token, state, cache, out
+        def logits(hidden: Any, context: tuple) -> Any:
+            return task.logits_from_hidden(hidden, context[2])
 
-            start = (ops.convert_to_tensor(1, "int32"), token, state, cache, out)
-            _, _, state, _, out = ops.while_loop(cond, body, start)
-            return out, state[4], no_speech
+        def no_speech(hidden: Any, context: tuple) -> tuple:
+            sot_hidden = ops.take(hidden, context[1], axis=1)
+            probs = ops.softmax(ops.cast(logits(sot_hidden, context), "float32"))
+            return (probs[:, special.no_speech],)
 
-        steps = {"encode": compile_step(encode, variables),
-                 "prefill": compile_step(prefill, variables),
-                 "decode": compile_step(decode, variables)}
-        if keras.backend.backend() != "torch":
-            steps["loop"] = compile_step(loop, variables)
-        self._steps[key] = steps
-        return steps
+        self.generator = Generator(task, forward, logits, no_speech)
+
+    def _rule(self, options: DecodingOptions, sampler: samplers.Sampler) -> WhisperRule:
+        # the temperature is a runtime input: one rule (and program) for all
+        return WhisperRule(sampler, self.special, dataclasses.replace(options, temperature=0.0))
 
     # -- public ---------------------------------------------------------------
     def encode(self, features: np.ndarray) -> Any:
         """Cross-attention keys/values of `(batch, num_mels, frames)` features."""
-        steps = self._get_steps(samplers.GreedySampler(), DecodingOptions())
-        return steps["encode"](np.asarray(features, self.backbone.compute_dtype))
+        variables = self.task.variables
+        key = tuple(id(v) for v in variables)
+        if key not in self._encoders:
+            backbone = self.backbone
+            self._encoders[key] = compile_step(
+                lambda f: backbone.cross_key_values(backbone.encode(f)), variables)
+        return self._encoders[key](np.asarray(features, self.backbone.compute_dtype))
 
     def decode(self, cross: Any, prompts: list[list[int]], sot_index: int,
                options: DecodingOptions = DecodingOptions(), seed: int = 0) -> DecodingResult:
@@ -259,38 +228,33 @@ class WhisperDecoder:
             options: decoding options.
             seed: seed of sampling (temperature > 0); rows draw different samples.
         """
-        prompt, mask, sot_index, max_new = self._prepare(prompts, sot_index, options)
-        batch, padded = prompt.shape
+        prompt, mask, sot_index = self._prepare(prompts, sot_index, options)
+        batch = prompt.shape[0]
         if batch > 1 and ops.shape(keras.tree.flatten(cross)[0])[0] == 1:
-            rows = np.zeros(batch, "int32")
-            cross = keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cross)
+            cross = _rows(cross, np.zeros(batch, "int32"))
         greedy = options.temperature == 0
         sampler = samplers.GreedySampler() if greedy else samplers.CategoricalSampler()
-        steps = self._get_steps(sampler, options)
-        cache = self.backbone.init_cache(batch, mask.shape[1])
-        sot, seed_ = np.int32(sot_index), np.int32(seed)
         inverse_t = np.float32(1.0 if greedy else 1.0 / options.temperature)
-        head = self.task.lm_head.inference_weights()
-        if "loop" in steps:
-            out, sum_lp, no_speech = steps["loop"](prompt, mask, cache, cross, sot, seed_,
-                                                   inverse_t, head)
-            out = np.asarray(ops.convert_to_numpy(out), "int32")
-        else:
-            out, sum_lp, no_speech = self._python_loop(steps, prompt, mask, cache, cross,
-                                                       sot, seed_, inverse_t, head, max_new)
+        context = (cross, np.int32(sot_index), self.task.lm_head.inference_weights())
+        eot = self.special.eot
+        result = self.generator.generate(
+            self._rule(options, sampler), prompt, mask,
+            self.backbone.init_cache(batch, mask.shape[1]), context, [eot], eot, seed=seed,
+            params=inverse_t)
         tokens = []
-        for row in out:
-            ends = np.flatnonzero(row == self.special.eot)
+        for row in result.tokens:
+            ends = np.flatnonzero(row == eot)
             tokens.append(row[: ends[0] if ends.size else len(row)].tolist())
-        return DecodingResult(tokens, np.asarray(ops.convert_to_numpy(sum_lp), "float64"),
-                              np.asarray(ops.convert_to_numpy(no_speech), "float64"))
+        return DecodingResult(tokens, np.asarray(result.state[3], "float64"),
+                              np.asarray(result.prefill[0], "float64"))
 
     def _prepare(self, prompts: list[list[int]], sot_index: int, options: DecodingOptions
-                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
         """Left-pad the prompts to a bucketed length, so the prompts of
         successive windows (growing with the previous text) share a few
         compiled programs (positions count real tokens only, so padding
-        changes no result). Returns prompt, mask, sot index, new tokens."""
+        changes no result), and extend the mask over the tokens to generate.
+        Returns prompt, mask and the sot index."""
         prompt = np.asarray(prompts, "int32")
         batch, length = prompt.shape
         limit = self.backbone.max_decoder_sequence_length
@@ -302,44 +266,7 @@ class WhisperDecoder:
         prompt = np.concatenate([np.full((batch, pad), self.special.eot, "int32"), prompt], 1)
         mask = np.ones((batch, prompt.shape[1] + max_new), "int32")
         mask[:, :pad] = 0
-        return prompt, mask, sot_index + pad, max_new
-
-    # -- beam search ----------------------------------------------------------
-    def _beam_steps(self, options: DecodingOptions, width: int) -> dict:
-        variables = self.task.variables
-        key = ("beam", options, width, tuple(id(v) for v in variables))
-        if key in self._steps:
-            return self._steps[key]
-        backbone, task, sp = self.backbone, self.task, self.special
-
-        def candidates(hidden: Any, step: Any, last: Any, pen: Any, last_ts: Any,
-                       head: tuple) -> Any:
-            logits = self._filter(ops.cast(task.logits_from_hidden(hidden, head), "float32"),
-                                  step, last, pen, last_ts, options)
-            values, indices = ops.top_k(ops.log_softmax(logits, axis=-1), width)
-            return values, ops.cast(indices, "int32")
-
-        def prefill(prompt: Any, mask: Any, cache: Any, cross: Any, sot_index: Any,
-                    last: Any, pen: Any, last_ts: Any, head: tuple) -> Any:
-            hidden, cache = backbone.call_decoder_with_cache(prompt, mask, cache, cross, 0)
-            sot_hidden = ops.take(hidden, sot_index, axis=1)
-            sot_probs = ops.softmax(ops.cast(task.logits_from_hidden(sot_hidden, head),
-                                             "float32"))
-            values, indices = candidates(hidden[:, -1, :], ops.convert_to_tensor(0, "int32"),
-                                         last, pen, last_ts, head)
-            return values, indices, cache, sot_probs[:, sp.no_speech]
-
-        def decode(token: Any, mask: Any, cache: Any, cross: Any, index: Any, step: Any,
-                   last: Any, pen: Any, last_ts: Any, head: tuple) -> Any:
-            hidden, cache = backbone.call_decoder_with_cache(token[:, None], mask, cache, cross,
-                                                             index)
-            values, indices = candidates(hidden[:, -1, :], step, last, pen, last_ts, head)
-            return values, indices, cache
-
-        steps = {"prefill": compile_step(prefill, variables),
-                 "decode": compile_step(decode, variables)}
-        self._steps[key] = steps
-        return steps
+        return prompt, mask, sot_index + pad
 
     def beam_decode(self, cross: Any, prompt: list[int], sot_index: int,
                     options: DecodingOptions = DecodingOptions(), beam_size: int = 5,
@@ -358,73 +285,20 @@ class WhisperDecoder:
             beam_size: beams kept.
             patience: finished candidates wanted, as a multiple of `beam_size`.
         """
-        sp = self.special
-        ids, mask, sot, max_new = self._prepare([prompt], sot_index, options)
-        rows = np.zeros(beam_size, "int32")
-        ids, mask = ids[rows], mask[rows]
-        cross = keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cross)
-        cache = self.backbone.init_cache(beam_size, mask.shape[1])
-        steps = self._beam_steps(options, beam_size + 1)
-        mask_t = ops.convert_to_tensor(mask)
+        ids, mask, sot = self._prepare([prompt], sot_index, options)
+        policy = BeamPolicy(beams=beam_size, candidates=beam_size + 1,
+                            finished_wanted=max(1, round(beam_size * patience)),
+                            count_stop_token=False)
+        context = (_rows(cross, np.zeros(beam_size, "int32")), np.int32(sot),
+                   self.task.lm_head.inference_weights())
+        eot = self.special.eot
+        (best,), (no_speech,) = self.generator.beam_search(
+            self._rule(options, samplers.GreedySampler()), policy, ids, mask,
+            lambda rows: self.backbone.init_cache(rows, mask.shape[1]), context, [eot], eot)
+        return DecodingResult([best.tokens], np.array([best.score]),
+                              np.asarray(no_speech, "float64")[:1])
 
-        def state(seqs: list[list[int]]) -> tuple[np.ndarray, ...]:
-            last = np.array([s[-1] if s else -1 for s in seqs], "int32")
-            pen = np.array([len(s) < 2 or s[-2] >= sp.timestamp_begin for s in seqs])
-            stamps = [[t for t in s if t >= sp.timestamp_begin] for s in seqs]
-            return last, pen, np.array([st[-1] if st else -1 for st in stamps], "int32")
 
-        seqs: list[list[int]] = [[] for _ in range(beam_size)]
-        scores = np.full(beam_size, -np.inf)
-        scores[0] = 0.0  # the beams start identical: expand one
-        head = self.task.lm_head.inference_weights()
-        values, indices, cache, no_speech = steps["prefill"](ids, mask_t, cache, cross,
-                                                             np.int32(sot), *state(seqs), head)
-        finished: list[tuple[list[int], float]] = []
-        wanted = max(1, round(beam_size * patience))
-        for i in range(max_new):
-            values = np.asarray(ops.convert_to_numpy(values), "float64")
-            indices = np.asarray(ops.convert_to_numpy(indices), "int64")
-            ranked = sorted(((scores[b] + values[b, k], b, int(indices[b, k]))
-                             for b in range(beam_size) if np.isfinite(scores[b])
-                             for k in range(beam_size + 1)), key=lambda c: -c[0])
-            kept: list[tuple[float, int, int]] = []
-            for score, b, token in ranked:
-                if token == sp.eot:
-                    if len(finished) < wanted:
-                        finished.append((seqs[b], score))
-                elif len(kept) < beam_size:
-                    kept.append((score, b, token))
-            if len(finished) >= wanted or not kept or i == max_new - 1:
-                break
-            kept += [(-np.inf, kept[0][1], kept[0][2])] * (beam_size - len(kept))
-            parents = np.array([b for _, b, _ in kept], "int32")
-            seqs = [seqs[b] + [t] for _, b, t in kept]
-            scores = np.array([s for s, _, _ in kept])
-            cache = keras.tree.map_structure(lambda c: ops.take(c, parents, axis=0), cache)
-            tokens = np.array([t for _, _, t in kept], "int32")
-            values, indices, cache = steps["decode"](
-                tokens, mask_t, cache, cross, np.int32(ids.shape[1] + i), np.int32(i + 1),
-                *state(seqs), head)
-        if not finished:
-            finished = [(seqs[b], scores[b]) for b in range(beam_size) if np.isfinite(scores[b])]
-        best, score = max(finished, key=lambda f: f[1] / max(len(f[0]), 1))
-        return DecodingResult([list(best)], np.array([score]),
-                              np.asarray(ops.convert_to_numpy(no_speech), "float64")[:1])
-
-    def _python_loop(self, steps: dict, prompt: np.ndarray, mask: np.ndarray, cache: Any,
-                     cross: Any, sot: np.int32, seed: np.int32, inverse_t: np.float32,
-                     head: tuple, max_new: int) -> tuple:
-        length = prompt.shape[1]
-        mask_t = ops.convert_to_tensor(mask)
-        token, state, cache, no_speech = steps["prefill"](prompt, mask_t, cache, cross, sot, seed,
-                                                          inverse_t, head)
-        out = np.full((prompt.shape[0], max_new), self.special.eot, "int32")
-        out[:, 0] = ops.convert_to_numpy(token)
-        for i in range(1, max_new):
-            if bool(np.all(ops.convert_to_numpy(state[3]))):
-                break
-            token, state, cache = steps["decode"](token, mask_t, cache, cross,
-                                                  np.int32(length + i - 1), np.int32(i),
-                                                  state, seed, inverse_t, head)
-            out[:, i] = ops.convert_to_numpy(token)
-        return out, state[4], no_speech
+def _rows(tree: Any, rows: np.ndarray) -> Any:
+    """Every tensor of `tree` at batch rows `rows`."""
+    return keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), tree)
