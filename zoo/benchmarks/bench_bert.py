@@ -284,42 +284,36 @@ def evaluate_targets(zoo: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = [
-        "| library | backend | dtype | path | ms / batch (median) | min ms"
-        " | compile / first call (s) | max abs diff vs HF | other procs' CPU (cores)"
-        " | HF ms / zoo ms |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    empty = " | - | - | - | - | - | - |"
+    table = skeleton.Table(
+        ["library", "backend", "dtype", "path", "ms / batch (median)", "min ms",
+         "compile / first call (s)", "max abs diff vs HF", "other procs' CPU (cores)",
+         "HF ms / zoo ms"], "llllrrrrrr")
     for dtype, section in precision.sections(results):
         peer = section[PEER]
         if "error" in peer:
-            rows.append(f"| transformers | torch | {dtype} | error: {peer['error'][:80]}{empty}")
+            table.error(["transformers", "torch", dtype], peer["error"])
         else:
-            rows.append(
-                f"| transformers | torch | {dtype} | {peer['path']} | {peer['ms']:.1f}"
-                f" | {peer['min_ms']:.1f} | {peer['compile_s']:.2f} / "
-                f"{peer['first_call_s']:.2f} | (reference)"
-                f" | {_fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
+            table.add("transformers", "torch", dtype, peer["path"], f"{peer['ms']:.1f}",
+                      f"{peer['min_ms']:.1f}",
+                      f"{peer['compile_s']:.2f} / {peer['first_call_s']:.2f}", "(reference)",
+                      _fmt(peer.get("other_cpu_cores"), ".2f"), "1.00")
         for backend, res in section["zoo"].items():
             if "error" in res and "paths" not in res:
-                rows.append(f"| zoo | {backend} | {dtype} | error: {res['error'][:80]}{empty}")
+                table.error(["zoo", backend, dtype], res["error"])
                 continue
             for p in res["paths"]:
                 best = p["path"] == res["path"]
-                label = ("**" + p["path"] + "** (best)") if best else p["path"]
                 if "error" in p:
-                    rows.append(f"| zoo | {backend} | {dtype} | {p['path']}: error: "
-                                f"{p['error'][:80]}{empty}")
+                    table.add("zoo", backend, dtype, f"{p['path']}: error: {p['error'][:80]}")
                     continue
                 ratio = peer["ms"] / p["ms"] if "ms" in peer else None
-                ms = f"**{p['ms']:.1f}**" if best else f"{p['ms']:.1f}"
-                rows.append(
-                    f"| zoo | {backend} | {dtype} | {label} | {ms} | {p['min_ms']:.1f}"
-                    f" | {p['compile_s']:.2f} / {p['first_call_s']:.2f}"
-                    f" | {_fmt(p.get('max_abs_diff'), '.1e')}"
-                    f" | {_fmt(p.get('other_cpu_cores'), '.2f')} | {_fmt(ratio, '.2f')} |")
-    return "\n".join(rows)
+                table.add("zoo", backend, dtype,
+                          f"**{p['path']}** (best)" if best else p["path"],
+                          f"**{p['ms']:.1f}**" if best else f"{p['ms']:.1f}",
+                          f"{p['min_ms']:.1f}", f"{p['compile_s']:.2f} / {p['first_call_s']:.2f}",
+                          _fmt(p.get("max_abs_diff"), ".1e"),
+                          _fmt(p.get("other_cpu_cores"), ".2f"), _fmt(ratio, ".2f"))
+    return table.render()
 
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
@@ -335,7 +329,7 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends, BACKENDS)
+    backends = common.parse_list(args.backends, BACKENDS)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
         **skeleton.results_header("bert_forward", "zoo.benchmarks.bench_bert"),
@@ -356,13 +350,11 @@ def run_parent(args: argparse.Namespace) -> int:
         },
         "ratio_definition": "transformers_ms / zoo_ms (> 1: zoo faster)",
     }
-    for dtype in args.dtypes:
-        precision.store(results, dtype, run_dtype(args, backends, dtype))
-    w = results["workload"]
-    out = skeleton.write_results(
-        results, args.out, markdown_table(results),
-        f"BERT forward, {w['model_name']}, batch {args.batch} x {args.seq} tokens, median of "
-        f"{args.runs} runs after {args.warmup} warm-up ({results['machine']['cpu_count']} CPUs)")
+    FAMILY.measure(args, backends, results, run_dtype)
+    model = results["workload"]["model_name"]
+    out = skeleton.write_results(results, args.out, markdown_table(results),
+                                 f"BERT forward, {model}, batch {args.batch} x {args.seq} "
+                                 f"tokens, median of {args.runs} runs after {args.warmup} warm-up")
     t = results.get("targets", {})
     if "best_backend" in t:
         print(f"\nbest: zoo/{t['best_backend']} {t['best_ratio']:.2f}x "
@@ -370,25 +362,24 @@ def run_parent(args: argparse.Namespace) -> int:
               f" worst: zoo/{t['worst_backend']} {t['worst_ratio']:.2f}x "
               f"(target >= {1 / TARGET_MAX_SLOWDOWN:.2f}: "
               f"{'met' if t['all_backends_met'] else 'MISSED'})")
-    print(f"results written to {out}")
-    return precision.exit_code(PEER, results)
+    return FAMILY.finish(out, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = skeleton.family_parser(
-        __doc__, BACKENDS, runs=10, warmup=2, runs_help="timed calls per path",
-        smoke_help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds",
-        out=DEFAULT_OUT)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--padding", choices=("ragged", "none"), default="ragged",
-                        help="ragged right-padding (default; 22%% of the 8x128 batch is "
-                             "padding) or none (every row full length)")
-    parser.add_argument("--independent-weights", action="store_true",
-                        help="do not port transformers' weights into zoo (skips the "
-                             "output check)")
-    args = skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
-                                    retries=3, smoke_workload=SMOKE_WORKLOAD)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--batch", type=int, default=8)
+        parser.add_argument("--seq", type=int, default=128)
+        parser.add_argument("--padding", choices=("ragged", "none"), default="ragged",
+                            help="ragged right-padding (default; 22%% of the 8x128 batch is "
+                                 "padding) or none (every row full length)")
+        parser.add_argument("--independent-weights", action="store_true",
+                            help="do not port transformers' weights into zoo (skips the "
+                                 "output check)")
+
+    parser, args = FAMILY.parse_args(
+        argv, __doc__, runs=10, warmup=2, out=DEFAULT_OUT, timeout=1800.0, retries=3,
+        smoke_workload=SMOKE_WORKLOAD, options=options, runs_help="timed calls per path",
+        smoke_help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds")
     if args.batch < 1 or args.seq < 1:
         parser.error("--batch and --seq must be >= 1")
     return args
@@ -409,12 +400,10 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
                        section.get(PEER), dtype=dtype, flops=flops,
                        match=(res["max_abs_diff"] < 1e-4)
                        if "max_abs_diff" in res and dtype == "float32" else None)
-            for dtype, section in precision.sections(results)
-            for backend, res in section["zoo"].items()]
+            for dtype, section, backend, res in precision.zoo_results(results)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    return FAMILY.main(argv, parse_args, run_parent)
+main = FAMILY.entry(parse_args, run_parent)
 
 
 if __name__ == "__main__":

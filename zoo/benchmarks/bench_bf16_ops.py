@@ -188,13 +188,7 @@ def run_parent(args: argparse.Namespace) -> int:
             "versions": common.versions(), "smoke": args.smoke,
             "shapes": {op: OPS[op]["smoke" if args.smoke else "full"] for op in args.ops},
             "results": results}
-    print(table(data))
-    if args.out:
-        print(f"results written to {common.write_json(args.out, data)}")
-    failed = [b for b, r in results.items() if "error" in r]
-    for backend in failed:
-        print(f"{backend} failed: {results[backend]['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    return common.finish_run(table(data), args.out, data, results)
 
 
 def table(data: dict[str, Any]) -> str:
@@ -227,19 +221,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tf-xla", action="store_true",
                         help="tensorflow: also time bfloat16 under XLA (zoo runs a graph)")
     parser.add_argument("--out", help="JSON results file")
-    common.add_run_options(parser, BACKENDS, timeout=900.0, retries=1)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, {"runs": 2, "warmup": 0}, retries=1)
-    args.backends = common.parse_backends(args.backends, BACKENDS)
-    args.ops = [op for op in args.ops.split(",") if op]
-    unknown = sorted(set(args.ops) - set(OPS))
-    if unknown:
-        parser.error(f"unknown ops {unknown}; choose from {list(OPS)}")
+    args = common.parse_run_args(parser, argv, BACKENDS, timeout=900.0, retries=1,
+                                 smoke_workload={"runs": 2, "warmup": 0})
+    args.backends = common.parse_list(args.backends, BACKENDS)
+    args.ops = common.parse_list(args.ops, OPS, "op")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+main = common.entry(parse_args, run_worker, run_parent)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -193,6 +194,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     dtype = precision.worker_dtype(args)
     start = time.perf_counter()
     if args.share_dir:
+        # The conversion of the peer's (temporary) folder goes into a hub in the
+        # shared folder, which the run deletes, not into the user's $ZOO_HOME.
+        os.environ["ZOO_HOME"] = str(Path(args.share_dir) / "zoo_home")
         lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR), dtype=dtype)
     else:
         lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0, dtype=dtype))
@@ -288,36 +292,32 @@ def _match(entry: dict[str, Any]) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| batch | library | backend | dtype | path | tokens/s (median) | ms / generate "
-            "(median) | compile / first call (s) | greedy ids = HF | other procs' CPU (cores)"
-            " | zoo / HF tokens/s |", "|---:|---|---|---|---|---:|---:|---:|---|---:|---:|"]
-    empty = " | - | - | - | - | - | - |"
+    table = skeleton.Table(
+        ["batch", "library", "backend", "dtype", "path", "tokens/s (median)",
+         "ms / generate (median)", "compile / first call (s)", "greedy ids = HF",
+         "other procs' CPU (cores)", "zoo / HF tokens/s"], "rllllrrrlrr")
     for dtype, section in precision.sections(results):
         peer = section[PEER]
         for batch in map(str, results["workload"]["batches"]):
             p = peer.get("batches", {}).get(batch)
             if p is None:
-                rows.append(f"| {batch} | transformers | torch | {dtype} | error: "
-                            f"{peer.get('error', 'missing')[:80]}{empty}")
+                table.error([batch, "transformers", "torch", dtype], peer.get("error", "missing"))
             else:
-                rows.append(
-                    f"| {batch} | transformers | torch | {dtype} | {peer['path']}"
-                    f" | {p['tokens_per_s']:.1f} | {p['ms']:.1f}"
-                    f" | {p['compile_s']:.2f} / {p['first_call_s']:.2f} | (reference)"
-                    f" | {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
+                table.add(batch, "transformers", "torch", dtype, peer["path"],
+                          f"{p['tokens_per_s']:.1f}", f"{p['ms']:.1f}",
+                          f"{p['compile_s']:.2f} / {p['first_call_s']:.2f}", "(reference)",
+                          fmt(p.get("other_cpu_cores"), ".2f"), "1.00")
             for backend, res in section["zoo"].items():
                 e = res.get("batches", {}).get(batch)
                 if e is None:
-                    rows.append(f"| {batch} | zoo | {backend} | {dtype} | error: "
-                                f"{res.get('error', 'missing')[:80]}{empty}")
+                    table.error([batch, "zoo", backend, dtype], res.get("error", "missing"))
                     continue
-                rows.append(
-                    f"| {batch} | zoo | {backend} | {dtype} | {res['path']}"
-                    f" | **{e['tokens_per_s']:.1f}** | {e['ms']:.1f}"
-                    f" | {e['compile_s']:.2f} / {e['first_call_s']:.2f}"
-                    f" | {_match(e)} | {fmt(e.get('other_cpu_cores'), '.2f')}"
-                    f" | **{fmt(e.get('ratio'), '.2f')}** |")
-    return "\n".join(rows)
+                table.add(batch, "zoo", backend, dtype, res["path"],
+                          f"**{e['tokens_per_s']:.1f}**", f"{e['ms']:.1f}",
+                          f"{e['compile_s']:.2f} / {e['first_call_s']:.2f}", _match(e),
+                          fmt(e.get("other_cpu_cores"), ".2f"),
+                          f"**{fmt(e.get('ratio'), '.2f')}**")
+    return table.render()
 
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
@@ -332,7 +332,7 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends, BACKENDS)
+    backends = common.parse_list(args.backends, BACKENDS)
     batches = parse_batches(args.batches)
     size = model_size(args.smoke)
     results: dict[str, Any] = {
@@ -352,14 +352,12 @@ def run_parent(args: argparse.Namespace) -> int:
         },
         "ratio_definition": "zoo_tokens_per_s / transformers_tokens_per_s (> 1: zoo faster)",
     }
-    for dtype in args.dtypes:
-        precision.store(results, dtype, run_dtype(args, backends, dtype))
+    FAMILY.measure(args, backends, results, run_dtype)
     w = results["workload"]
     out = skeleton.write_results(
         results, args.out, markdown_table(results),
         f"OPT greedy generation, {w['model_name']}, {args.prompt}-token prompt, "
-        f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} "
-        f"warm-up ({results['machine']['cpu_count']} CPUs)")
+        f"{args.new_tokens} new tokens, median of {args.runs} runs after {args.warmup} warm-up")
     met = {True: "met", False: "MISSED"}
     for batch, t in results.get("targets", {"per_batch": {}})["per_batch"].items():
         if "best_backend" in t:  # float32's targets
@@ -367,25 +365,27 @@ def run_parent(args: argparse.Namespace) -> int:
                   f" >= {TARGET_BEST_SPEEDUP}: {met[t['best_backend_met']]})" + (
                       f"; zoo/torch {t['torch_ratio']:.2f}x (target >= {TARGET_TORCH_SPEEDUP}:"
                       f" {met[t['torch_met']]})" if "torch_ratio" in t else ""), end="")
-    print(f"\nresults written to {out}")
+    print()
     mismatched = [f"{b}@batch{n}" for b, r in results["zoo"].items()  # float32's
                   for n, e in r.get("batches", {}).items() if e.get("ids_match") is False]
     if mismatched:
         print(f"greedy ids differ from transformers: {', '.join(mismatched)}", file=sys.stderr)
-    return precision.exit_code(PEER, results)
+    return FAMILY.finish(out, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = skeleton.family_parser(
-        __doc__, BACKENDS, runs=3, warmup=1, runs_help="timed generate calls per batch",
-        smoke_help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs",
-        out=DEFAULT_OUT)
-    parser.add_argument("--batches", default="1,8",
-                        help="comma-separated batch sizes (default: %(default)s)")
-    parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row")
-    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
-    args = skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
-                                    retries=2, smoke_workload=SMOKE_WORKLOAD)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--batches", default="1,8",
+                            help="comma-separated batch sizes (default: %(default)s)")
+        parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row")
+        parser.add_argument("--new-tokens", type=int, default=128,
+                            help="tokens generated per row")
+
+    parser, args = FAMILY.parse_args(
+        argv, __doc__, runs=3, warmup=1, out=DEFAULT_OUT, timeout=3600.0,
+        smoke_workload=SMOKE_WORKLOAD, options=options,
+        runs_help="timed generate calls per batch",
+        smoke_help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs")
     try:
         batches = parse_batches(args.batches)
     except ValueError:
@@ -425,8 +425,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    return FAMILY.main(argv, parse_args, run_parent)
+main = FAMILY.entry(parse_args, run_parent)
 
 
 if __name__ == "__main__":

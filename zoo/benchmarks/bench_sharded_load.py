@@ -269,13 +269,7 @@ def run_parent(args: argparse.Namespace) -> int:
                          "dtype": args.dtype, "weight_bytes": nbytes,
                          "source_bytes": source_bytes, "devices": "8 simulated CPU devices"},
             "results": results, "target_peak_over_weights": TARGET}
-    print(table(data))
-    if args.out:
-        print(f"results written to {common.write_json(args.out, data)}")
-    failed = [m for m, r in results.items() if "error" in r]
-    for mode in failed:
-        print(f"{mode} failed: {results[mode]['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    return common.finish_run(table(data), args.out, data, results)
 
 
 def table(data: dict[str, Any]) -> str:
@@ -319,18 +313,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the preset's storage dtype and the dtype it is loaded in")
     parser.add_argument("--convert-out", help=argparse.SUPPRESS)  # worker: convert's output
     parser.add_argument("--out", help="JSON results file")
-    common.add_run_options(parser, MODES, timeout=1800.0, retries=1)
-    args = parser.parse_args(argv)
-    common.apply_run_defaults(args, argv, {}, retries=1)
-    args.modes = [m for m in args.modes.split(",") if m]
-    unknown = sorted(set(args.modes) - set(MODES))
-    if unknown:
-        parser.error(f"unknown modes {unknown}; choose from {list(MODES)}")
+    args = common.parse_run_args(parser, argv, MODES, timeout=1800.0, retries=1,
+                                 smoke_workload={})
+    args.modes = common.parse_list(args.modes, MODES, "mode")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    return common.main(argv, parse_args, run_worker, run_parent)
+main = common.entry(parse_args, run_worker, run_parent)
 
 
 if __name__ == "__main__":

@@ -264,37 +264,34 @@ FAMILY = skeleton.Family("bench_stable_diffusion", "zoo.benchmarks.bench_stable_
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| library | backend | dtype | step (s) | decode (s) | step first call (s) "
-            "| max abs diff (step / decode) | diffusers s / zoo s (step, decode) |",
-            "|---|---|---|---:|---:|---:|---|---:|"]
+    table = skeleton.Table(
+        ["library", "backend", "dtype", "step (s)", "decode (s)", "step first call (s)",
+         "max abs diff (step / decode)", "diffusers s / zoo s (step, decode)"], "lllrrrlr")
     peer = results[PEER]
     if "dtypes" not in peer:
-        rows.append(f"| diffusers | - | - | error: {peer.get('error', '')[:60]} "
-                    "| - | - | - | - |")
+        table.error(["diffusers", "-", "-"], peer.get("error", ""), 60)
         peer = {"dtypes": {}}
     for dtype, res in peer["dtypes"].items():
-        rows.append(f"| diffusers | - | {dtype} | {res['step']['ms'] / 1e3:.2f} "
-                    f"| {res['decode']['ms'] / 1e3:.2f} | {res['step']['first_call_s']:.2f} "
-                    "| (reference) | 1.00, 1.00 |")
+        table.add("diffusers", "-", dtype, f"{res['step']['ms'] / 1e3:.2f}",
+                  f"{res['decode']['ms'] / 1e3:.2f}", f"{res['step']['first_call_s']:.2f}",
+                  "(reference)", "1.00, 1.00")
     for backend, res in results["zoo"].items():
         if "dtypes" not in res:
-            rows.append(f"| zoo | {backend} | - | error: {res.get('error', 'missing')[:60]} "
-                        "| - | - | - | - |")
+            table.error(["zoo", backend, "-"], res.get("error", "missing"), 60)
             continue
         for dtype, r in res["dtypes"].items():
             diff = (f"{fmt(r.get('max_abs_diff_step'), '.1e')} / "
                     f"{fmt(r.get('max_abs_diff_decode'), '.1e')}"
                     if "max_abs_diff_step" in r else "-")
-            rows.append(f"| zoo | {backend} | {dtype} | **{r['step']['ms'] / 1e3:.2f}** "
-                        f"| **{r['decode']['ms'] / 1e3:.2f}** "
-                        f"| {r['step']['first_call_s']:.2f} | {diff} "
-                        f"| **{fmt(r.get('ratio_step'), '.2f')}**, "
-                        f"**{fmt(r.get('ratio_decode'), '.2f')}** |")
-    return "\n".join(rows)
+            table.add("zoo", backend, dtype, f"**{r['step']['ms'] / 1e3:.2f}**",
+                      f"**{r['decode']['ms'] / 1e3:.2f}**", f"{r['step']['first_call_s']:.2f}",
+                      diff, f"**{fmt(r.get('ratio_step'), '.2f')}**, "
+                      f"**{fmt(r.get('ratio_decode'), '.2f')}**")
+    return table.render()
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends, BACKENDS)
+    backends = common.parse_list(args.backends, BACKENDS)
     unet, vae, size = configs(args.smoke)
     results: dict[str, Any] = {
         **skeleton.results_header("stable_diffusion_step_and_decode",
@@ -316,43 +313,37 @@ def run_parent(args: argparse.Namespace) -> int:
                 r["ratio_step"] = peer[dtype]["step"]["ms"] / r["step"]["ms"]
                 r["ratio_decode"] = peer[dtype]["decode"]["ms"] / r["decode"]["ms"]
     results["zoo"] = zoo
-    ratios = {b: r["dtypes"]["float32"]["ratio_step"] for b, r in zoo.items()
-              if "ratio_step" in r.get("dtypes", {}).get("float32", {})}
-    target = None
-    if ratios:
-        best = max(ratios, key=ratios.__getitem__)
-        target = {"best_backend": best, "best_ratio_step": ratios[best],
-                  "best_ratio_decode": zoo[best]["dtypes"]["float32"]["ratio_decode"],
-                  "met": ratios[best] >= TARGET_RATIO}
+    float32 = {b: r["dtypes"]["float32"] for b, r in zoo.items()
+               if "ratio_step" in r.get("dtypes", {}).get("float32", {})}
+    target = skeleton.best_target({b: r["ratio_step"] for b, r in float32.items()}, TARGET_RATIO)
+    if target:  # the target is the step's; the decode's ratio beside it
+        target["best_ratio_step"] = target.pop("best_ratio")
+        target["best_ratio_decode"] = float32[target["best_backend"]]["ratio_decode"]
     results["target"] = target
     out = skeleton.write_results(
         results, args.out, markdown_table(results),
         f"Stable Diffusion at {size}x{size}: one guided UNet step (batch 2) and one VAE "
-        f"decode, median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)")
+        f"decode, median of {args.runs} runs")
     if target:
-        print(f"best zoo/{target['best_backend']} step {target['best_ratio_step']:.2f}x "
-              f"diffusers' speed in float32 (target >= {TARGET_RATIO:.1f}: "
-              f"{'met' if target['met'] else 'MISSED'})")
+        print(skeleton.target_line({**target, "best_ratio": target["best_ratio_step"]},
+                                   "diffusers' UNet step speed in float32", TARGET_RATIO))
     print(f"results written to {out}")
     return common.exit_code(PEER, results[PEER], zoo)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = skeleton.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
-                                  runs_help="timed calls of each workload",
-                                  smoke_help="tiny model, 1 run, no warm-up", out=DEFAULT_OUT)
-    parser.add_argument("--dtypes", default=",".join(DTYPES),
-                        help="comma-separated dtypes (default: %(default)s)")
-    parser.add_argument("--conv", choices=("winograd", "direct"), default="winograd",
-                        help="zoo's large float32 3x3 convolutions: Winograd F(4x4, 3x3) "
-                             "(zoo's default) or the direct op (default: %(default)s)")
-    args = skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
-                                    retries=1, smoke_workload={"runs": 1, "warmup": 0},
-                                    dtypes=False)
-    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    unknown = sorted(set(args.dtypes) - set(DTYPES))
-    if unknown or not args.dtypes:
-        parser.error(f"--dtypes: choose from {','.join(DTYPES)}")
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dtypes", default=",".join(DTYPES),
+                            help="comma-separated dtypes (default: %(default)s)")
+        parser.add_argument("--conv", choices=("winograd", "direct"), default="winograd",
+                            help="zoo's large float32 3x3 convolutions: Winograd F(4x4, 3x3) "
+                                 "(zoo's default) or the direct op (default: %(default)s)")
+
+    args = FAMILY.parse_args(argv, __doc__, runs=3, warmup=1, out=DEFAULT_OUT, timeout=3600.0,
+                             retries=1, options=options, dtypes=False,
+                             runs_help="timed calls of each workload",
+                             smoke_help="tiny model, 1 run, no warm-up")[1]
+    args.dtypes = common.parse_list(args.dtypes, DTYPES, "dtype")
     return args
 
 
@@ -387,8 +378,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    return FAMILY.main(argv, parse_args, run_parent)
+main = FAMILY.entry(parse_args, run_parent)
 
 
 if __name__ == "__main__":

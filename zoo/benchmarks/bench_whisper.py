@@ -168,39 +168,41 @@ FAMILY = skeleton.Family("bench_whisper", "zoo.benchmarks.bench_whisper", PEER,
                        worker_peer, worker_zoo)
 
 
+#: the table's columns, and l/r alignment per column
+COLUMNS = (["clip", "library", "backend", "dtype", "s / transcribe (median)", "first call (s)",
+            "text = faster-whisper", "other procs' CPU (cores)", "faster-whisper s / zoo s"],
+           "llllrrlrr")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| clip | library | backend | dtype | s / transcribe (median) | first call (s) "
-            "| text = faster-whisper | other procs' CPU (cores) | faster-whisper s / zoo s |",
-            "|---|---|---|---|---:|---:|---|---:|---:|"]
+    table = skeleton.Table(*COLUMNS)
     for dtype, section in precision.sections(results):
         peer = section[PEER]
         runs = peer_runs(peer, dtype)
         for name in results["workload"]["clips"]:
             if not runs:
-                rows.append(f"| {name} | faster-whisper | - | {dtype} | error: "
-                            f"{peer.get('error', '')[:60]} | - | - | - | - |")
+                table.error([name, "faster-whisper", "-", dtype], peer.get("error", ""), 60)
             for compute_type, run in runs.items():
                 p = run["clips"][name]
-                rows.append(f"| {name} ({p['audio_s']:.1f} s) | faster-whisper | - "
-                            f"| {compute_type} | {p['ms'] / 1e3:.2f} | {p['first_call_s']:.2f} "
-                            f"| (reference) | {fmt(p.get('other_cpu_cores'), '.2f')} | 1.00 |")
+                table.add(f"{name} ({p['audio_s']:.1f} s)", "faster-whisper", "-", compute_type,
+                          f"{p['ms'] / 1e3:.2f}", f"{p['first_call_s']:.2f}", "(reference)",
+                          fmt(p.get("other_cpu_cores"), ".2f"), "1.00")
             for backend, res in section["zoo"].items():
                 e = res.get("clips", {}).get(name)
                 if e is None:
-                    rows.append(f"| {name} | zoo | {backend} | {dtype} | error: "
-                                f"{res.get('error', 'missing')[:60]} | - | - | - | - |")
+                    table.error([name, "zoo", backend, dtype], res.get("error", "missing"), 60)
                     continue
                 matches = e.get("text_match")
                 ratios = e.get("ratios", {"": e.get("ratio")})
                 match = ", ".join(f"{k}: {'yes' if v else '**no**'}" for k, v in matches.items()
                                   ) if isinstance(matches, dict) else {
                     True: "yes", False: "**no**"}.get(matches, "-")
-                ratio = ", ".join(f"{k + ': ' if k else ''}**{fmt(v, '.2f')}**"
-                                  for k, v in ratios.items())
-                rows.append(f"| {name} ({e['audio_s']:.1f} s) | zoo | {backend} | {dtype} | "
-                            f"**{e['ms'] / 1e3:.2f}** | {e['first_call_s']:.2f} | {match} "
-                            f"| {fmt(e.get('other_cpu_cores'), '.2f')} | {ratio} |")
-    return "\n".join(rows)
+                table.add(f"{name} ({e['audio_s']:.1f} s)", "zoo", backend, dtype,
+                          f"**{e['ms'] / 1e3:.2f}**", f"{e['first_call_s']:.2f}", match,
+                          fmt(e.get("other_cpu_cores"), ".2f"),
+                          ", ".join(f"{k + ': ' if k else ''}**{fmt(v, '.2f')}**"
+                                    for k, v in ratios.items()))
+    return table.render()
 
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
@@ -220,7 +222,7 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends, BACKENDS)
+    backends = common.parse_list(args.backends, BACKENDS)
     chosen = SMOKE_CLIPS if args.smoke else CLIPS
     results: dict[str, Any] = {
         **skeleton.results_header("whisper_transcribe", "zoo.benchmarks.bench_whisper",
@@ -233,38 +235,31 @@ def run_parent(args: argparse.Namespace) -> int:
         "ratio_definition": "faster_whisper_s / zoo_s (> 1: zoo faster); bfloat16: per "
                             "faster-whisper 16-bit compute type",
     }
-    for dtype in args.dtypes:
-        precision.store(results, dtype, run_dtype(args, backends, dtype))
+    FAMILY.measure(args, backends, results, run_dtype)
     zoo = results["zoo"]  # float32's: the target is a float32 target
     targets = {}
     for name in chosen:
-        ratios = {b: r["clips"][name]["ratio"] for b, r in zoo.items()
-                  if "ratio" in r.get("clips", {}).get(name, {})}
-        if ratios:
-            best = max(ratios, key=ratios.__getitem__)
-            targets[name] = {"best_backend": best, "best_ratio": ratios[best],
-                             "met": ratios[best] >= TARGET_RATIO}
+        target = skeleton.best_target({b: r["clips"][name]["ratio"] for b, r in zoo.items()
+                                       if "ratio" in r.get("clips", {}).get(name, {})},
+                                      TARGET_RATIO)
+        if target:
+            targets[name] = target
     results["targets"] = targets
     out = skeleton.write_results(results, args.out, markdown_table(results),
-                               f"whisper_tiny_en transcription, median of {args.runs} runs "
-                               f"({results['machine']['cpu_count']} CPUs)")
+                                 f"whisper_tiny_en transcription, median of {args.runs} runs")
     for name, t in targets.items():
-        print(f"{name}: best zoo/{t['best_backend']} {t['best_ratio']:.2f}x of faster-whisper's "
-              f"speed (target >= {TARGET_RATIO:.2f}: {'met' if t['met'] else 'MISSED'})")
+        print(f"{name}: {skeleton.target_line(t, 'of faster-whisper', TARGET_RATIO)}")
     bf16 = results.get("bfloat16", {}).get(PEER, {})
     if bf16.get("refused_16bit_compute_types"):
         print(f"CTranslate2 on this CPU refuses compute types "
               f"{', '.join(bf16['refused_16bit_compute_types'])}")
-    print(f"results written to {out}")
-    return precision.exit_code(PEER, results)
+    return FAMILY.finish(out, results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = skeleton.family_parser(__doc__, BACKENDS, runs=3, warmup=1,
-                                  runs_help="timed transcribe calls per clip",
-                                  smoke_help="a 2 s clip, 1 run, no warm-up", out=DEFAULT_OUT)
-    return skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=3600.0,
-                                    retries=2, smoke_workload={"runs": 1, "warmup": 0})
+    return FAMILY.parse_args(argv, __doc__, runs=3, warmup=1, out=DEFAULT_OUT, timeout=3600.0,
+                             runs_help="timed transcribe calls per clip",
+                             smoke_help="a 2 s clip, 1 run, no warm-up")[1]
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -294,8 +289,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    return FAMILY.main(argv, parse_args, run_parent)
+main = FAMILY.entry(parse_args, run_parent)
 
 
 if __name__ == "__main__":

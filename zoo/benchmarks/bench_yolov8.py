@@ -282,32 +282,37 @@ FAMILY = skeleton.Family("bench_yolov8", "zoo.benchmarks.bench_yolov8", PEER,
 # --------------------------------------------------------------------------- #
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return FAMILY.parse_args(argv, __doc__, runs=20, warmup=3, out=DEFAULT_OUT, timeout=1800.0,
+                             runs_help="timed calls (one image each)",
+                             smoke_help="1 run, no warm-up")[1]
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| library | backend | dtype | ms / image (median) | first call (s) | boxes "
-            "| detections = onnxruntime | other procs' CPU (cores) | onnxruntime s / zoo s |",
-            "|---|---|---|---:|---:|---:|---|---:|---:|"]
+    table = skeleton.Table(
+        ["library", "backend", "dtype", "ms / image (median)", "first call (s)", "boxes",
+         "detections = onnxruntime", "other procs' CPU (cores)", "onnxruntime s / zoo s"],
+        "lllrrrlrr")
     for dtype, section in precision.sections(results):
         peer = section[PEER]
         if "ms" not in peer:
-            rows.append(f"| onnxruntime | - | {dtype} | error: {peer.get('error', '')[:60]}"
-                        " | - | - | - | - | - |")
+            table.error(["onnxruntime", "-", dtype], peer.get("error", ""), 60)
         else:
-            rows.append(f"| onnxruntime ({ORT_THREADS} threads) | - "
-                        f"| {peer.get('model_dtype', dtype)} model | {peer['ms']:.1f} "
-                        f"| {peer['first_call_s']:.2f} | {len(peer['detections']['classes'])} "
-                        f"| (reference) | {fmt(peer.get('other_cpu_cores'), '.2f')} | 1.00 |")
+            table.add(f"onnxruntime ({ORT_THREADS} threads)", "-",
+                      f"{peer.get('model_dtype', dtype)} model", f"{peer['ms']:.1f}",
+                      f"{peer['first_call_s']:.2f}", len(peer["detections"]["classes"]),
+                      "(reference)", fmt(peer.get("other_cpu_cores"), ".2f"), "1.00")
         for backend, res in section["zoo"].items():
             if "ms" not in res:
-                rows.append(f"| zoo | {backend} | {dtype} | error: "
-                            f"{res.get('error', 'missing')[:60]} | - | - | - | - | - |")
+                table.error(["zoo", backend, dtype], res.get("error", "missing"), 60)
                 continue
             match = {True: "yes", False: "**no**"}.get(res.get("detections_match"), "-")
-            rows.append(f"| zoo | {backend} | {dtype} | **{res['ms']:.1f}** "
-                        f"| {res['first_call_s']:.2f} | {len(res['detections']['classes'])} "
-                        f"| {match} | {fmt(res.get('other_cpu_cores'), '.2f')} "
-                        f"| **{fmt(res.get('ratio'), '.2f')}** |")
-    notes = [s[PEER]["note"] for _, s in precision.sections(results) if "note" in s[PEER]]
-    return "\n".join(rows + [""] * bool(notes) + notes)
+            table.add("zoo", backend, dtype, f"**{res['ms']:.1f}**", f"{res['first_call_s']:.2f}",
+                      len(res["detections"]["classes"]), match,
+                      fmt(res.get("other_cpu_cores"), ".2f"),
+                      f"**{fmt(res.get('ratio'), '.2f')}**")
+    return table.render([s[PEER]["note"] for _, s in precision.sections(results)
+                         if "note" in s[PEER]])
 
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
@@ -320,7 +325,7 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends, BACKENDS)
+    backends = common.parse_list(args.backends, BACKENDS)
     results: dict[str, Any] = {
         **skeleton.results_header("yolov8_detect", "zoo.benchmarks.bench_yolov8",
                                 (*common.DEFAULT_DISTRIBUTIONS, "onnxruntime",
@@ -337,33 +342,16 @@ def run_parent(args: argparse.Namespace) -> int:
         "match_definition": f"same box count; each box paired with one of the same class, "
                             f"IoU >= {MATCH_IOU}, |score difference| <= {MATCH_SCORE}",
     }
-    for dtype in args.dtypes:
-        precision.store(results, dtype, run_dtype(args, backends, dtype))
+    FAMILY.measure(args, backends, results, run_dtype)
     zoo = results["zoo"]  # float32's: the target is a float32 target
-    ratios = {b: r["ratio"] for b, r in zoo.items() if "ratio" in r}
-    target = None
-    if ratios:
-        best = max(ratios, key=ratios.__getitem__)
-        target = {"best_backend": best, "best_ratio": ratios[best],
-                  "met": ratios[best] >= TARGET_RATIO}
-    results["target"] = target
-    out = skeleton.write_results(
-        results, args.out, markdown_table(results),
-        f"{PRESET} at {IMAGE_SIZE}x{IMAGE_SIZE}, one image, preprocessing + NMS included, "
-        f"median of {args.runs} runs ({results['machine']['cpu_count']} CPUs)")
+    target = results["target"] = skeleton.best_target(
+        {b: r["ratio"] for b, r in zoo.items() if "ratio" in r}, TARGET_RATIO)
+    heading = (f"{PRESET} at {IMAGE_SIZE}x{IMAGE_SIZE}, one image, preprocessing + NMS "
+               f"included, median of {args.runs} runs")
+    out = skeleton.write_results(results, args.out, markdown_table(results), heading)
     if target:
-        print(f"best zoo/{target['best_backend']} {target['best_ratio']:.2f}x of onnxruntime's "
-              f"speed (target >= {TARGET_RATIO:.2f}: {'met' if target['met'] else 'MISSED'})")
-    print(f"results written to {out}")
-    return precision.exit_code(PEER, results)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = skeleton.family_parser(__doc__, BACKENDS, runs=20, warmup=3,
-                                  runs_help="timed calls (one image each)",
-                                  smoke_help="1 run, no warm-up", out=DEFAULT_OUT)
-    return skeleton.parse_family_args(parser, argv, (PEER, *BACKENDS), timeout=1800.0,
-                                    retries=2, smoke_workload={"runs": 1, "warmup": 0})
+        print(skeleton.target_line(target, "of onnxruntime's speed", TARGET_RATIO))
+    return FAMILY.finish(out, results)
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -380,12 +368,10 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
                        match=res.get("detections_match") if dtype == "float32" else None,
                        peer_dtype=(section.get(PEER) or {}).get("model_dtype"),
                        note=(section.get(PEER) or {}).get("note"))
-            for dtype, section in precision.sections(results)
-            for backend, res in section["zoo"].items()]
+            for dtype, section, backend, res in precision.zoo_results(results)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    return FAMILY.main(argv, parse_args, run_parent)
+main = FAMILY.entry(parse_args, run_parent)
 
 
 if __name__ == "__main__":

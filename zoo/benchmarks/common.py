@@ -359,13 +359,28 @@ def apply_run_defaults(args: Any, argv: Sequence[str] | None, smoke_workload: di
         args.wait_idle = 0.0 if args.smoke else 300.0
 
 
-def parse_backends(text: str, allowed: Sequence[str]) -> list[str]:
-    """The comma-separated `--backends` value as a list; exits on unknown names."""
-    backends = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = sorted(set(backends) - set(allowed))
-    if unknown:
-        raise SystemExit(f"unknown backend(s) {unknown}; choose from {','.join(allowed)}")
-    return backends
+def parse_list(text: str, allowed: Sequence[str], what: str = "backend") -> list[str]:
+    """A comma-separated option value (`--backends`, or `what` names it) as a
+    list; exits on unknown or no names."""
+    chosen = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown or not chosen:
+        raise SystemExit(f"unknown {what}(s) {unknown or repr(text)}; choose from "
+                         f"{','.join(allowed)}")
+    return chosen
+
+
+def finish_run(text: str, out: str | None, data: dict[str, Any],
+               results: dict[str, dict[str, Any]]) -> int:
+    """Print `text` (the table), write `data` to `out` when given, and name the
+    workers of `results` that failed; the exit code (1 when one did)."""
+    print(text)
+    if out:
+        print(f"results written to {write_json(out, data)}")
+    failed = [name for name, r in results.items() if "error" in r]
+    for name in failed:
+        print(f"{name} failed: {results[name]['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def exit_code(peer_name: str, peer: dict[str, Any], zoo: dict[str, dict[str, Any]]) -> int:
@@ -382,6 +397,26 @@ def main(argv: Sequence[str] | None, parse_args: Callable[[Any], Any],
     """A benchmark script's entry point: parse, then run as worker or parent."""
     args = parse_args(argv)
     return run_worker(args) if args.worker else run_parent(args)
+
+
+def parse_run_args(parser: Any, argv: Sequence[str] | None, workers: Sequence[str], *,
+                   timeout: float, retries: int, smoke_workload: dict[str, Any]) -> Any:
+    """Add the run options (`add_run_options`), parse, and apply the --smoke
+    workload and the defaults (`apply_run_defaults`)."""
+    add_run_options(parser, workers, timeout=timeout, retries=retries)
+    args = parser.parse_args(argv)
+    apply_run_defaults(args, argv, smoke_workload, retries=retries)
+    return args
+
+
+def entry(parse_args: Callable[[Any], Any], run_worker: Callable[[Any], int],
+          run_parent: Callable[[Any], int]) -> Callable[..., int]:
+    """A script's `main(argv=None) -> int` (see `main`)."""
+
+    def script_main(argv: Sequence[str] | None = None) -> int:
+        return main(argv, parse_args, run_worker, run_parent)
+
+    return script_main
 
 
 def start_zoo_worker(backend: str) -> Any:

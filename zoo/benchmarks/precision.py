@@ -66,6 +66,14 @@ def sections(results: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield dtype, results[dtype]
 
 
+def zoo_results(results: dict[str, Any]
+                ) -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+    """(dtype, section, backend, result) for every zoo worker of every dtype."""
+    for dtype, section in sections(results):
+        for backend, res in section["zoo"].items():
+            yield dtype, section, backend, res
+
+
 def store(results: dict[str, Any], dtype: str, section: dict[str, Any]) -> None:
     """Put one dtype's section into `results` (see the module docstring)."""
     if dtype == "float32":

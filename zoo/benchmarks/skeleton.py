@@ -3,7 +3,8 @@ shares beyond `common`'s machinery, so a family's script holds only its
 workload, its peer and its table: the options (`family_parser`,
 `parse_family_args`), the peer-then-zoo worker processes and the entry point
 (`Family`), the results file's head and tail (`results_header`,
-`write_results`), and the transformer sizes BERT and OPT build.
+`write_results`), the table (`Table`), the target check (`best_target`), and
+the transformer sizes BERT and OPT build.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from typing import Any
 
 from zoo.benchmarks.common import (
     DEFAULT_DISTRIBUTIONS,
-    add_run_options,
-    apply_run_defaults,
     emit_result,
+    entry,
     launch,
     loadavg,
     machine_info,
-    main,
+    parse_run_args,
     utc_now,
     versions,
     write_json,
@@ -90,9 +90,8 @@ def parse_family_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
     if dtypes:
         precision.add_dtypes_option(parser)
-    add_run_options(parser, workers, timeout=timeout, retries=retries)
-    args = parser.parse_args(argv)
-    apply_run_defaults(args, argv, smoke_workload, retries=retries)
+    args = parse_run_args(parser, argv, workers, timeout=timeout, retries=retries,
+                          smoke_workload=smoke_workload)
     if dtypes:
         precision.parse_dtypes(parser, args)
     if args.runs < 1 or args.warmup < 0:
@@ -112,6 +111,41 @@ class Family:
     peer: str
     worker_peer: Callable[[Any], dict[str, Any]]
     worker_zoo: Callable[[Any, str], dict[str, Any]]
+    backends: tuple[str, ...] = ("jax", "tensorflow", "torch")
+
+    def parse_args(self, argv: Sequence[str] | None, doc: str, *, runs: int, warmup: int,
+                   runs_help: str, smoke_help: str, out: Path, timeout: float,
+                   retries: int = 2, smoke_workload: dict[str, Any] | None = None,
+                   options: Callable[[argparse.ArgumentParser], None] | None = None,
+                   dtypes: bool = True) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+        """The family's command line: the shared options (`family_parser`,
+        `parse_family_args`), plus what `options(parser)` adds. Returns the
+        parser (for the family's own checks) and the parsed arguments."""
+        parser = family_parser(doc, self.backends, runs=runs, warmup=warmup,
+                               runs_help=runs_help, smoke_help=smoke_help, out=out)
+        if options is not None:
+            options(parser)
+        args = parse_family_args(parser, argv, (self.peer, *self.backends), timeout=timeout,
+                                 retries=retries, dtypes=dtypes,
+                                 smoke_workload=smoke_workload or {"runs": 1, "warmup": 0})
+        return parser, args
+
+    def measure(self, args: Any, backends: Sequence[str], results: dict[str, Any],
+                run_dtype: Callable[[Any, Sequence[str], str], dict[str, Any]]) -> None:
+        """Each of `args.dtypes` in turn: `run_dtype(args, backends, dtype)`
+        (a results section) stored into `results` (`precision.store`)."""
+        from zoo.benchmarks import precision
+
+        for dtype in args.dtypes:
+            precision.store(results, dtype, run_dtype(args, backends, dtype))
+
+    def finish(self, out: Path, results: dict[str, Any]) -> int:
+        """Say where the results went; the exit code (1 when the peer or a
+        zoo worker failed, naming them, `precision.exit_code`)."""
+        from zoo.benchmarks import precision
+
+        print(f"results written to {out}")
+        return precision.exit_code(self.peer, results)
 
     def run_worker(self, args: Any) -> int:
         """In a worker process: run the peer's or one backend's worker and print
@@ -121,10 +155,11 @@ class Family:
                     else self.worker_zoo(args, args.worker), load_start)
         return 0
 
-    def main(self, argv: Sequence[str] | None, parse_args: Callable[[Any], Any],
-             run_parent: Callable[[Any], int]) -> int:
-        """The script's entry point (`common.main`: worker or parent)."""
-        return main(argv, parse_args, self.run_worker, run_parent)
+    def entry(self, parse_args: Callable[[Any], Any], run_parent: Callable[[Any], int]
+              ) -> Callable[..., int]:
+        """The script's `main(argv=None) -> int` (`common.main`): a worker when
+        called with --worker, else the parent."""
+        return entry(parse_args, self.run_worker, run_parent)
 
     def run(self, args: Any, backends: Sequence[str], dtypes: str,
             options: Sequence[str] = (), share: bool = True
@@ -151,6 +186,65 @@ class Family:
         return peer, zoo
 
 
+class Table:
+    """A markdown table of a benchmark's results.
+
+    Args:
+        columns: the header cells.
+        align: one letter per column, `l` (text) or `r` (numbers).
+
+    Example:
+
+    >>> table = Table(["library", "backend", "ms"], "llr")
+    >>> table.add("zoo", "jax", "1.5")
+    >>> table.error(["zoo", "torch"], "out of memory")
+    >>> print(table.render())
+    | library | backend | ms |
+    |---|---|---:|
+    | zoo | jax | 1.5 |
+    | zoo | torch | error: out of memory |
+    """
+
+    def __init__(self, columns: Sequence[str], align: str) -> None:
+        if len(columns) != len(align) or set(align) - {"l", "r"}:
+            raise ValueError(f"align {align!r} needs one of l/r per column ({len(columns)})")
+        self.rows = [list(columns)]
+        self.rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+
+    def add(self, *cells: Any) -> None:
+        """A row; missing trailing cells are written `-`."""
+        width = len(self.rows[0])
+        if len(cells) > width:
+            raise ValueError(f"{len(cells)} cells for {width} columns: {cells}")
+        self.rows.append([str(c) for c in cells] + ["-"] * (width - len(cells)))
+
+    def error(self, lead: Sequence[Any], error: str | None, limit: int = 80) -> None:
+        """A row of `lead` cells, then the (shortened) error, then `-`."""
+        self.add(*lead, f"error: {(error or '')[:limit]}")
+
+    def render(self, notes: Sequence[str] = ()) -> str:
+        """The table's markdown, then a blank line and `notes`, if any."""
+        lines = ["| " + " | ".join(row) + " |" for row in self.rows]
+        lines.insert(1, self.rule)
+        return "\n".join(lines + [""] * bool(notes) + list(notes))
+
+
+def best_target(ratios: dict[str, float], target: float, **extra: Any) -> dict[str, Any] | None:
+    """The best backend by `ratios` (peer time / zoo time) and whether it
+    meets `target`; `extra` entries are added. None without any ratio."""
+    if not ratios:
+        return None
+    best = max(ratios, key=ratios.__getitem__)
+    return {"best_backend": best, "best_ratio": ratios[best],
+            "met": ratios[best] >= target, **extra}
+
+
+def target_line(target: dict[str, Any], what: str, goal: float) -> str:
+    """`best zoo/<backend> <ratio>x <what> (target >= <goal>: met|MISSED)`."""
+    return (f"best zoo/{target['best_backend']} {target['best_ratio']:.2f}x {what} "
+            f"(target >= {goal:.2f}: {'met' if target['met'] else 'MISSED'})")
+
+
 def results_header(benchmark: str, module: str,
                    dists: Iterable[str] = DEFAULT_DISTRIBUTIONS) -> dict[str, Any]:
     """The first keys of every results file: what ran, when, how, where, with what."""
@@ -160,11 +254,12 @@ def results_header(benchmark: str, module: str,
 
 
 def write_results(results: dict[str, Any], out: str, table: str, heading: str) -> Path:
-    """Record the end load and the table, write the JSON, print heading and table."""
+    """Record the end load and the table, write the JSON, print heading (with
+    the machine's CPU count) and table."""
     results["machine"]["loadavg_end"] = (list(os.getloadavg())
                                          if hasattr(os, "getloadavg") else None)
     results["markdown_table"] = table
     path = write_json(out, results)
-    print(f"\n{heading}\n")
+    print(f"\n{heading} ({results['machine']['cpu_count']} CPUs)\n")
     print(table)
     return path
