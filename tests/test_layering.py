@@ -7,19 +7,22 @@ each other. The layers, lowest first:
    errors and backend helpers (`zoo.core.errors`, `zoo.core.compiled_loop`)
 1. shared building blocks: `zoo.layers`, `zoo.samplers`, `zoo.utils` (COCO
    metrics included), `zoo.layout`, `zoo.data`
-2. `zoo.core`: the base classes and the preset format
-3. `zoo.tokenizers`: tokenizers are `zoo.core.tokenizer.Tokenizer`s (they save
-   and load presets), so they sit on core
-4. `zoo.presets`: handles, catalog, hub, conversion plumbing; it installs the
+2. the preset format (`zoo.core.preset_io`, `preset_classes`,
+   `preset_handlers`, `weights_io`, `deferred`) and the tokenizer base
+   (`zoo.core.tokenizer`), which saves and loads through it
+3. `zoo.tokenizers`: below core's model classes, which they never import;
+   above the preset format they save into
+4. the rest of `zoo.core`: backbones, tasks, preprocessors, generation
+5. `zoo.presets`: handles, catalog, hub, conversion plumbing; it installs the
    resolver `zoo.core.preset_io.resolve` calls, and finds families' data and
    converters by module name
-5. the families (`zoo.nlp.bert`, `zoo.nlp.opt`, `zoo.audio.whisper`,
+6. the families (`zoo.nlp.bert`, `zoo.nlp.opt`, `zoo.audio.whisper`,
    `zoo.cv.yolov8`, `zoo.diffusion.stable_diffusion`) and what their areas
    share (`zoo.cv.box_ops` / `nms`, `zoo.diffusion.schedulers`): zoo.core
    reaches these only through hooks the families set
    (`TextToImage.get_scheduler`)
-6. `zoo.models`, the flat public namespace
-7. the `zoo` command and the benchmarks (`zoo.cli*`, `zoo.benchmarks`)
+7. `zoo.models`, the flat public namespace
+8. the `zoo` command and the benchmarks (`zoo.cli*`, `zoo.benchmarks`)
 
 A preset's classes are found through the module its config records
 (`zoo.core.preset_classes.get_class`), not by importing every family.
@@ -42,13 +45,15 @@ FAMILIES = ("zoo.nlp.bert", "zoo.nlp.opt", "zoo.audio.whisper", "zoo.cv.yolov8",
 LAYERS = {
     "zoo": 0, "zoo.families": 0, "zoo.core.errors": 0, "zoo.core.compiled_loop": 0,
     "zoo.layers": 1, "zoo.samplers": 1, "zoo.utils": 1, "zoo.layout": 1, "zoo.data": 1,
-    "zoo.core": 2,
+    **{f"zoo.core.{m}": 2 for m in ("preset_io", "preset_classes", "preset_handlers",
+                                    "weights_io", "deferred", "tokenizer")},
     "zoo.tokenizers": 3,
-    "zoo.presets": 4,
-    **dict.fromkeys(FAMILIES, 5), "zoo.nlp": 5, "zoo.audio": 5, "zoo.cv": 5,
-    "zoo.diffusion": 5,
-    "zoo.models": 6,
-    "zoo.cli": 7, "zoo.cli_args": 7, "zoo.cli_convert": 7, "zoo.benchmarks": 7,
+    "zoo.core": 4,
+    "zoo.presets": 5,
+    **dict.fromkeys(FAMILIES, 6), "zoo.nlp": 6, "zoo.audio": 6, "zoo.cv": 6,
+    "zoo.diffusion": 6,
+    "zoo.models": 7,
+    "zoo.cli": 8, "zoo.cli_args": 8, "zoo.cli_convert": 8, "zoo.benchmarks": 8,
 }
 
 pytestmark = pytest.mark.once  # reads source files only
@@ -88,10 +93,17 @@ def imports(tree: ast.AST, modules: set[str]) -> list[tuple[str, int]]:
 
 def wrong_way_imports() -> list[str]:
     files = {module_name(p): p for p in ZOO.rglob("*.py")}
+    trees = {m: ast.parse(p.read_text(), str(p)) for m, p in files.items()}
+    # `from zoo.core import preset_io` runs zoo/core/__init__.py too; a package
+    # whose __init__ imports nothing of zoo adds no dependency of its own
+    namespaces = {m for m, p in files.items()
+                  if p.name == "__init__.py" and not imports(trees[m], set(files))}
     problems = []
     for module, path in sorted(files.items()):
         (low, _), family = layer_of(module), family_of(module)
-        for target, line in imports(ast.parse(path.read_text(), str(path)), set(files)):
+        for target, line in imports(trees[module], set(files)):
+            if target in namespaces:
+                continue
             (high, prefix), other = layer_of(target), family_of(target)
             where = f"{path.relative_to(ZOO.parent)}:{line}: {module} imports {target}"
             if high > low:
@@ -117,10 +129,41 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     tree = ast.parse("def f():\n    from zoo.models import Task\n"
                      "    importlib.import_module('zoo.presets.catalog')\n")
     assert imports(tree, set()) == [("zoo.models", 2), ("zoo.presets.catalog", 3)]
-    assert layer_of("zoo.core.preset_io") == (2, "zoo.core")
+    assert layer_of("zoo.core.task") == (4, "zoo.core")
+    assert layer_of("zoo.core.preset_io") == (2, "zoo.core.preset_io")
     assert layer_of("zoo.core.errors") == (0, "zoo.core.errors")
-    assert layer_of("zoo.cv.yolov8.yolov8_detector") == (5, "zoo.cv.yolov8")
-    assert family_of("zoo.cv.nms") is None and layer_of("zoo.cv.nms") == (5, "zoo.cv")
+    assert layer_of("zoo.cv.yolov8.yolov8_detector") == (6, "zoo.cv.yolov8")
+    assert family_of("zoo.cv.nms") is None and layer_of("zoo.cv.nms") == (6, "zoo.cv")
+
+
+#: modules that may ask `keras.backend.backend()`: the one home of backend
+#: differences (named capabilities), the benchmarks (one worker per backend)
+#: and the command line (which prints it)
+ASKS_BACKEND = ("zoo.core.compiled_loop", "zoo.benchmarks", "zoo.cli")
+
+
+def backend_calls(tree: ast.AST) -> list[int]:
+    """Lines that call `keras.backend.backend()` (or `backend.backend()`)."""
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "backend" and isinstance(node.func.value, (ast.Attribute,
+                                                                             ast.Name))
+            and getattr(node.func.value, "attr", getattr(node.func.value, "id", "")) == "backend"]
+
+
+def test_backend_differences_live_in_one_module():
+    """Layers and tasks ask named capabilities (`has_fused_attention()`,
+    `can_shard()`, ...) of zoo.core.compiled_loop, never the backend's name."""
+    problems = []
+    for path in sorted(ZOO.rglob("*.py")):
+        module = module_name(path)
+        if module.startswith(ASKS_BACKEND):
+            continue
+        problems += [f"{path.relative_to(ZOO.parent)}:{line}"
+                     for line in backend_calls(ast.parse(path.read_text(), str(path)))]
+    assert not problems, ("keras.backend.backend() outside zoo.core.compiled_loop (add a named "
+                          "capability there):\n" + "\n".join(problems))
+    assert backend_calls(ast.parse("if keras.backend.backend() == 'jax':\n    pass\n")) == [1]
 
 
 def run_python(code: str, cwd: Path) -> str:

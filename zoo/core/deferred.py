@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import keras
 from keras.src.backend.common import global_state
 
+from zoo.core.compiled_loop import can_shard
+
 T = TypeVar("T")
 
 _PENDING = "uninitialized_variables"
@@ -71,7 +73,7 @@ def materialize(variable: keras.Variable, array: Any) -> None:
     with a layout for it is active)."""
     distribution = keras.distribution.distribution()
     layout = distribution.get_variable_layout(variable) if distribution is not None else None
-    if layout is not None and keras.backend.backend() == "jax":
+    if layout is not None and can_shard():
         value = keras.distribution.distribute_tensor(array, layout)
     else:
         value = variable._convert_to_tensor(array, dtype=variable.dtype)

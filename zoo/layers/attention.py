@@ -8,7 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from zoo.core.compiled_loop import update_cache
+from zoo.core.compiled_loop import has_fused_attention, update_cache
 from zoo.layers.packing import Packing, pack, unpack
 
 
@@ -60,7 +60,7 @@ def dot_product_attention(query: Any, key: Any, value: Any, scale: float | None 
     block_size = BLOCK_SIZE if block_size is None else int(block_size)
     min_scores = BLOCKED_MIN_SCORES if min_scores is None else int(min_scores)
     scale = float(shape[-1]) ** -0.5 if scale is None else float(scale)
-    if (mask is not None or keras.backend.backend() not in ("jax", "tensorflow")
+    if (mask is not None or has_fused_attention()
             or any(d is None for d in shape) or kv_len is None
             or shape[1] * kv_len < min_scores):
         return ops.dot_product_attention(query, key, value, mask=mask, scale=scale)

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core.compiled_loop import runs_on_cpu
+from zoo.core.compiled_loop import backend_name, prefers_channels_first, runs_on_cpu
 
 #: take the Winograd path where `Conv2D` allows it (read at call time)
 ENABLED = True
@@ -180,7 +180,7 @@ def im2col_applies(inputs: Any, kernel_shape: tuple[int, ...]) -> bool:
     if any(d is None for d in inputs.shape[:3]):
         return False
     positions = int(inputs.shape[0]) * int(inputs.shape[1]) * int(inputs.shape[2])
-    if positions > IM2COL_MAX_POSITIONS.get(keras.backend.backend(), 0):
+    if positions > IM2COL_MAX_POSITIONS.get(backend_name(), 0):
         return False
     return min(kernel_shape[2], kernel_shape[3]) >= IM2COL_MIN_CHANNELS and runs_on_cpu(inputs)
 
@@ -201,7 +201,7 @@ def winograd_applies(inputs: Any, kernel_shape: tuple[int, ...]) -> bool:
     if batch is None or height is None or width is None:
         return False
     tiles = int(batch) * -(-int(height) // 4) * -(-int(width) // 4)
-    backend = keras.backend.backend()
+    backend = backend_name()
     if (tiles < MIN_TILES.get(backend, 0)
             or min(kernel_shape[2], kernel_shape[3]) < MIN_CHANNELS.get(backend, 0)):
         return False
@@ -238,7 +238,7 @@ class Conv2D(keras.layers.Conv2D):
                 return winograd_conv2d(inputs, kernel)
             if im2col_applies(inputs, tuple(kernel.shape)):
                 return im2col_conv2d(inputs, kernel)
-        if keras.backend.backend() == "torch" and self.data_format == "channels_last":
+        if prefers_channels_first() and self.data_format == "channels_last":
             outputs = ops.conv(ops.transpose(inputs, (0, 3, 1, 2)), kernel,
                                strides=list(self.strides), padding=self.padding,
                                dilation_rate=self.dilation_rate, data_format="channels_first")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import keras
 from keras import ops
+
+from zoo.core.compiled_loop import has_dynamic_shapes
 
 
 class Packing(NamedTuple):
@@ -36,7 +37,7 @@ class Packing(NamedTuple):
 
 def packing_supported() -> bool:
     """Whether this backend can run packed layers (dynamic shapes: not JAX)."""
-    return keras.backend.backend() in ("tensorflow", "torch")
+    return has_dynamic_shapes()
 
 
 def packing(padding_mask: Any) -> Packing:

@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.core.compiled_loop import transposed_copy
+
 
 class TiedLogits(keras.layers.Layer):
     """`x @ embeddingsᵀ`: decode hidden states with the token embedding.
@@ -33,26 +35,19 @@ class TiedLogits(keras.layers.Layer):
     def inference_weights(self) -> tuple:
         """Extra inputs that make `call` faster when no gradient is needed.
 
-        On PyTorch `x @ Eᵀ` with `E` stored `(vocabulary, hidden)` reads the
-        matrix against its layout (OPT-125m decode: 11.5 ms at batch 1, 25.6
-        ms at batch 8, against 6.9 and 19.7 ms for a contiguous transposed
-        copy). This returns that copy, kept until the embedding changes
-        (torch's in-place version counter), as `(copy,)`; elsewhere (XLA
-        picks its own layouts) and with LoRA on the embedding it returns ().
+        `x @ Eᵀ` with `E` stored `(vocabulary, hidden)` reads the matrix
+        against its layout on some backends (`transposed_copy`): there this
+        returns `(copy,)`, a contiguous transposed copy kept until the
+        embedding changes; elsewhere, and with LoRA on the embedding, ().
         """
         embedding = self.token_embedding
-        if keras.backend.backend() != "torch" or getattr(embedding, "lora_enabled", False):
+        if getattr(embedding, "lora_enabled", False):
             return ()
-        value = embedding.embeddings.value
-        key = (id(value), value._version, self.compute_dtype)
-        cached = getattr(self, "_transposed", None)
-        if cached is None or cached[0] != key:
-            import torch
-
-            with torch.no_grad():
-                copy = value.detach().to(getattr(torch, self.compute_dtype))
-                cached = (key, copy.t().contiguous())
-            self._transposed = cached
+        cached = transposed_copy(embedding.embeddings, self.compute_dtype,
+                                 getattr(self, "_transposed", None))
+        if cached is None:
+            return ()
+        self._transposed = cached
         return (cached[1],)
 
     def compute_output_shape(self, x_shape: tuple) -> tuple:

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.core.compiled_loop import keras_jit_needs_static_shapes
 from zoo.layers import activations
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.packing import Packing, pack, packing, packing_supported, unpack
@@ -69,7 +70,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.use_bias = use_bias
         self.key_bias = use_bias if key_bias is None else bool(key_bias)
         self.remove_padding = bool(remove_padding)
-        if self.remove_padding and keras.backend.backend() == "tensorflow":
+        if self.remove_padding and keras_jit_needs_static_shapes():
             # Packed shapes depend on the mask's values, which XLA cannot
             # compile: `model.compile(jit_compile="auto")` picks a plain graph.
             self.supports_jit = False

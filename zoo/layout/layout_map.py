@@ -23,6 +23,7 @@ from typing import Any
 
 import keras
 
+from zoo.core.compiled_loop import backend_name, can_shard
 from zoo.core.errors import ZooError
 from zoo.layout.rules import MODEL, ShardRule
 
@@ -75,10 +76,9 @@ class ZooLayoutMap(keras.distribution.LayoutMap):
 
 def require_jax(what: str) -> None:
     """Raise a clear error unless the backend is jax."""
-    backend = keras.backend.backend()
-    if backend != "jax":
+    if not can_shard():
         raise LayoutError(
-            f"{what} runs on the jax backend only; this is {backend!r}, where Keras' "
+            f"{what} runs on the jax backend only; this is {backend_name()!r}, where Keras' "
             "distribution API is missing (torch) or a prototype that builds every "
             "variable unsharded (tensorflow), and zoo never runs a model unsharded "
             "when sharding was asked for. Fix: set KERAS_BACKEND=jax before "

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core.compiled_loop import compile_step
+from zoo.core.compiled_loop import compile_step, prefers_channels_first
 from zoo.core.object_detector import ObjectDetector
 from zoo.presets.checkpoint_io import port_weight
 from zoo.cv.yolov8.yolov8_backbone import YOLOV8Backbone
@@ -146,7 +146,7 @@ class YOLOV8Detector(ObjectDetector):
         return self._inference_model
 
     def _inference_graph(self) -> keras.Model:
-        fmt = "channels_first" if keras.backend.backend() == "torch" else "channels_last"
+        fmt = "channels_first" if prefers_channels_first() else "channels_last"
         graph = Graph(self.backbone.dtype_policy, fmt, fused=True)
         images = keras.Input(shape=(None, None, self.backbone.image_channels))
         x = images
