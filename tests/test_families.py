@@ -65,3 +65,27 @@ def test_models_exports_every_family():
         assert set(exported) <= set(zoo.models.__all__), family.name
         assert all(getattr(zoo.models, name) is getattr(importlib.import_module(
             family.package), name) for name in exported), family.name
+
+
+def test_single_file_kinds_and_diffusers_downloads_come_from_the_table(tmp_path):
+    import zipfile
+
+    from zoo.presets.formats import supported, torch_file_kind
+    from zoo.presets.handles import diffusers_files
+
+    kinds = [kind for f in FAMILIES for kind in f.torch_file_kinds]
+    fallback = [name for name, marker in kinds if marker is None]
+    assert len(fallback) == 1  # one family takes the .pt files no bytes identify
+    for name, marker in kinds:  # each kind is found by its bytes, in a pickle
+        path = tmp_path / f"{name}.pt"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", b"\x80\x02" + (marker or b"nothing known"))
+        assert torch_file_kind(path) == name
+    for family in FAMILIES:
+        converts_more = family.ctranslate2_specs or family.torch_file_kinds or family.diffusers
+        assert bool(family.reads) == bool(converts_more), family.name
+        assert family.reads in supported()
+        assert bool(family.diffusers_networks) == family.diffusers, family.name
+        for network, stems in family.diffusers_networks:
+            files = [f"{network}/config.json", f"{network}/{stems[0]}.safetensors"]
+            assert set(files) <= set(diffusers_files(files)), (family.name, network)

@@ -47,10 +47,16 @@ class Family:
     transformers_model_types: tuple[str, ...] = ()
     #: CTranslate2 spec names (`model.bin`'s header) it converts
     ctranslate2_specs: tuple[str, ...] = ()
-    #: single-file checkpoint kinds (`zoo.presets.formats.torch_file_kind`) it converts
-    torch_file_kinds: tuple[str, ...] = ()
+    #: single-file checkpoint kinds (`zoo.presets.formats.torch_file_kind`) it converts,
+    #: each with the bytes that identify it in a safetensors header or a torch
+    #: pickle (None: a `.pt`/`.ckpt` file no family's bytes identify)
+    torch_file_kinds: tuple[tuple[str, bytes | None], ...] = ()
     #: whether it converts diffusers folders (`model_index.json`)
     diffusers: bool = False
+    #: per network of a diffusers pipeline it downloads: (folder, weight file stems)
+    diffusers_networks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: what it converts besides transformers folders, as `zoo convert`'s errors list it
+    reads: str = ""
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -61,15 +67,25 @@ FAMILIES: tuple[Family, ...] = (
     Family("whisper", "zoo.audio.whisper", "zoo.audio.whisper.whisper_presets",
            "zoo.audio.whisper.whisper_convert", "zoo.benchmarks.bench_whisper",
            transformers_model_types=("whisper",), ctranslate2_specs=("WhisperSpec",),
-           torch_file_kinds=("openai_whisper",)),
+           torch_file_kinds=(("openai_whisper", None),),
+           reads="CTranslate2 Whisper folders (model.bin), openai-whisper .pt files"),
     Family("yolov8", "zoo.cv.yolov8", "zoo.cv.yolov8.yolov8_presets",
            "zoo.cv.yolov8.yolov8_convert", "zoo.benchmarks.bench_yolov8",
-           torch_file_kinds=("ultralytics",)),
+           torch_file_kinds=(("ultralytics", b"ultralytics"),),
+           reads="ultralytics YOLOv8 .pt files"),
     Family("stable_diffusion", "zoo.diffusion.stable_diffusion",
            "zoo.diffusion.stable_diffusion.stable_diffusion_presets",
            "zoo.diffusion.stable_diffusion.stable_diffusion_convert",
-           "zoo.benchmarks.bench_stable_diffusion", torch_file_kinds=("stable_diffusion",),
-           diffusers=True),
+           "zoo.benchmarks.bench_stable_diffusion",
+           # a weight every single-file Stable Diffusion checkpoint holds
+           torch_file_kinds=(("stable_diffusion",
+                              b"model.diffusion_model.input_blocks.0.0.weight"),),
+           diffusers=True,
+           diffusers_networks=(("text_encoder", ("model", "pytorch_model")),
+                               ("unet", ("diffusion_pytorch_model",)),
+                               ("vae", ("diffusion_pytorch_model",))),
+           reads="diffusers Stable Diffusion folders (model_index.json) and single-file "
+                 "Stable Diffusion .safetensors/.ckpt checkpoints"),
 )
 
 

@@ -40,51 +40,53 @@ def transformers_model_types() -> list[str]:
     return sorted(t for f in FAMILIES for t in f.transformers_model_types)
 
 
-SUPPORTED = ("zoo presets, transformers folders (model types: {}), CTranslate2 Whisper "
-             "folders (model.bin), openai-whisper .pt files, ultralytics YOLOv8 .pt files, "
-             "diffusers Stable Diffusion folders (model_index.json) and single-file Stable "
-             "Diffusion .safetensors/.ckpt checkpoints")
-
-
-#: a weight name every single-file Stable Diffusion checkpoint holds
-_SD_MARKER = b"model.diffusion_model.input_blocks.0.0.weight"
+def supported() -> str:
+    """What zoo converts, for error messages (from the family table)."""
+    reads = [f.reads for f in FAMILIES if f.reads]
+    return (f"zoo presets, transformers folders (model types: "
+            f"{', '.join(transformers_model_types())}), {', '.join(reads[:-1])} and {reads[-1]}")
 
 
 def torch_file_kind(path: Path) -> str:
-    """Which family wrote a single-file checkpoint: `"stable_diffusion"` for
-    original Stable Diffusion weights (`.safetensors` or `.ckpt`),
-    `"ultralytics"` when its pickle names ultralytics classes, else
-    `"openai_whisper"` (whose converter explains what it expected when the
-    file is something else)."""
+    """Which family's single-file checkpoint `path` is: the first kind of the
+    family table whose identifying bytes are in the file's safetensors header
+    or torch pickle (e.g. `"stable_diffusion"`, `"ultralytics"`); otherwise
+    `"safetensors"` for a `.safetensors` file, and for a torch file the kind
+    a family claims without bytes (`"openai_whisper"`, whose converter
+    explains what it expected when the file is something else)."""
     import struct
     import zipfile
     import zlib
 
     path = Path(path)
+    data = b""
     if path.suffix == ".safetensors":
         try:
             with open(path, "rb") as f:
                 (length,) = struct.unpack("<Q", f.read(8))
-                header = f.read(min(length, 1 << 26))
+                data = f.read(min(length, 1 << 26))
         except (OSError, struct.error):
-            header = b""
-        return "stable_diffusion" if _SD_MARKER in header else "safetensors"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            pickles = [n for n in zf.namelist() if n.endswith("/data.pkl")]
-            if pickles:
-                with zf.open(pickles[0]) as f:
-                    # No further than the file's size (+1 MiB): a compressed pickle
-                    # cannot inflate into a memory bomb here.
-                    data = f.read(path.stat().st_size + (1 << 20))
-                if b"ultralytics" in data:
-                    return "ultralytics"
-                if _SD_MARKER in data:
-                    return "stable_diffusion"
-    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
-            zlib.error):
-        pass  # the converter reports what is wrong with the file
-    return "openai_whisper"
+            pass
+    else:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                pickles = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+                if pickles:
+                    with zf.open(pickles[0]) as f:
+                        # No further than the file's size (+1 MiB): a compressed pickle
+                        # cannot inflate into a memory bomb here.
+                        data = f.read(path.stat().st_size + (1 << 20))
+        except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+                zlib.error):
+            pass  # the converter reports what is wrong with the file
+    kinds = [kind for f in FAMILIES for kind in f.torch_file_kinds]
+    found = next((name for name, marker in kinds if marker is not None and marker in data),
+                 None)
+    if found is not None:
+        return found
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    return next(name for name, marker in kinds if marker is None)
 
 
 def ctranslate2_spec(path: Path) -> str | None:
@@ -133,7 +135,7 @@ def detect_format(path: Path) -> str:
         return "torch_file"
     raise PresetError(
         f"{path} is neither a zoo preset (no metadata.json) nor a checkpoint zoo can "
-        f"convert. zoo reads {SUPPORTED.format(', '.join(transformers_model_types()))}. "
+        f"convert. zoo reads {supported()}. "
         "Fix: point at such a directory."
     )
 
@@ -177,7 +179,7 @@ def converter_for(path: Path, fmt: str) -> Callable[[Path, Path, str], None]:
         family = _family(lambda f: f.diffusers)
     elif fmt == "torch_file":
         kind = torch_file_kind(Path(path))  # each converter checks the content in detail
-        family = _family(lambda f: kind in f.torch_file_kinds)
+        family = _family(lambda f: kind in dict(f.torch_file_kinds))
     else:
         family = None
     if family is None:

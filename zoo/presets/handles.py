@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from zoo.core.errors import ConversionError, InputError, PresetError, PresetNotFoundError, ZooError
+from zoo.families import FAMILIES
 from zoo.presets import hub
 from zoo.presets.catalog import catalog, unknown_name_message
 from zoo.presets.formats import converter_for, detect_format
@@ -308,9 +309,8 @@ def diffusers_files(files: list[str]) -> list[str]:
     ['unet/config.json', 'unet/diffusion_pytorch_model.safetensors']
     """
     allow = ["model_index.json", "scheduler/*", "tokenizer/*"]
-    for component, stems in (("text_encoder", ("model", "pytorch_model")),
-                             ("unet", ("diffusion_pytorch_model",)),
-                             ("vae", ("diffusion_pytorch_model",))):
+    networks = [n for f in FAMILIES if f.diffusers for n in f.diffusers_networks]
+    for component, stems in networks:
         candidates = [f"{component}/{stem}{ext}" for ext in (".safetensors", ".bin")
                       for stem in stems]
         pick = next((c for c in candidates if c in files), None)
