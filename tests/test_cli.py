@@ -257,3 +257,25 @@ def test_detect_writes_the_annotated_image(tmp_path):
     not_image = tmp_path / "notes.txt"
     not_image.write_text("hello")
     assert_one_line_error(run_zoo("detect", str(not_image), "--out", str(out)), "notes.txt")
+
+
+@pytest.mark.once(on="torch")
+def test_quantize_writes_an_int8_preset(zoo_home, tmp_path):
+    from zoo.models import OPTBackbone, OPTCausalLM
+
+    keras.utils.set_random_seed(3)
+    lm = OPTCausalLM(OPTBackbone(vocabulary_size=500, num_layers=2, num_heads=2, hidden_dim=64,
+                                 intermediate_dim=128, max_sequence_length=32))
+    lm.save_to_preset(tmp_path / "lm")
+    result = run_zoo("quantize", str(tmp_path / "lm"), "--name", "lm_int8")
+    assert result.returncode == 0, result.stderr
+    assert "int8 weights" in result.stdout
+    loaded = OPTCausalLM.from_preset(zoo_home / "presets" / "lm_int8")
+    assert loaded.backbone.get_layer("token_embedding").quantization_mode == "int8"
+    lm.quantize("int8")  # the same quantization, here
+    ids = np.array([[5, 9, 13, 2]], "int32")
+    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    np.testing.assert_array_equal(loaded.generate(inputs, max_new_tokens=5, stop_token_ids=()),
+                                  lm.generate(inputs, max_new_tokens=5, stop_token_ids=()))
+    assert_one_line_error(run_zoo("quantize", str(tmp_path / "lm"), "--name", "lm_int8"),
+                          "already exists")

@@ -181,6 +181,34 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return convert_main(argv, module, "zoo convert", prog="zoo convert")
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from zoo.cli_convert import check_target
+
+    target = check_target(args.name, args.overwrite)  # before any loading
+    _import_keras(args.debug)
+    import zoo.presets
+    from zoo.core import preset_io
+    from zoo.models import Backbone, Preprocessor, Task
+    from zoo.presets import hub
+
+    source = zoo.presets.resolve(args.source)
+    parts: dict = {}
+    if (source / preset_io.TASK_FILE).is_file():
+        parts["task"] = Task.from_preset(source)
+        parts["task"].quantize(args.mode)
+    else:
+        parts["backbone"] = Backbone.from_preset(source)
+        parts["backbone"].quantize(args.mode)
+        if (source / preset_io.PREPROCESSOR_FILE).is_file():
+            parts["preprocessor"] = Preprocessor.from_preset(source)
+    with hub.atomic_directory(target, tmp_root=hub.tmp_dir(), overwrite=args.overwrite) as work:
+        preset_io.write_preset(work, **parts)
+    size = {d: sum(f.stat().st_size for f in Path(d).glob("*.weights.*"))
+            for d in (source, target)}
+    print(f"wrote {target} ({args.mode} weights: {size[target] / 1e6:.1f} MB, "
+          f"{size[target] / max(size[source], 1):.2f}x of {size[source] / 1e6:.1f} MB)")
+
+
 def cmd_upload(args: argparse.Namespace) -> None:
     import zoo.presets
 
@@ -365,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
                    default="source", help="dtype the preset stores its weights in (default: the "
                    "checkpoint's own; see zoo.cli_convert.DTYPE_HELP)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("quantize", help="write a quantized copy of a preset into the hub")
+    p.add_argument("source", help="a preset name, handle or folder")
+    p.add_argument("--mode", default="int8", choices=("int8", "int4", "float8"),
+                   help="Keras quantization mode (default: %(default)s)")
+    p.add_argument("--name", required=True, help="hub name of the quantized preset")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing preset of that name")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("upload", help="validate a preset folder, then upload it")
     p.add_argument("directory")

@@ -14,7 +14,7 @@ import keras
 import ml_dtypes
 import numpy as np
 
-from zoo.core import deferred, preset_classes, preset_handlers, preset_io, weights_io
+from zoo.core import deferred, preset_classes, preset_handlers, preset_io, quantization, weights_io
 from zoo.core.compiled_loop import choose_keras_jit, recovers_from_failed_loops
 from zoo.core.errors import InputError, PresetError
 from zoo.utils.atomic import atomic_file
@@ -50,7 +50,10 @@ class Backbone(keras.Model):
         if dtype is not None:
             # A functional model drops `dtype`; set it so `dtype_policy` (read by
             # task heads) and `get_config()` report the backbone's real policy.
-            self.dtype_policy = keras.dtype_policies.get(dtype)
+            # A DTypePolicyMap (a quantized preset) named its layers' policies,
+            # which they took when they were made; the backbone keeps its default.
+            self._dtype_policy = quantization.base_policy(dtype)
+        quantization.check_first(self)
         self._lora_rank: int | None = None
         self._lora_target_names: tuple[str, ...] = ()
         choose_keras_jit(self)
@@ -391,8 +394,11 @@ class Backbone(keras.Model):
         config = {
             "name": self.name,
             "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "dtype": keras.dtype_policies.serialize(
+                quantization.config_policy(self, self.dtype_policy)),
         }
+        if quantization.quantized_layers(self):
+            config["quantized_activations"] = quantization.quantizes_activations(self)
         if self.lora_rank is not None:
             config["lora_rank"] = self.lora_rank
             config["lora_target_names"] = list(self.lora_target_names)
@@ -403,9 +409,12 @@ class Backbone(keras.Model):
         config = dict(config)
         lora_rank = config.pop("lora_rank", None)
         lora_target_names = config.pop("lora_target_names", None)
+        quantized_activations = config.pop("quantized_activations", True)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         backbone = cls(**config)
+        if not quantized_activations:
+            quantization.keep_activations(backbone)
         if lora_rank is not None:
             # Before any weights are loaded, so the adapters' variables exist.
             backbone.enable_lora(
@@ -446,7 +455,12 @@ class Backbone(keras.Model):
             # to one built in code: the preset's recorded policy (float32 even
             # for a 16-bit source) would otherwise silently replace it.
             overrides = {**overrides, "dtype": global_policy.name}
-        config = {**preset_classes.config_of(data, directory, preset_io.CONFIG_FILE), **overrides}
+        recorded = preset_classes.config_of(data, directory, preset_io.CONFIG_FILE)
+        if "dtype" in overrides and "dtype" in recorded:
+            # A quantized preset stays quantized; only its compute dtype changes.
+            overrides = {**overrides, "dtype": quantization.with_compute_dtype(
+                recorded["dtype"], overrides["dtype"])}
+        config = {**recorded, **overrides}
 
         def build() -> Backbone:
             return preset_classes.from_config(backbone_cls, config, directory,
@@ -464,6 +478,25 @@ class Backbone(keras.Model):
                                verified=True)
         deferred.initialize_rest(created)  # state that is not a weight (seed generators)
         return backbone
+
+    def quantize(self, mode: str, activations: bool = False, **kwargs: Any) -> None:
+        """Quantize the weights of every Dense, EinsumDense and Embedding layer
+        through Keras (`keras.Model.quantize`): `"int8"` (per-channel int8
+        weights; `activations=True` rounds each layer's inputs to int8 too),
+        `"int4"` or `"float8"`. Layer norms, biases and position tables stay as
+        they are. `save_to_preset` records the quantized layers, and
+        `from_preset` loads them quantized. See `zoo.core.quantization`.
+
+        Example:
+
+        >>> from zoo.models import OPTBackbone
+        >>> backbone = OPTBackbone(vocabulary_size=64, num_layers=1, num_heads=2,
+        ...                        hidden_dim=8, intermediate_dim=16)
+        >>> backbone.quantize("int8")
+        >>> backbone.get_layer("token_embedding").quantization_mode
+        'int8'
+        """
+        quantization.quantize(self, mode, activations, **kwargs)
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:
         """Save config and weights to `preset_dir` (atomically).

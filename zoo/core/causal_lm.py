@@ -117,7 +117,8 @@ class CausalLM(Task):
                 pad_id, stream)
             out = np.full((batch, max_new_tokens), pad_id, "int32")
             for row, hypothesis in enumerate(best):
-                ids = hypothesis.tokens + ([hypothesis.stop] if hypothesis.stop is not None else [])
+                stop = [] if hypothesis.stop is None else [hypothesis.stop]
+                ids = hypothesis.tokens + stop
                 out[row, :len(ids)] = ids
         else:
             out = self.generator.generate(

@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.core import preset_classes, preset_handlers, preset_io
+from zoo.core import preset_classes, preset_handlers, preset_io, quantization
 from zoo.core.backbone import Backbone
 from zoo.core.compiled_loop import backend_dataset, recovers_from_failed_loops
 from zoo.core.errors import InputError
@@ -220,6 +220,7 @@ class Task(keras.Model):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        quantization.check_first(self)
 
     def _check_input_keys(self, x: dict) -> None:
         """Raise an `InputError` when preprocessed inputs lack a model input."""
@@ -354,6 +355,16 @@ class Task(keras.Model):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+    def quantize(self, mode: str, activations: bool = False, **kwargs: Any) -> None:
+        """Quantize the backbone's weights (`Backbone.quantize`: `"int8"`,
+        `"int4"` or `"float8"`, through Keras). The task's own head stays in
+        float: it is a small part of the weights (an LM head tied to the
+        token embedding reads the quantized table). `save_to_preset` and
+        `from_preset` keep the quantization."""
+        self.backbone.quantize(mode, activations, **kwargs)
+        # Keras' compiled train/test/predict functions read the old variables.
+        self.train_function = self.test_function = self.predict_function = None
 
     def head_weights(self) -> list[keras.Variable]:
         """The task's own variables: everything that is not the backbone's."""

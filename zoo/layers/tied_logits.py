@@ -30,7 +30,23 @@ class TiedLogits(keras.layers.Layer):
         if transposed is not None:
             return ops.matmul(x, ops.cast(transposed, x.dtype))
         embeddings = ops.cast(self.token_embedding.embeddings, x.dtype)
-        return ops.matmul(x, ops.transpose(embeddings))  # (batch, length, vocabulary)
+        logits = ops.matmul(x, ops.transpose(embeddings))  # (batch, length, vocabulary)
+        scale = self._row_scale()
+        if scale is not None:
+            # A quantized table stores round(E * scale) per row: the logits of
+            # E are the products divided by each row's scale.
+            logits = logits / ops.cast(scale, logits.dtype)
+        return logits
+
+    def _row_scale(self) -> Any:
+        """The embedding's per-row quantization scale (None: not quantized)."""
+        mode = self.token_embedding.quantization_mode
+        if mode is None:
+            return None
+        if mode not in ("int8", "int4"):
+            raise ValueError(f"TiedLogits reads int8 or int4 embeddings, not {mode!r}. Fix: "
+                             "quantize the model with mode='int8' or 'int4'.")
+        return self.token_embedding.embeddings_scale
 
     def inference_weights(self) -> tuple:
         """Extra inputs that make `call` faster when no gradient is needed.
@@ -44,7 +60,7 @@ class TiedLogits(keras.layers.Layer):
         if getattr(embedding, "lora_enabled", False):
             return ()
         cached = transposed_copy(embedding.embeddings, self.compute_dtype,
-                                 getattr(self, "_transposed", None))
+                                 getattr(self, "_transposed", None), self._row_scale())
         if cached is None:
             return ()
         self._transposed = cached
