@@ -394,11 +394,8 @@ class Backbone(keras.Model):
         config = {
             "name": self.name,
             "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(
-                quantization.config_policy(self, self.dtype_policy)),
+            **quantization.config_entries(self, self.dtype_policy),
         }
-        if quantization.quantized_layers(self):
-            config["quantized_activations"] = quantization.quantizes_activations(self)
         if self.lora_rank is not None:
             config["lora_rank"] = self.lora_rank
             config["lora_target_names"] = list(self.lora_target_names)
@@ -485,17 +482,8 @@ class Backbone(keras.Model):
         weights; `activations=True` rounds each layer's inputs to int8 too),
         `"int4"` or `"float8"`. Layer norms, biases and position tables stay as
         they are. `save_to_preset` records the quantized layers, and
-        `from_preset` loads them quantized. See `zoo.core.quantization`.
-
-        Example:
-
-        >>> from zoo.models import OPTBackbone
-        >>> backbone = OPTBackbone(vocabulary_size=64, num_layers=1, num_heads=2,
-        ...                        hidden_dim=8, intermediate_dim=16)
-        >>> backbone.quantize("int8")
-        >>> backbone.get_layer("token_embedding").quantization_mode
-        'int8'
-        """
+        `from_preset` loads them quantized. See `zoo.core.quantization` (an
+        example there)."""
         quantization.quantize(self, mode, activations, **kwargs)
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:

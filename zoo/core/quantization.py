@@ -123,6 +123,15 @@ def keep_activations(model: keras.Layer) -> None:
             object.__setattr__(layer, "inputs_quantizer", None)
 
 
+def config_entries(model: keras.Layer, policy: Any) -> dict[str, Any]:
+    """The config entries that record `model`'s dtype: `"dtype"` (serialized
+    `config_policy`), and for a quantized model `"quantized_activations"`."""
+    entries = {"dtype": keras.dtype_policies.serialize(config_policy(model, policy))}
+    if quantized_layers(model):
+        entries["quantized_activations"] = quantizes_activations(model)
+    return entries
+
+
 def config_policy(model: keras.Layer, policy: Any) -> Any:
     """The dtype to record in `model`'s config: `policy`, or, when some of
     its layers are quantized, a `DTypePolicyMap` (default `policy`) that
