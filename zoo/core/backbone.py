@@ -45,6 +45,9 @@ class Backbone(keras.Model):
     own (`save_lora_weights` / `load_lora_weights`).
     """
 
+    #: path prefixes of the parts `quantize` quantizes by default (empty: all)
+    quantized_parts: tuple[str, ...] = ()
+
     def __init__(self, *args: Any, dtype: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, dtype=dtype, **kwargs)
         if dtype is not None:
@@ -477,13 +480,14 @@ class Backbone(keras.Model):
         return backbone
 
     def quantize(self, mode: str, activations: bool = False, **kwargs: Any) -> None:
-        """Quantize the weights of every Dense, EinsumDense and Embedding layer
-        through Keras (`keras.Model.quantize`): `"int8"` (per-channel int8
-        weights; `activations=True` rounds each layer's inputs to int8 too),
-        `"int4"` or `"float8"`. Layer norms, biases and position tables stay as
-        they are. `save_to_preset` records the quantized layers, and
-        `from_preset` loads them quantized. See `zoo.core.quantization` (an
-        example there)."""
+        """Quantize every Dense, EinsumDense and Embedding layer (of the
+        `quantized_parts`, unless Keras' `filters` says) through Keras
+        (`keras.Model.quantize`): `"int8"` (per-channel int8 weights;
+        `activations=True` rounds each layer's inputs to int8 too), `"int4"`
+        or `"float8"`. Presets keep the quantization; see
+        `zoo.core.quantization` (an example there)."""
+        if self.quantized_parts and kwargs.get("filters") is None:
+            kwargs["filters"] = lambda layer: (layer.path or "").startswith(self.quantized_parts)
         quantization.quantize(self, mode, activations, **kwargs)
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:

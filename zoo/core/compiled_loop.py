@@ -245,13 +245,15 @@ def backend_name() -> str:
 
 
 def transposed_copy(variable: keras.Variable, dtype: str, cached: tuple | None,
-                    row_scale: keras.Variable | None = None) -> tuple | None:
+                    row_scale: keras.Variable | None = None,
+                    column_scale: keras.Variable | None = None) -> tuple | None:
     """A contiguous transposed copy of a 2-D variable in `dtype`, for a
     product `x @ variableᵀ`, where the backend reads a transposed view
     against its layout (PyTorch: OPT-125m's LM head, 11.5 ms at batch 1 and
     25.6 ms at batch 8 with the view, 6.9 and 19.7 ms with the copy). With
-    `row_scale` (a quantized variable's per-row scale) the copy holds the
-    dequantized values, each row divided by its scale.
+    `row_scale` (a quantized variable's per-row scale) and `column_scale`
+    the copy holds the dequantized values, each row and each column divided
+    by its scale.
 
     Returns `(key, copy)`, reusing `cached` (an earlier return) while the
     variables are unchanged (torch's in-place version counter); None on
@@ -262,15 +264,18 @@ def transposed_copy(variable: keras.Variable, dtype: str, cached: tuple | None,
     import torch
 
     value = getattr(variable, "value", variable)  # a variable, or a tensor (int4 unpacked)
-    scale = None if row_scale is None else row_scale.value
+    scales = [None if s is None else s.value for s in (row_scale, column_scale)]
     key = (id(value), value._version, dtype,
-           None if scale is None else (id(scale), scale._version))
+           *(None if s is None else (id(s), s._version) for s in scales))
     if cached is not None and cached[0] == key:
         return cached
     with torch.no_grad():
         table = value.detach()
-        if scale is not None:
-            table = table.to(torch.float32) / scale.detach().to(torch.float32)[:, None]
+        row, column = (None if s is None else s.detach().to(torch.float32) for s in scales)
+        if row is not None:
+            table = table.to(torch.float32) / row[:, None]
+        if column is not None:
+            table = table.to(torch.float32) / column[None, :]
         return key, table.to(getattr(torch, dtype)).t().contiguous()
 
 

@@ -84,11 +84,12 @@ def quantize(model: keras.Model, mode: str, activations: bool = False, **kwargs:
     `Int8QuantizationConfig(activation_quantizer=None)`): Keras' default also
     rounds each layer's inputs to int8 per token, which on all_minilm_l6_v2
     brings a 4-token sentence's embedding to cosine 0.988 of float32 (weights
-    only: 0.998; tests/nlp/bert/test_bert_int8_gate.py). `activations=True`
+    only: 0.998; tests/nlp/bert/test_bert_precision_gates.py). `activations=True`
     asks for Keras' default.
 
     Raises:
-        InputError: `mode` is not one of `MODES`, or the model is not built.
+        InputError: `mode` is not one of `MODES`, the model is not built, or
+            it has no layer Keras quantizes (YOLOv8: only convolutions).
     """
     check_mode(mode)
     if not model.built:
@@ -100,6 +101,13 @@ def quantize(model: keras.Model, mode: str, activations: bool = False, **kwargs:
         # norms, dropout, positions): those stay as they are, by design.
         warnings.filterwarnings("ignore", message=".*does not have a `quantize` method.*")
         keras.Model.quantize(model, mode, **kwargs)
+    if not quantized_layers(model):
+        # (nothing was changed)
+        raise InputError(
+            f"{type(model).__name__} has no layer that Keras quantizes in {mode!r} mode: Keras "
+            f"{keras.__version__} quantizes Dense, EinsumDense and Embedding layers, not "
+            "convolutions. Fix: run it in float32 or bfloat16 (from_preset(..., "
+            "dtype='bfloat16')).")
 
 
 def quantized_layers(model: keras.Layer) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from zoo.layers import activations
+from zoo.layers.tied_logits import tied_product
 
 
 class MaskedLMHead(keras.layers.Layer):
@@ -51,8 +52,7 @@ class MaskedLMHead(keras.layers.Layer):
         index = ops.broadcast_to(index, ops.shape(index)[:2] + (ops.shape(x)[-1],))
         x = ops.take_along_axis(x, index, axis=1)  # (batch, slots, hidden)
         x = self.layer_norm(self.dense(x))
-        embeddings = ops.cast(self.token_embedding.embeddings, x.dtype)
-        return ops.matmul(x, ops.transpose(embeddings)) + ops.cast(self.bias, x.dtype)
+        return tied_product(x, self.token_embedding) + ops.cast(self.bias, x.dtype)
 
     def compute_output_shape(self, x_shape: tuple, mask_positions_shape: tuple) -> tuple:
         return (x_shape[0], mask_positions_shape[1], self.token_embedding.input_dim)

@@ -10,6 +10,34 @@ from keras import ops
 from zoo.core.compiled_loop import transposed_copy
 
 
+def quantization_scales(embedding: keras.layers.Embedding) -> tuple[Any, Any]:
+    """`(row scale, column scale)` of a quantized embedding table: the table
+    is `embeddings / row[:, None] / column[None, :]`; each None where absent
+    (`column_scale` is `zoo.layers.embeddings.TokenEmbedding`'s, in int8)."""
+    mode = embedding.quantization_mode
+    if mode is None:
+        return None, None
+    scale = getattr(embedding, "embeddings_scale", None)
+    if mode not in ("int8", "int4") or scale is None or len(scale.shape) != 1:
+        raise ValueError(
+            f"A tied head reads embeddings quantized per row in int8 or int4, not "
+            f"{mode!r}{' in groups' if scale is not None and len(scale.shape) != 1 else ''}. "
+            "Fix: quantize the model with mode='int8', or 'int4' without a block size.")
+    return scale, getattr(embedding, "column_scale", None)
+
+
+def tied_product(x: Any, embedding: keras.layers.Embedding) -> Any:
+    """`x @ Eᵀ` for the table `E` of `embedding`, float or quantized
+    (`quantization_scales`): `(x / column) @ int8ᵀ / row`."""
+    row_scale, column_scale = quantization_scales(embedding)
+    if column_scale is not None:
+        x = x / ops.cast(column_scale, x.dtype)
+    logits = ops.matmul(x, ops.transpose(ops.cast(embedding.embeddings, x.dtype)))
+    if row_scale is not None:
+        logits = logits / ops.cast(row_scale, logits.dtype)
+    return logits
+
+
 class TiedLogits(keras.layers.Layer):
     """`x @ embeddingsᵀ`: decode hidden states with the token embedding.
 
@@ -29,24 +57,7 @@ class TiedLogits(keras.layers.Layer):
         `(hidden, vocabulary)` copy of the embedding (see `inference_weights`)."""
         if transposed is not None:
             return ops.matmul(x, ops.cast(transposed, x.dtype))
-        embeddings = ops.cast(self.token_embedding.embeddings, x.dtype)
-        logits = ops.matmul(x, ops.transpose(embeddings))  # (batch, length, vocabulary)
-        scale = self._row_scale()
-        if scale is not None:
-            # A quantized table stores round(E * scale) per row: the logits of
-            # E are the products divided by each row's scale.
-            logits = logits / ops.cast(scale, logits.dtype)
-        return logits
-
-    def _row_scale(self) -> Any:
-        """The embedding's per-row quantization scale (None: not quantized)."""
-        mode = self.token_embedding.quantization_mode
-        if mode is None:
-            return None
-        if mode not in ("int8", "int4"):
-            raise ValueError(f"TiedLogits reads int8 or int4 embeddings, not {mode!r}. Fix: "
-                             "quantize the model with mode='int8' or 'int4'.")
-        return self.token_embedding.embeddings_scale
+        return tied_product(x, self.token_embedding)
 
     def inference_weights(self) -> tuple:
         """Extra inputs that make `call` faster when no gradient is needed.
@@ -59,8 +70,9 @@ class TiedLogits(keras.layers.Layer):
         embedding = self.token_embedding
         if getattr(embedding, "lora_enabled", False):
             return ()
+        row_scale, column_scale = quantization_scales(embedding)
         cached = transposed_copy(embedding.embeddings, self.compute_dtype,
-                                 getattr(self, "_transposed", None), self._row_scale())
+                                 getattr(self, "_transposed", None), row_scale, column_scale)
         if cached is None:
             return ()
         self._transposed = cached

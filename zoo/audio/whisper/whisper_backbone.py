@@ -10,7 +10,7 @@ from keras import ops
 from zoo import layout
 from zoo.core.backbone import Backbone
 from zoo.layers import activations
-from zoo.layers.embeddings import PositionEmbedding
+from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from zoo.layers.transformer_decoder import TransformerDecoderLayer
 from zoo.layers.transformer_encoder import TransformerEncoderLayer
 
@@ -118,7 +118,7 @@ class WhisperBackbone(Backbone):
                           for i in range(num_encoder_layers)]
         encoder_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, **named("encoder_layer_norm"))
-        token_embedding = keras.layers.Embedding(
+        token_embedding = TokenEmbedding(
             vocabulary_size, hidden_dim,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
             **named("token_embedding"))

@@ -48,6 +48,9 @@ class StableDiffusionBackbone(Backbone):
     ...     vae={"block_out_channels": [32, 64]})
     """
 
+    #: `quantize` leaves the VAE (pixels in, pixels out) in float
+    quantized_parts = ("text_encoder/", "unet/")
+
     def __init__(self, text_encoder: dict | None = None, unet: dict | None = None,
                  vae: dict | None = None, latent_scaling_factor: float = SD_V1_SCALING_FACTOR,
                  image_size: int = 512, dtype: Any = None, **kwargs: Any) -> None:

@@ -9,7 +9,7 @@ import keras
 from zoo import layout
 
 from zoo.core.backbone import Backbone
-from zoo.layers.embeddings import PositionEmbedding
+from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from zoo.layers.transformer_encoder import TransformerEncoderLayer
 
 
@@ -75,7 +75,7 @@ class BertBackbone(Backbone):
             return {"dtype": policy, "name": name}
 
         # === Layers ===
-        token_embedding = keras.layers.Embedding(
+        token_embedding = TokenEmbedding(
             vocabulary_size, hidden_dim, embeddings_initializer=init,
             **layer_kwargs("token_embedding"))
         position_embedding = PositionEmbedding(

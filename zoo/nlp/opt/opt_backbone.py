@@ -9,6 +9,7 @@ from keras import ops
 
 from zoo import layout
 from zoo.core.backbone import Backbone
+from zoo.layers.embeddings import TokenEmbedding
 from zoo.layers.transformer_decoder import TransformerDecoderLayer
 
 #: OPT's position table starts with 2 unused rows (fairseq's padding offset).
@@ -84,7 +85,7 @@ class OPTBackbone(Backbone):
             return {"dtype": policy, "name": name}
 
         # === Layers ===
-        token_embedding = keras.layers.Embedding(
+        token_embedding = TokenEmbedding(
             vocabulary_size, embedding_dim, embeddings_initializer=init,
             **named("token_embedding"))
         position_embedding = keras.layers.Embedding(
