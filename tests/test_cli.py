@@ -279,3 +279,30 @@ def test_quantize_writes_an_int8_preset(zoo_home, tmp_path):
                                   lm.generate(inputs, max_new_tokens=5, stop_token_ids=()))
     assert_one_line_error(run_zoo("quantize", str(tmp_path / "lm"), "--name", "lm_int8"),
                           "already exists")
+    # A model Keras cannot quantize (only convolutions): one line, nothing written.
+    from zoo.models import YOLOV8Backbone, YOLOV8Detector
+
+    YOLOV8Detector(YOLOV8Backbone(stackwise_channels=[8, 16, 32, 32, 64],
+                                  stackwise_depth=[1, 1, 1, 1]),
+                   num_classes=2).save_to_preset(tmp_path / "yolo")
+    assert_one_line_error(run_zoo("quantize", str(tmp_path / "yolo"), "--name", "yolo_int8"),
+                          "no layer that Keras quantizes")
+    assert not (zoo_home / "presets" / "yolo_int8").exists()
+
+
+def test_convert_quantize_writes_the_verified_model_quantized(tiny_opt_folder, zoo_home):
+    from zoo.models import OPTCausalLM
+
+    result = run_zoo("convert", str(tiny_opt_folder), "--name", "tiny_opt_int8",
+                     "--quantize", "int8")
+    assert result.returncode == 0, result.stderr
+    assert "max abs difference vs transformers" in result.stdout  # verified in float first
+    assert "int8 weights" in result.stdout
+    loaded = OPTCausalLM.from_preset(zoo_home / "presets" / "tiny_opt_int8")
+    assert loaded.backbone.get_layer("token_embedding").quantization_mode == "int8"
+    expected = OPTCausalLM.from_preset(tiny_opt_folder)  # converted here, then quantized
+    expected.quantize("int8")
+    ids = np.array([[2, 9, 13, 40]], "int32")
+    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    np.testing.assert_array_equal(loaded.generate(inputs, max_new_tokens=5, stop_token_ids=()),
+                                  expected.generate(inputs, max_new_tokens=5, stop_token_ids=()))

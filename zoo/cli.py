@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.cli_args import (
+    QUANTIZATION_MODES,
     CommandError,
     check_output_path,
     check_text_arguments,
@@ -178,35 +179,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.tolerance is not None:
         argv += ["--tolerance", str(args.tolerance)]
     argv += ["--dtype", args.dtype]
+    if args.quantize:
+        argv += ["--quantize", args.quantize]
     return convert_main(argv, module, "zoo convert", prog="zoo convert")
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from zoo.cli_convert import check_target
+    from zoo.cli_convert import check_target, quantize_preset
 
     target = check_target(args.name, args.overwrite)  # before any loading
     _import_keras(args.debug)
     import zoo.presets
-    from zoo.core import preset_io
-    from zoo.models import Backbone, Preprocessor, Task
     from zoo.presets import hub
 
     source = zoo.presets.resolve(args.source)
-    parts: dict = {}
-    if (source / preset_io.TASK_FILE).is_file():
-        parts["task"] = Task.from_preset(source)
-        parts["task"].quantize(args.mode)
-    else:
-        parts["backbone"] = Backbone.from_preset(source)
-        parts["backbone"].quantize(args.mode)
-        if (source / preset_io.PREPROCESSOR_FILE).is_file():
-            parts["preprocessor"] = Preprocessor.from_preset(source)
     with hub.atomic_directory(target, tmp_root=hub.tmp_dir(), overwrite=args.overwrite) as work:
-        preset_io.write_preset(work, **parts)
-    size = {d: sum(f.stat().st_size for f in Path(d).glob("*.weights.*"))
-            for d in (source, target)}
-    print(f"wrote {target} ({args.mode} weights: {size[target] / 1e6:.1f} MB, "
-          f"{size[target] / max(size[source], 1):.2f}x of {size[source] / 1e6:.1f} MB)")
+        quantize_preset(source, work, args.mode)
+    print(f"wrote {target}")
 
 
 def cmd_upload(args: argparse.Namespace) -> None:
@@ -392,11 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("source", "float32", "float16", "bfloat16"),
                    default="source", help="dtype the preset stores its weights in (default: the "
                    "checkpoint's own; see zoo.cli_convert.DTYPE_HELP)")
+    p.add_argument("--quantize", choices=QUANTIZATION_MODES, help="quantize the verified "
+                   "preset through Keras before writing it (as zoo quantize does)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("quantize", help="write a quantized copy of a preset into the hub")
     p.add_argument("source", help="a preset name, handle or folder")
-    p.add_argument("--mode", default="int8", choices=("int8", "int4", "float8"),
+    p.add_argument("--mode", default="int8", choices=QUANTIZATION_MODES,
                    help="Keras quantization mode (default: %(default)s)")
     p.add_argument("--name", required=True, help="hub name of the quantized preset")
     p.add_argument("--overwrite", action="store_true",

@@ -63,6 +63,10 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 #: arguments that are file names, which may hold any bytes; every other one is text
+#: `zoo quantize --mode` and `zoo convert --quantize`: Keras' modes that need
+#: no calibration data (zoo.core.quantization.MODES, without importing Keras)
+QUANTIZATION_MODES = ("int8", "int4", "float8")
+
 _PATH_ARGUMENTS = frozenset({"file", "image", "directory", "source", "preset", "out",
                              "out_dir"})
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from zoo.cli_args import QUANTIZATION_MODES
 from zoo.families import FAMILIES
 from zoo.presets.formats import SourceFormat
 
@@ -142,6 +143,8 @@ def main(argv: list[str] | None, converter: str, description: str,
     parser.add_argument("--tolerance", type=float, default=None,
                         help=f"largest difference allowed against the reference ({defaults})")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="source", help=DTYPE_HELP)
+    parser.add_argument("--quantize", choices=QUANTIZATION_MODES,
+                        help="quantize the verified preset through Keras before writing it")
     args = parser.parse_args(argv)
 
     from zoo.core.errors import ConversionError, PresetError, ZooError
@@ -180,6 +183,9 @@ def main(argv: list[str] | None, converter: str, description: str,
                         "the difference is expected.")
             else:
                 print(f"{fmt.reference} not installed: skipped the numerical check")
+            if args.quantize:
+                # (verified in float first: the reference has no int8 form to compare)
+                quantize_preset(preset, preset, args.quantize)
         print(f"wrote {target}")
         if args.upload:
             print(f"uploaded: {upload(target, args.upload)}")
@@ -187,3 +193,34 @@ def main(argv: list[str] | None, converter: str, description: str,
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def quantize_preset(source: Path, target: Path, mode: str) -> None:
+    """Write a `mode`-quantized copy of the preset `source` into `target`
+    (which may be `source`): its task, or its backbone and preprocessor,
+    loaded, quantized through Keras (`Backbone.quantize`) and written; the
+    sizes are printed.
+
+    Raises:
+        InputError: nothing in the model can be quantized in `mode`.
+    """
+    from zoo.core import preset_io
+    from zoo.models import Backbone, Preprocessor, Task
+
+    def weights_bytes(directory: Path) -> int:
+        return sum(f.stat().st_size for f in Path(directory).glob("*.weights.*"))
+
+    before = weights_bytes(source)
+    parts: dict = {}
+    if (source / preset_io.TASK_FILE).is_file():
+        parts["task"] = Task.from_preset(source)
+        parts["task"].quantize(mode)
+    else:
+        parts["backbone"] = Backbone.from_preset(source)
+        parts["backbone"].quantize(mode)
+        if (source / preset_io.PREPROCESSOR_FILE).is_file():
+            parts["preprocessor"] = Preprocessor.from_preset(source)
+    preset_io.write_preset(target, **parts)
+    after = weights_bytes(target)
+    print(f"{mode} weights: {after / 1e6:.1f} MB, {after / max(before, 1):.2f}x of "
+          f"{before / 1e6:.1f} MB")
