@@ -56,7 +56,10 @@ def test_int8_backbone_is_close_and_its_preset_is_it(tmp_path, seed, activations
                      if hasattr(layer, "inputs_quantizer")]
     assert rounds_inputs and set(rounds_inputs) == {activations}
     assert {v.dtype for v in backbone.weights if v.path.endswith(("/kernel", "/embeddings"))
-            and "position" not in v.path} == {"int8"}
+            and "position" not in v.path and "segment" not in v.path} == {"int8"}
+    # (position and segment tables, small and added to every token, stay float)
+    for name in ("position_embedding", "segment_embedding"):
+        assert backbone.get_layer(name).quantization_mode is None
     quantized = backbone.predict_on_batch(inputs)["sequence_output"]
     assert cosine(quantized, full) >= 0.999
     backbone.save_to_preset(tmp_path / "int8")

@@ -480,15 +480,13 @@ class Backbone(keras.Model):
         return backbone
 
     def quantize(self, mode: str, activations: bool = False, **kwargs: Any) -> None:
-        """Quantize every Dense, EinsumDense and Embedding layer (of the
+        """Quantize every Dense, EinsumDense and token embedding (of the
         `quantized_parts`, unless Keras' `filters` says) through Keras
         (`keras.Model.quantize`): `"int8"` (per-channel int8 weights;
         `activations=True` rounds each layer's inputs to int8 too), `"int4"`
         or `"float8"`. Presets keep the quantization; see
         `zoo.core.quantization` (an example there)."""
-        if self.quantized_parts and kwargs.get("filters") is None:
-            kwargs["filters"] = lambda layer: (layer.path or "").startswith(self.quantized_parts)
-        quantization.quantize(self, mode, activations, **kwargs)
+        quantization.quantize(self, mode, activations, parts=self.quantized_parts, **kwargs)
 
     def save_to_preset(self, preset_dir: str | os.PathLike) -> None:
         """Save config and weights to `preset_dir` (atomically).

@@ -62,11 +62,19 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 def serialize(obj: Any, drop: tuple[str, ...] = (), dtype: str | None = None) -> dict:
     """Serialize a zoo object to a JSON-able dict, leaving out `drop` keys;
-    `dtype`: the dtype policy to record instead of the object's own."""
+    `dtype`: the dtype policy to record instead of the object's own (a
+    quantized model's `DTypePolicyMap` keeps its quantized layers, computing
+    in `dtype`)."""
     data = keras.saving.serialize_keras_object(obj)
-    data["config"] = {k: v for k, v in data["config"].items() if k not in drop}
-    if dtype is not None and "dtype" in data["config"]:
-        data["config"]["dtype"] = keras.dtype_policies.serialize(keras.dtype_policies.get(dtype))
+    config = data["config"] = {k: v for k, v in data["config"].items() if k not in drop}
+    if dtype is not None and "dtype" in config:
+        recorded = config["dtype"]
+        if isinstance(recorded, dict) and recorded.get("class_name") == "DTypePolicyMap":
+            recorded["config"]["default_policy"] = dtype
+            for policy in recorded["config"]["policy_map"].values():
+                policy["config"]["source_name"] = dtype
+        else:
+            config["dtype"] = keras.dtype_policies.serialize(keras.dtype_policies.get(dtype))
     return data
 
 

@@ -76,7 +76,8 @@ def int8_config(mode: str, activations: bool, config: Any) -> Any:
         activation_quantizer="default" if activations else None)
 
 
-def quantize(model: keras.Model, mode: str, activations: bool = False, **kwargs: Any) -> None:
+def quantize(model: keras.Model, mode: str, activations: bool = False,
+             parts: tuple[str, ...] = (), **kwargs: Any) -> None:
     """`model.quantize(mode)` through `keras.Model.quantize`, checked.
 
     In `"int8"` mode the weights are int8 and, by default, the activations
@@ -85,7 +86,8 @@ def quantize(model: keras.Model, mode: str, activations: bool = False, **kwargs:
     rounds each layer's inputs to int8 per token, which on all_minilm_l6_v2
     brings a 4-token sentence's embedding to cosine 0.988 of float32 (weights
     only: 0.998; tests/nlp/bert/test_bert_precision_gates.py). `activations=True`
-    asks for Keras' default.
+    asks for Keras' default. The layers quantized are Keras' `filters`, or
+    by default `quantized_by_default` under the path prefixes `parts`.
 
     Raises:
         InputError: `mode` is not one of `MODES`, the model is not built, or
@@ -96,6 +98,8 @@ def quantize(model: keras.Model, mode: str, activations: bool = False, **kwargs:
         raise InputError("quantize() needs a built model. Fix: call the model once, or load "
                          "it with from_preset().")
     kwargs["config"] = int8_config(mode, activations, kwargs.get("config"))
+    if kwargs.get("filters") is None:  # Keras' filters, else zoo's default
+        kwargs["filters"] = functools.partial(quantized_by_default, parts=parts)
     with warnings.catch_warnings():
         # Keras warns once for every layer it has no quantized form of (layer
         # norms, dropout, positions): those stay as they are, by design.
@@ -108,6 +112,18 @@ def quantize(model: keras.Model, mode: str, activations: bool = False, **kwargs:
             f"{keras.__version__} quantizes Dense, EinsumDense and Embedding layers, not "
             "convolutions. Fix: run it in float32 or bfloat16 (from_preset(..., "
             "dtype='bfloat16')).")
+
+
+def quantized_by_default(layer: keras.Layer, parts: tuple[str, ...] = ()) -> bool:
+    """Whether `Backbone.quantize` quantizes `layer` unless told otherwise:
+    a layer under one of the path prefixes `parts` (all when empty), and not
+    a plain `keras.layers.Embedding`: zoo's token tables are
+    `zoo.layers.embeddings.TokenEmbedding`, the plain ones are position and
+    segment tables, small and added to every token, which stay float (as in
+    CTranslate2's int8 models)."""
+    if type(layer) is keras.layers.Embedding:
+        return False
+    return not parts or (layer.path or "").startswith(parts)
 
 
 def quantized_layers(model: keras.Layer) -> dict[str, Any]:

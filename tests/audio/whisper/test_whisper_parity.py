@@ -82,6 +82,45 @@ def test_ctranslate2_conversion_parity(hf_model, tmp_path, zoo_home):
     check_parity(WhisperAudioToText.from_preset(str(target)), reference)
 
 
+def test_ctranslate2_int8_checkpoint_loads_as_int8(hf_model, tmp_path, zoo_home):
+    """faster-whisper's int8 models (CTranslate2 `quantization="int8"`): the
+    preset holds the checkpoint's int8 values and scales, and computes what
+    transformers computes from the dequantized weights."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from zoo.audio.whisper.whisper_checkpoints import ctranslate2_whisper, read_ctranslate2
+    from zoo.audio.whisper.whisper_convert import compare_with_ctranslate2
+
+    directory, reference = hf_model
+    target = tmp_path / "ct2_int8"
+    ctranslate2.converters.TransformersConverter(str(directory)).convert(
+        str(target), quantization="int8")
+    _, raw = read_ctranslate2(target / "model.bin")
+    model = WhisperAudioToText.from_preset(str(target))
+    backbone = model.backbone
+    # int8 as stored: the embedding's rows and a linear layer's (transposed) rows
+    embedding = backbone.token_embedding
+    np.testing.assert_array_equal(ops.convert_to_numpy(embedding.embeddings),
+                                  raw["decoder/embeddings/weight"])
+    np.testing.assert_array_equal(ops.convert_to_numpy(embedding.column_scale), 1.0)
+    dense = backbone.encoder_layers[0].intermediate_dense
+    assert dense.quantization_mode == "int8"
+    np.testing.assert_array_equal(ops.convert_to_numpy(dense._kernel).T,
+                                  raw["encoder/layer_0/ffn/linear_0/weight"])
+    np.testing.assert_allclose(ops.convert_to_numpy(dense.kernel_scale),
+                               raw["encoder/layer_0/ffn/linear_0/weight_scale"], rtol=1e-6)
+    # computes what the dequantized weights compute
+    _, state, int8 = ctranslate2_whisper(target / "model.bin")
+    assert "decoder/layer_0/ffn/linear_1/weight" in int8
+    dequantized = type(reference)(reference.config).eval()
+    dequantized.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
+                                strict=False)
+    dequantized.proj_out.weight = dequantized.model.decoder.embed_tokens.weight
+    check_parity(model, dequantized)
+    # and CTranslate2's own float32 encoder on the int8 file
+    preset = next((zoo_home / "presets").iterdir())
+    assert compare_with_ctranslate2(preset, target) < 1e-4
+
+
 def _openai_state(reference) -> dict:
     """The reference model's weights under openai-whisper's module names
     (`blocks.N.attn.query`, `mlp.0`, `ln_post`, ...)."""

@@ -35,7 +35,7 @@ the temperature-0.2 sample of the bfloat16 model draws " renew" for
 int8: short_clips 0.0465 -> 0.0465, long_form 0.0503 -> 0.0503 (torch).
 With Keras' own int8 embedding (one scale per token row) they were 0.0930
 and 0.0603: the tied LM head needs zoo's `TokenEmbedding`, which scales each
-hidden dimension first (zoo/layers/embeddings.py). Preset: 0.276x.
+hidden dimension first (zoo/layers/embeddings.py). Preset: 0.280x.
 The same on jax, tensorflow and torch.
 """
 

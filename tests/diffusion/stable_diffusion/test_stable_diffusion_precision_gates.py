@@ -18,7 +18,7 @@ classifier-free guidance (scale 7.5, the default); the initial latents are
 passed in, and the seed is the same.
 
 Measured PSNR (the lower of the two images): bfloat16 jax 40.7 dB,
-tensorflow 41.4 dB, torch 41.0 dB; int8 54.8 dB (each backend).
+tensorflow 41.4 dB, torch 41.0 dB; int8 54.4 dB (each backend).
 """
 
 from __future__ import annotations

@@ -109,14 +109,17 @@ def read_ctranslate2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
 
 
 def _dequantize(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Float32 copies of weights; int8 weights use their `weight_scale` rows."""
+    """Float32 copies of weights; int8 weights (matrices, and the
+    convolutions' `(out, in, width)` kernels) use their `weight_scale`, one
+    per output row."""
     out = {}
     for name, value in arrays.items():
         if name.endswith("weight_scale"):
             continue
         scale = arrays.get(name + "_scale")
         if value.dtype == np.int8 and scale is not None:
-            value = value.astype(np.float32) / scale.astype(np.float32).reshape(-1, 1)
+            rows = scale.astype(np.float32).reshape((-1,) + (1,) * (value.ndim - 1))
+            value = value.astype(np.float32) / rows
         elif value.dtype in (np.float16, ml_dtypes.bfloat16):
             value = value.astype(np.float32)
         out[name] = value
@@ -128,7 +131,24 @@ def _split_fused(weight: np.ndarray, parts: int) -> list[np.ndarray]:
 
 
 def ctranslate2_to_transformers(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A CTranslate2 Whisper `model.bin` as (transformers config, state dict).
+    """A CTranslate2 Whisper `model.bin` as (transformers config, state dict),
+    int8 weights dequantized (`ctranslate2_whisper` keeps them).
+
+    Raises:
+        ConversionError: the model is not a Whisper model.
+    """
+    config, state, _ = ctranslate2_whisper(path)
+    return config, state
+
+
+def ctranslate2_whisper(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
+                                                  dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A CTranslate2 Whisper `model.bin` as (transformers config, state dict
+    with int8 weights dequantized, int8 weights as stored). The last is
+    `{CTranslate2 name: (int8 values, scale per output row)}`, empty for a
+    float model; an int8 one (`quantization="int8"`, what faster-whisper's
+    `compute_type="int8"` runs) stores every linear layer, the convolutions
+    and the token embedding (`decoder/embeddings/weight`) so.
 
     Raises:
         ConversionError: the model is not a Whisper model.
@@ -139,11 +159,14 @@ def ctranslate2_to_transformers(path: str | Path) -> tuple[dict[str, Any], dict[
             f"{path} holds a CTranslate2 {spec}, not a Whisper model. Fix: point at a "
             "faster-whisper / CTranslate2 Whisper model directory.")
     try:
-        return _ctranslate2_whisper(_dequantize(raw), raw)
+        config, state = _ctranslate2_whisper(_dequantize(raw), raw)
     except KeyError as e:
         raise ConversionError(
             f"{path} is a CTranslate2 Whisper model without the variable {e}. Fix: convert "
             "the model again with ctranslate2's transformers converter.") from None
+    int8 = {name: (value, raw[name + "_scale"]) for name, value in raw.items()
+            if value.dtype == np.int8 and name + "_scale" in raw}
+    return config, state, int8
 
 
 def _ctranslate2_whisper(arrays: dict[str, np.ndarray], raw: dict[str, np.ndarray]

@@ -15,7 +15,7 @@ import numpy as np
 
 from zoo.audio.whisper.whisper_backbone import WhisperBackbone
 from zoo.audio.whisper.whisper_checkpoints import (
-    ctranslate2_to_transformers,
+    ctranslate2_whisper,
     openai_to_transformers,
 )
 from zoo.core import deferred
@@ -118,7 +118,8 @@ def port_backbone(backbone: WhisperBackbone, weights: WeightReader, prefix: str 
 
 def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path,
              output: Path, handle: str, generation: dict[str, Any], tokenizer_dir: Path | None,
-             dtype: str = "source") -> None:
+             dtype: str = "source", int8: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+             ) -> None:
     from zoo.audio.whisper.whisper_audio_to_text import WhisperAudioToText
 
     weights = WeightReader(arrays, str(source))
@@ -129,6 +130,8 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
         lambda: WhisperBackbone(**convert_backbone_config(config), dtype=storage))
     port_backbone(backbone, weights)
     deferred.require_values(backbone, created, str(source))
+    if int8:
+        _keep_int8(backbone, int8)
     for tied in ("proj_out.weight", "model.decoder.proj_out.weight"):
         if tied in weights:  # the output projection is the token embedding
             if not np.array_equal(weights.take(tied), weights.take(
@@ -146,6 +149,22 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
     task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
     write_preset(output, task=task, source=handle, storage_dtype=storage,
                  config_dtype="float32")
+
+
+def _keep_int8(backbone: WhisperBackbone, int8: dict[str, tuple[np.ndarray, np.ndarray]]
+               ) -> None:
+    """Quantize `backbone` as the int8 CTranslate2 checkpoint it was ported
+    from (weights dequantized) is: Keras' int8 of each dequantized linear
+    layer gives back the stored int8 values and scales (both round
+    `w * 127 / max|row|`); the token embedding takes the stored rows and
+    scales as they are (`column_scale` 1: exactly the checkpoint's table).
+    The convolutions stay float (Keras has no int8 convolution)."""
+    backbone.quantize("int8")
+    values, scale = int8["decoder/embeddings/weight"]
+    embedding = backbone.token_embedding
+    embedding._embeddings.assign(values)
+    embedding.embeddings_scale.assign(scale.astype("float32"))
+    embedding.column_scale.assign(np.ones(embedding.output_dim, "float32"))
 
 
 def _preprocessor(directory: Path, backbone: WhisperBackbone) -> Any:
@@ -196,14 +215,16 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
 
 def convert_ctranslate2(source: Path, output: Path, handle: str, dtype: str = "source") -> None:
     """Convert a CTranslate2 (faster-whisper) Whisper folder to a zoo preset
-    (weights stored in `dtype`)."""
+    (weights stored in `dtype`). An int8 model.bin stays int8 unless `dtype`
+    asks for a float dtype (`_keep_int8`)."""
     source = Path(source)
-    config, arrays = ctranslate2_to_transformers(source / "model.bin")
+    config, arrays, int8 = ctranslate2_whisper(source / "model.bin")
     generation = {}
     if (source / "config.json").is_file():
         generation = _generation_settings(json.loads((source / "config.json").read_text()))
     _convert(config, arrays, source, output, handle, generation,
-             source if _has_tokenizer(source) else None, dtype)
+             source if _has_tokenizer(source) else None, dtype,
+             int8 if dtype == "source" else None)
 
 
 def convert_openai(source: Path, output: Path, handle: str, dtype: str = "source") -> None:

@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.layers.embeddings import TokenEmbedding
+
 ACTIVATIONS = ("quick_gelu", "gelu")
 
 
@@ -112,8 +114,8 @@ class CLIPTextEncoder(keras.layers.Layer):
         self.intermediate_dim, self.max_sequence_length = intermediate_dim, max_sequence_length
         self.activation, self.layer_norm_epsilon = activation, layer_norm_epsilon
         dtype = self.dtype_policy
-        self.token_embedding = keras.layers.Embedding(vocabulary_size, hidden_dim, dtype=dtype,
-                                                      name="token_embedding")
+        self.token_embedding = TokenEmbedding(vocabulary_size, hidden_dim, dtype=dtype,
+                                              name="token_embedding")
         self.position_embedding = keras.layers.Embedding(
             max_sequence_length, hidden_dim, dtype=dtype, name="position_embedding")
         self.encoder_layers = [
