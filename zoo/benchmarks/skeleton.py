@@ -83,17 +83,20 @@ def family_parser(doc: str, backends: Sequence[str], *, runs: int, warmup: int,
 
 def parse_family_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                       workers: Sequence[str], *, timeout: float, retries: int,
-                      smoke_workload: dict[str, Any], dtypes: bool = True) -> argparse.Namespace:
-    """Add the shared run options (and --dtypes), parse, apply the --smoke
-    workload and the defaults, and check --runs / --warmup."""
+                      smoke_workload: dict[str, Any],
+                      dtypes: bool | tuple[str, ...] = True) -> argparse.Namespace:
+    """Add the shared run options (and --dtypes: `dtypes` names the choices,
+    True for float32 and bfloat16), parse, apply the --smoke workload and the
+    defaults, and check --runs / --warmup."""
     from zoo.benchmarks import precision
 
+    choices = precision.FLOAT_DTYPES if dtypes is True else dtypes
     if dtypes:
-        precision.add_dtypes_option(parser)
+        precision.add_dtypes_option(parser, choices=choices)
     args = parse_run_args(parser, argv, workers, timeout=timeout, retries=retries,
                           smoke_workload=smoke_workload)
     if dtypes:
-        precision.parse_dtypes(parser, args)
+        precision.parse_dtypes(parser, args, choices)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
@@ -117,7 +120,8 @@ class Family:
                    runs_help: str, smoke_help: str, out: Path, timeout: float,
                    retries: int = 2, smoke_workload: dict[str, Any] | None = None,
                    options: Callable[[argparse.ArgumentParser], None] | None = None,
-                   dtypes: bool = True) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+                   dtypes: bool | tuple[str, ...] = True
+                   ) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
         """The family's command line: the shared options (`family_parser`,
         `parse_family_args`), plus what `options(parser)` adds. Returns the
         parser (for the family's own checks) and the parsed arguments."""

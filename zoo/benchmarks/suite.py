@@ -27,6 +27,7 @@ Example:
 
     zoo benchmark --family bert,yolov8 --backend jax,torch
     zoo benchmark --dtypes float32,bfloat16      # a bfloat16 row beside each float32 one
+    zoo benchmark --family whisper --dtypes float32,int8  # int8 beside faster-whisper int8
     zoo benchmark --smoke --out /tmp/smoke.json
     zoo benchmark --report-only                  # rebuild the report from the
                                                  # families' last result files
@@ -59,7 +60,7 @@ from zoo.utils import atomic
 #: family -> its benchmark module in this package (from the family table)
 FAMILIES = {family.name: family.benchmark for family in families.FAMILIES}
 BACKENDS = ("jax", "tensorflow", "torch")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "int8")
 SCHEMA = "zoo-benchmark/1"
 
 
@@ -78,8 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated families (default: all: %(default)s)")
     parser.add_argument("--backend", "--backends", dest="backends", default=",".join(BACKENDS),
                         help="comma-separated Keras backends for zoo (default: %(default)s)")
-    parser.add_argument("--dtypes", help="float32,bfloat16 or one of them, for every family "
-                        "(default: each script's own: float32; stable_diffusion both)")
+    parser.add_argument("--dtypes", help="float32,bfloat16,int8 or some of them, for every "
+                        "family that has them (int8: whisper; default: each script's own: "
+                        "float32; stable_diffusion both)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny models and few runs: the same code in seconds per family")
     parser.add_argument("--out", help="JSON results (default: zoo_benchmark.json in the "
@@ -172,6 +174,14 @@ def check_writable(path: Path) -> Path:
 # --------------------------------------------------------------------------- #
 # Running.
 # --------------------------------------------------------------------------- #
+
+
+def family_dtypes(script: Any, dtypes: list[str] | None) -> list[str] | None:
+    """The asked `dtypes` that a family's script runs (its `DTYPES`, else
+    float32 and bfloat16); None (the script's default) when it runs none."""
+    if dtypes is None:
+        return None
+    return [d for d in dtypes if d in getattr(script, "DTYPES", DTYPES[:2])] or None
 
 
 def load_script(family: str) -> Any:
@@ -290,7 +300,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not args.report_only:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             run_results = dict(zip(families, pool.map(lambda f: run_family(
-                f, backends, args.smoke, run_files[f], timeout, dtypes), families)))
+                f, backends, args.smoke, run_files[f], timeout,
+                family_dtypes(scripts[f], dtypes)), families)))
     rows: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
     failed = []
