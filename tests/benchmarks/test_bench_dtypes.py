@@ -44,13 +44,13 @@ def test_dtypes_option_parses(scripts, capsys):
         assert parse(["--dtypes", "bfloat16, float32"]).dtypes == ["float32", "bfloat16"]
         assert parse(["--smoke", "--dtypes=float32,bfloat16"]).dtypes == ["float32", "bfloat16"]
         int8 = getattr(scripts[family], "DTYPES", ()) and "int8" in scripts[family].DTYPES
-        if int8:  # (whisper: beside faster-whisper's int8)
+        if int8:  # (whisper and opt: beside faster-whisper's and torch.ao's int8)
             assert parse(["--dtypes", "int8,float32"]).dtypes == ["float32", "int8"]
         for bad in ("float16", "", "float32,int4") + (() if int8 else ("float32,int8",)):
             with pytest.raises(SystemExit):
                 parse(["--dtypes", bad])
             assert "--dtypes" in capsys.readouterr().err, (family, bad)
-    assert "int8" in scripts["whisper"].DTYPES
+    assert "int8" in scripts["whisper"].DTYPES and "int8" in scripts["opt"].DTYPES
     # the spelling bench_stable_diffusion.py had first
     assert scripts["stable_diffusion"].parse_args(
         ["--dtypes", "float32,bfloat16"]).dtypes == ["float32", "bfloat16"]
@@ -81,8 +81,9 @@ def test_zoo_benchmark_passes_dtypes_to_every_script(tmp_path, monkeypatch):
     # int8 goes only to the families that have int8 rows; the others run their default
     scripts = {f: zoo_benchmark.load_script(f) for f in (*FAMILIES, "stable_diffusion")}
     chosen = {f: zoo_benchmark.family_dtypes(s, ["float32", "int8"]) for f, s in scripts.items()}
-    assert chosen["whisper"] == ["float32", "int8"]
-    assert all(d == ["float32"] for f, d in chosen.items() if f != "whisper"), chosen
+    with_int8 = {"whisper", "opt"}  # beside faster-whisper's int8 and torch.ao's
+    assert all(chosen[f] == ["float32", "int8"] for f in with_int8), chosen
+    assert all(d == ["float32"] for f, d in chosen.items() if f not in with_int8), chosen
     assert zoo_benchmark.family_dtypes(scripts["bert"], ["int8"]) is None
 
 

@@ -42,11 +42,18 @@ sides, ``OPTForCausalLM.from_pretrained(dir, dtype=torch.bfloat16)`` and
 transformers' bfloat16 tokens/s. Greedy ids are compared too
 (informational: bfloat16 rounding can flip a near-tie). float32 results stay
 at the top of the JSON file, bfloat16 ones go under ``"bfloat16"``.
+
+int8 (``--dtypes float32,int8``): zoo loads float32 and runs
+``quantize("int8")`` (Keras' int8 weights, activations in float32);
+transformers' model goes through ``torch.ao.quantization.quantize_dynamic``
+(int8 weights and activations in every Linear, LM head included), PyTorch's
+own CPU int8 path; results under ``"int8"``.
 Busy machines are handled as in ``bench_bert.py`` (``common.py``).
 
 Reproduce (from the repository root)::
 
     .venv/bin/python -m zoo.benchmarks.bench_opt       # --dtypes float32,bfloat16 for both
+    .venv/bin/python -m zoo.benchmarks.bench_opt --dtypes float32,int8
     .venv/bin/python -m zoo.benchmarks.bench_opt --backends jax --batches 1 --runs 5
     .venv/bin/python -m zoo.benchmarks.bench_opt --smoke --out /tmp/r.json  # tiny, seconds
 
@@ -65,6 +72,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +149,14 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_opt_hf_") as tmp:
         hf_dir = Path(args.share_dir) / HF_DIR if args.share_dir else Path(tmp)
         model.save_pretrained(hf_dir)
-        if dtype != "float32":  # as users load it: from_pretrained(..., dtype=torch.bfloat16)
-            model = OPTForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype)).eval()
+        if dtype == "bfloat16":  # as users load it: from_pretrained(..., dtype=torch.bfloat16)
+            model = OPTForCausalLM.from_pretrained(hf_dir, dtype=torch.bfloat16).eval()
+    if dtype == "int8":  # PyTorch's dynamic int8 (weights and activations) of every Linear
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (deprecated in favour of torchao, still shipped)
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model.generation_config.eos_token_id = None  # always generate all new tokens
 
     batches: dict[str, Any] = {}
@@ -171,7 +185,9 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "path": f"OPTForCausalLM.generate greedy, eager, eval, inference_mode, "
                 f"attn_implementation={attn}, default (dynamic) KV cache"
-                + (f", from_pretrained(dtype=torch.{dtype})" if dtype != "float32" else ""),
+                + {"bfloat16": ", from_pretrained(dtype=torch.bfloat16)",
+                   "int8": ", torch.ao.quantization.quantize_dynamic(Linear, qint8)"
+                   }.get(dtype, ""),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "batches": batches,
         "torch_threads": torch.get_num_threads(),
@@ -197,9 +213,13 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         # The conversion of the peer's (temporary) folder goes into a hub in the
         # shared folder, which the run deletes, not into the user's $ZOO_HOME.
         os.environ["ZOO_HOME"] = str(Path(args.share_dir) / "zoo_home")
-        lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR), dtype=dtype)
+        lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR),
+                                     dtype="float32" if dtype == "int8" else dtype)
     else:
-        lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0, dtype=dtype))
+        lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0,
+                                     dtype="float32" if dtype == "int8" else dtype))
+    if dtype == "int8":
+        lm.quantize("int8")
     load_s = time.perf_counter() - start
 
     batches: dict[str, Any] = {}
@@ -373,6 +393,10 @@ def run_parent(args: argparse.Namespace) -> int:
     return FAMILY.finish(out, results)
 
 
+#: `--dtypes` choices (int8: `quantize("int8")` against torch.ao's dynamic int8)
+DTYPES = precision.DTYPES
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--batches", default="1,8",
@@ -385,7 +409,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv, __doc__, runs=3, warmup=1, out=DEFAULT_OUT, timeout=3600.0,
         smoke_workload=SMOKE_WORKLOAD, options=options,
         runs_help="timed generate calls per batch",
-        smoke_help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs")
+        smoke_help="tiny model, batches 1,2, 8-token prompt, 8 new tokens, 2 runs",
+        dtypes=DTYPES)
     try:
         batches = parse_batches(args.batches)
     except ValueError:

@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", "--backends", dest="backends", default=",".join(BACKENDS),
                         help="comma-separated Keras backends for zoo (default: %(default)s)")
     parser.add_argument("--dtypes", help="float32,bfloat16,int8 or some of them, for every "
-                        "family that has them (int8: whisper; default: each script's own: "
+                        "family that has them (int8: whisper, opt; default: each script's own: "
                         "float32; stable_diffusion both)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny models and few runs: the same code in seconds per family")

@@ -72,7 +72,8 @@ def serialize(obj: Any, drop: tuple[str, ...] = (), dtype: str | None = None) ->
         if isinstance(recorded, dict) and recorded.get("class_name") == "DTypePolicyMap":
             recorded["config"]["default_policy"] = dtype
             for policy in recorded["config"]["policy_map"].values():
-                policy["config"]["source_name"] = dtype
+                if isinstance(policy, dict) and "source_name" in policy.get("config", {}):
+                    policy["config"]["source_name"] = dtype
         else:
             config["dtype"] = keras.dtype_policies.serialize(keras.dtype_policies.get(dtype))
     return data
