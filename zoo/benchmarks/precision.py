@@ -55,6 +55,12 @@ def parse_dtypes(parser: argparse.ArgumentParser, args: argparse.Namespace,
     args.dtypes = [d for d in DTYPES if d in given]
 
 
+def load_dtype(dtype: str) -> str:
+    """The dtype a zoo worker loads the model in for a row of `dtype`: int8
+    rows load float32, then `quantize("int8")`."""
+    return "float32" if dtype == "int8" else dtype
+
+
 def worker_dtype(args: argparse.Namespace) -> str:
     """The one dtype a worker process runs (the parent passes `--dtypes D`)."""
     if len(args.dtypes) != 1:

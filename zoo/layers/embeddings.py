@@ -87,7 +87,7 @@ class TokenEmbedding(keras.layers.Embedding):
         if mode == "int8" and not self.lora_enabled:
             table = ops.convert_to_numpy(self._embeddings).astype("float32")
             peak = np.abs(table).max(axis=0)
-            column = np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 1.0)
+            column = 1.0 / np.where(peak > 0, peak, 1.0)  # (an all-zero column: 1)
             self._embeddings.assign(table * column)
         # (Keras refuses subclasses unless type_check is off: this one keeps
         # the lookup and the serialized variables consistent itself.)
