@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -205,11 +206,30 @@ def has_compiled_loops() -> bool:
     return keras.backend.backend() != "torch"
 
 
+_STATIC_SHAPES = threading.local()
+
+
 def has_dynamic_shapes() -> bool:
     """Whether a layer may produce shapes that depend on tensor values
     (packing real tokens, `zoo.layers.packing`): TensorFlow graphs and eager
-    PyTorch can; JAX traces fixed shapes."""
+    PyTorch can; JAX traces fixed shapes; and nothing does inside
+    `static_shapes()`."""
+    if getattr(_STATIC_SHAPES, "on", False):
+        return False
     return keras.backend.backend() in ("tensorflow", "torch")
+
+
+@contextlib.contextmanager
+def static_shapes() -> Iterator[None]:
+    """Within the block, layers trace graphs whose shapes follow only the
+    inputs' shapes (no packing of real tokens): what exported graphs need,
+    since ONNX and LiteRT runtimes plan memory from shapes."""
+    before = getattr(_STATIC_SHAPES, "on", False)
+    _STATIC_SHAPES.on = True
+    try:
+        yield
+    finally:
+        _STATIC_SHAPES.on = before
 
 
 def keras_jit_needs_static_shapes() -> bool:
@@ -237,6 +257,13 @@ def has_fused_attention() -> bool:
     never holds the full score matrix (PyTorch's scaled_dot_product_attention);
     elsewhere zoo's blocked attention bounds the memory."""
     return keras.backend.backend() == "torch"
+
+
+def traces_tensorflow_graphs() -> bool:
+    """Whether tensors are TensorFlow's, so a model traces into the graph
+    every export format is written from (zoo.core.export); other backends
+    export through a TensorFlow process."""
+    return keras.backend.backend() == "tensorflow"
 
 
 def backend_name() -> str:
@@ -374,7 +401,21 @@ def update_cache(cache: Any, start: Sequence[Any], update: Any) -> Any:
                 view = view.narrow(axis, begin, size)
             view.copy_(update)
             return cache
-    return keras.ops.slice_update(cache, start, keras.ops.cast(update, cache.dtype))
+    update = keras.ops.cast(update, cache.dtype)
+    moved = [axis for axis, begin in enumerate(start) if not (isinstance(begin, int) and
+                                                              begin == 0)]
+    if getattr(_STATIC_SHAPES, "on", False) and len(moved) == 1:
+        # Exported graphs: slices and a concatenation, which ONNX and LiteRT
+        # have (TensorFlow's slice_update is an XLA-only operation).
+        axis, ops = moved[0], keras.ops
+        shape = list(ops.shape(cache))
+        begin = ops.cast(start[axis], "int32")
+        end = begin + ops.shape(update)[axis]
+        head = ops.slice(cache, [0] * len(shape), shape[:axis] + [begin] + shape[axis + 1:])
+        tail = ops.slice(cache, [0] * axis + [end] + [0] * (len(shape) - axis - 1),
+                         shape[:axis] + [shape[axis] - end] + shape[axis + 1:])
+        return ops.concatenate([head, update, tail], axis=axis)
+    return keras.ops.slice_update(cache, start, update)
 
 
 def remember_detached(model: keras.Model, purge: Callable[[], None]) -> None:

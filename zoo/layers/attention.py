@@ -150,8 +150,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_dense.build(tuple(query_shape[:-1]) + (self.num_heads * self.head_dim,))
 
     def _split_heads(self, x: Any) -> Any:
-        # (batch, length, heads * head_dim) -> (batch, length, heads, head_dim)
-        return ops.reshape(x, ops.shape(x)[:-1] + (self.num_heads, self.head_dim))
+        # (batch, length, heads * head_dim) -> (batch, length, heads, head_dim); the
+        # length as -1: tf2onnx misreads a shape taken from a dense layer's output
+        return ops.reshape(x, ops.shape(x)[:-2] + (-1, self.num_heads, self.head_dim))
 
     def project_key_value(self, context: Any) -> tuple[Any, Any]:
         """Keys and values of `context` `(batch, kv_len, dim)`, heads first:

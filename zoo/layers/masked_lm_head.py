@@ -48,9 +48,13 @@ class MaskedLMHead(keras.layers.Layer):
 
     def call(self, x: Any, mask_positions: Any) -> Any:
         """`x`: `(batch, length, hidden)`; `mask_positions`: `(batch, slots)` int."""
-        index = ops.cast(mask_positions, "int32")[:, :, None]  # (batch, slots, 1)
-        index = ops.broadcast_to(index, ops.shape(index)[:2] + (ops.shape(x)[-1],))
-        x = ops.take_along_axis(x, index, axis=1)  # (batch, slots, hidden)
+        # rows of the flattened (batch * length, hidden) `x`: one plain gather,
+        # which every export format maps exactly (positions clipped to the row)
+        batch, length, hidden = ops.shape(x)
+        positions = ops.clip(ops.cast(mask_positions, "int32"), 0, length - 1)
+        rows = positions + ops.expand_dims(
+            ops.arange(batch, dtype="int32") * length, -1)
+        x = ops.take(ops.reshape(x, (-1, hidden)), rows, axis=0)  # (batch, slots, hidden)
         x = self.layer_norm(self.dense(x))
         return tied_product(x, self.token_embedding) + ops.cast(self.bias, x.dtype)
 

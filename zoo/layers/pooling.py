@@ -26,7 +26,7 @@ class MaskedPooling(keras.layers.Layer):
     def call(self, x: Any, padding_mask: Any) -> Any:
         if self.mode == "cls":
             return x[:, 0, :]
-        mask = ops.cast(padding_mask, x.dtype)[:, :, None]  # (batch, length, 1)
+        mask = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)  # (batch, length, 1)
         total = ops.sum(x * mask, axis=1)
         count = ops.maximum(ops.sum(mask, axis=1), 1e-9)
         return total / count

@@ -21,11 +21,13 @@ def causal_mask(padding_mask: Any, query_length: Any, key_length: Any,
     row (which gives NaN in fused attention kernels and would leak into real
     rows); real queries are unaffected.
     """
-    q = ops.arange(query_length)[:, None] + query_start  # (q_len, 1)
-    k = ops.arange(key_length)[None, :]  # (1, k_len)
-    causal = ops.cast(k <= q, "bool")[None, None, :, :]
-    real = ops.cast(padding_mask, "bool")[:, None, None, :]
-    itself = ops.cast(k == q, "bool")[None, None, :, :]
+    # (expand_dims rather than None indexing: LiteRT has no strided slice
+    # that adds axes)
+    q = ops.expand_dims(ops.arange(query_length), 1) + query_start  # (q_len, 1)
+    k = ops.expand_dims(ops.arange(key_length), 0)  # (1, k_len)
+    causal = ops.expand_dims(k <= q, (0, 1))
+    real = ops.expand_dims(ops.cast(padding_mask, "bool"), (1, 2))
+    itself = ops.expand_dims(k == q, (0, 1))
     return ops.logical_or(ops.logical_and(causal, real), itself)
 
 

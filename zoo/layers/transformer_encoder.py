@@ -107,7 +107,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         """`x`: `(batch, length, hidden_dim)`; `padding_mask`: `(batch, length)`, 1 = real."""
         mask = None
         if padding_mask is not None:
-            mask = ops.cast(padding_mask, "bool")[:, None, None, :]  # (batch, 1, 1, length)
+            mask = ops.expand_dims(ops.cast(padding_mask, "bool"), (1, 2))  # (batch, 1, 1, length)
             if self.remove_padding and packing_supported():
                 packed = packing(padding_mask)
                 out = self._block(pack(x, packed), mask, training=training, packing_=packed)

@@ -196,7 +196,13 @@ class Upsample(keras.layers.Layer):
         """Upsample 2x, or to `size` (static ints) with nearest-neighbour
         indices floor(i * in / out), as torch's `interpolate(size=...)`."""
         if size is None:
-            x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+            # each pixel broadcast to a 2x2 block: one copy, and the channel
+            # count stays static in TensorFlow graphs (LiteRT's convolution needs it)
+            batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+            channels = x.shape[-1]
+            blocks = ops.broadcast_to(ops.expand_dims(x, (2, 4)),
+                                      (batch, height, 2, width, 2, channels))
+            x = ops.reshape(blocks, (batch, 2 * height, 2 * width, channels))
         else:
             for axis, out in ((1, size[0]), (2, size[1])):
                 n = x.shape[axis]
