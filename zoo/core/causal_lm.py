@@ -28,6 +28,8 @@ class CausalLM(Task):
     for beam search, one compiled step runs per token.
     """
 
+    export_names = ("causal_lm", "logits")
+
     def compile(self, *args: Any, sampler: str | samplers.Sampler = "greedy",
                 **kwargs: Any) -> None:
         """Keras `compile`, plus `sampler=` choosing the default decoding strategy."""

@@ -20,6 +20,8 @@ class MaskedLM(Task):
     trains with the preprocessor's random masking.
     """
 
+    export_names = ("masked_lm", "logits")
+
     def _compile_defaults(self) -> None:
         self.compile(
             optimizer=keras.optimizers.Adam(5e-5),

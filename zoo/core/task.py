@@ -26,6 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.core import export as export_lib
 from zoo.core import preset_classes, preset_handlers, preset_io, quantization
 from zoo.core.backbone import Backbone
 from zoo.core.compiled_loop import backend_dataset, recovers_from_failed_loops
@@ -365,6 +366,38 @@ class Task(keras.Model):
         self.backbone.quantize(mode, activations, **kwargs)
         # Keras' compiled train/test/predict functions read the old variables.
         self.train_function = self.test_function = self.predict_function = None
+
+    #: the name of the graph `export` writes, and of its output (functional tasks)
+    export_names: tuple[str, str] = ("model", "outputs")
+
+    def export_graphs(self) -> list[export_lib.ExportGraph]:
+        """The inference graphs `export` writes (default: the whole model)."""
+        return [export_lib.functional_graph(self, *self.export_names)]
+
+    def export(self, filepath: str | os.PathLike, format: str = "onnx",
+               graphs: Sequence[str] | None = None, overwrite: bool = False,
+               verbose: bool | None = None, **kwargs: Any) -> os.PathLike:
+        """Write the inference graphs (`export_graphs`) to the folder `filepath`
+        as `"onnx"`, `"saved_model"` or `"litert"` artifacts, plus
+        `export.json` (`zoo.core.export.export`), on every backend.
+
+        Unlike `keras.Model.export`, the result is a folder of graphs (a
+        Whisper or Stable Diffusion task has several); `verbose` is accepted
+        and ignored (progress shows as a bar).
+
+        Example:
+
+        >>> embedder.export("minilm_onnx", format="onnx")  # doctest: +SKIP
+        PosixPath('minilm_onnx')
+        """
+        if kwargs:
+            raise InputError(f"export() got unexpected arguments {sorted(kwargs)}. Fix: pass "
+                             "filepath, format, graphs and overwrite only.")
+        if format == "tf_saved_model":
+            raise InputError("zoo's export writes a folder of graphs; format 'saved_model' "
+                             "writes one SavedModel per graph (<filepath>/<graph>/). Fix: pass "
+                             "format='saved_model'.")
+        return export_lib.export(self, filepath, format, graphs, overwrite)
 
     def head_weights(self) -> list[keras.Variable]:
         """The task's own variables: everything that is not the backbone's."""

@@ -29,6 +29,8 @@ class TextClassifier(Task):
         dropout: dropout rate before the output layer.
     """
 
+    export_names = ("classifier", "logits")
+
     #: the backbone output the head reads
     feature_key: str = "pooled_output"
 

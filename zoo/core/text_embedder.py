@@ -28,6 +28,8 @@ class TextEmbedder(Task):
         normalize: L2-normalise the embeddings.
     """
 
+    export_names = ("embedder", "embeddings")
+
     def __init__(
         self,
         backbone: Backbone,

@@ -30,6 +30,7 @@ from keras import ops
 
 from zoo.core.compiled_loop import compile_step
 from zoo.core.errors import InputError
+from zoo.core.export import ExportGraph
 from zoo.core.task import Task, positive_int
 from zoo.core.text_to_image_inputs import (
     as_prompt_list,
@@ -128,6 +129,36 @@ class TextToImage(Task):
                                decoder.variables)
         images = np.asarray(ops.convert_to_numpy(fn(latents.astype("float32"))), "float32")
         return np.clip(images / 2 + 0.5, 0.0, 1.0)
+
+    def export_graphs(self) -> list[ExportGraph]:
+        """`text_encoder`, `unet` and `vae_decoder`: the three networks a
+        sampling loop runs (the scheduler and classifier-free guidance are the
+        caller's, as in diffusers' ONNX pipelines)."""
+        bb = self.backbone
+        text, unet = bb.text_encoder, bb.unet
+        context = ((None, text.max_sequence_length, unet.cross_attention_dim), "float32")
+        scale = bb.latent_scaling_factor
+
+        def decode(latents: Any) -> dict[str, Any]:
+            images = bb.vae_decoder(latents / scale)
+            return {"images": ops.clip(images / 2 + 0.5, 0.0, 1.0)}
+
+        return [
+            ExportGraph("text_encoder", {"token_ids": (
+                (None, text.max_sequence_length), "int32")},
+                lambda token_ids: {"context": text(token_ids)},
+                "CLIP token ids (padded to the context length) -> the UNet's text context."),
+            ExportGraph("unet", {"latents": ((None, None, None, unet.in_channels), "float32"),
+                                 "timesteps": ((None,), "float32"), "context": context},
+                        lambda latents, timesteps, context: {
+                            "noise_pred": unet(latents, timesteps, context)},
+                        "Noisy latents (height and width multiples of 8), one timestep per row "
+                        "and the text context -> the predicted noise."),
+            ExportGraph("vae_decoder", {"latents": (
+                (None, None, None, bb.latent_channels), "float32")}, decode,
+                f"Latents as the sampler holds them (scaled by {scale}) -> RGB images in "
+                "[0, 1], 8 pixels per latent."),
+        ]
 
     @property
     def vae_scale_factor(self) -> int:

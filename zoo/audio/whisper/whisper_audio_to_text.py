@@ -19,6 +19,7 @@ from zoo.audio.whisper.whisper_transcribe import (
     transcribe_features,
 )
 from zoo.core.errors import InputError
+from zoo.core.export import ExportGraph
 from zoo.core.task import Task, positive_int
 from zoo.layers.tied_logits import TiedLogits
 from zoo.utils.audio import SAMPLING_RATE, load_audio
@@ -74,6 +75,48 @@ class WhisperAudioToText(Task):
         is `lm_head.inference_weights()` during decoding (a faster layout of
         the embedding on torch)."""
         return self.lm_head(hidden, *head_inputs)
+
+    def export_graphs(self) -> list[ExportGraph]:
+        """`encoder` (log-mel features -> encoder output and every decoder
+        layer's cross-attention keys and values) and `decoder_step` (new
+        tokens against the self-attention cache -> logits and the updated
+        cache), what the decoding loop runs."""
+        bb = self.backbone
+        layers, heads, head_dim = bb.num_decoder_layers, bb.num_heads, bb.hidden_dim // bb.num_heads
+        # keys of layer i at 2i, values at 2i + 1 (LiteRT slices at most 5-D tensors)
+        kv = ((2 * layers, None, heads, None, head_dim), "float32")
+
+        def encoder(encoder_features: Any) -> dict[str, Any]:
+            output = bb.encode(encoder_features)
+            pairs = bb.cross_key_values(output)
+            return {"encoder_output": output,
+                    "cross_key_values": ops.stack([t for pair in pairs for t in pair])}
+
+        def decoder_step(token_ids: Any, padding_mask: Any, cache: Any, cross_key_values: Any,
+                         cache_update_index: Any) -> dict[str, Any]:
+            pairs = [(cache[2 * i], cache[2 * i + 1]) for i in range(layers)]
+            cross = [(cross_key_values[2 * i], cross_key_values[2 * i + 1])
+                     for i in range(layers)]
+            hidden, updated = bb.call_decoder_with_cache(token_ids, padding_mask, pairs, cross,
+                                                         cache_update_index)
+            return {"logits": self.logits_from_hidden(hidden),
+                    "new_cache": ops.stack([t for pair in updated for t in pair])}
+
+        return [
+            ExportGraph("encoder", {"encoder_features": (
+                (None, bb.num_mels, 2 * bb.max_encoder_sequence_length), "float32")}, encoder,
+                "Log-mel features (WhisperAudioConverter, 30 s windows) -> encoder output and "
+                "cross_key_values (2 * layers: keys of layer i at 2i, values at 2i + 1; batch, "
+                "heads, frames, head_dim)."),
+            ExportGraph("decoder_step", {
+                "token_ids": ((None, None), "int32"), "padding_mask": ((None, None), "int32"),
+                "cache": kv, "cross_key_values": kv, "cache_update_index": ((), "int32")},
+                decoder_step,
+                "Tokens at positions cache_update_index... -> their logits and new_cache, the cache with "
+                "their keys and values written. Start from a zero cache (2 * layers, batch, "
+                "heads, max_length, head_dim); padding_mask (batch, max_length) is 1 at every "
+                "position written so far or now."),
+        ]
 
     # -- decoding -------------------------------------------------------------
     def _tokenizer(self) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from zoo.core.compiled_loop import compile_step, prefers_channels_first
+from zoo.core.export import ExportGraph
 from zoo.core.object_detector import ObjectDetector
 from zoo.presets.checkpoint_io import port_weight
 from zoo.cv.yolov8.yolov8_backbone import YOLOV8Backbone
@@ -244,6 +245,29 @@ class YOLOV8Detector(ObjectDetector):
             self._nms_steps[(score, iou)] = compile_step(nms, [], trace=False)
         out = self._nms_steps[(score, iou)](*self.decoded_outputs(batch))
         return {k: np.asarray(ops.convert_to_numpy(v)) for k, v in out.items()}
+
+    def export_graphs(self) -> list[ExportGraph]:
+        """One graph, `detector`: preprocessed images `(batch, height, width, 3)`
+        in [0, 1] at the preprocessor's `image_size` -> `boxes` `(batch,
+        anchors, 4)` (xyxy, input pixels) and `scores` `(batch, anchors,
+        classes)` (probabilities), batch norms folded: what `decoded_outputs`
+        computes. Non-max suppression is the runtime's (as in ultralytics'
+        exports)."""
+        height, width = self.preprocessor.image_converter.image_size
+        self.refresh_inference_model()
+
+        def run(images: Any) -> dict[str, Any]:
+            boxes, scores = self._forward(images)
+            return {"boxes": boxes, "scores": scores}
+
+        description = (
+            "Letterboxed RGB images scaled to [0, 1] -> boxes (xyxy, input pixels) and class "
+            "probabilities per anchor, before non-max suppression. Keep a box's best class "
+            f"when its probability is >= {self.score_threshold}, then suppress boxes of the "
+            f"same class overlapping by IoU > {self.iou_threshold}, at most "
+            f"{self.max_detections} per image (zoo.cv.nms.non_max_suppression).")
+        return [ExportGraph("detector", {"images": ((None, height, width, 3), "float32")}, run,
+                            description)]
 
     def get_config(self) -> dict:
         return {
