@@ -306,3 +306,34 @@ def test_convert_quantize_writes_the_verified_model_quantized(tiny_opt_folder, z
     inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     np.testing.assert_array_equal(loaded.generate(inputs, max_new_tokens=5, stop_token_ids=()),
                                   expected.generate(inputs, max_new_tokens=5, stop_token_ids=()))
+
+
+@pytest.mark.once
+def test_export_writes_onnx_that_equals_the_preset(tmp_path):
+    """`zoo export` on a preset folder: the ONNX file runs in onnxruntime and
+    equals the model; a second run without --overwrite, and an unknown graph,
+    fail in one line."""
+    import onnxruntime
+
+    from zoo.models import BertBackbone, BertTextClassifier
+
+    keras.utils.set_random_seed(5)
+    task = BertTextClassifier(BertBackbone(vocabulary_size=200, num_layers=1, num_heads=2,
+                                           hidden_dim=16, intermediate_dim=32,
+                                           max_sequence_length=16), num_classes=4)
+    task.save_to_preset(tmp_path / "clf")
+    out = tmp_path / "clf_onnx"
+    result = run_zoo("export", str(tmp_path / "clf"), "--format", "onnx", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["classifier:", str(out / "classifier.onnx")]
+    ids = np.array([[2, 50, 7, 9, 0], [3, 11, 0, 0, 0]], "int32")
+    inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids),
+              "padding_mask": (ids > 0).astype("int32")}
+    session = onnxruntime.InferenceSession(str(out / "classifier.onnx"))
+    np.testing.assert_allclose(session.run(["logits"], inputs)[0], task.predict(inputs),
+                               atol=1e-4)
+    assert_one_line_error(run_zoo("export", str(tmp_path / "clf"), "--out", str(out)),
+                          "already exists", "--overwrite")
+    assert_one_line_error(run_zoo("export", str(tmp_path / "clf"), "--out", str(tmp_path / "x"),
+                                  "--graph", "unet"), "no graph ['unet']", "classifier")
+    assert not (tmp_path / "x").exists()

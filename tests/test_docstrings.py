@@ -23,7 +23,7 @@ MODULES = [
     "zoo.cli_args", "zoo.core.weights_io", "zoo.presets.checkpoint_io", "zoo.data",
     "zoo.presets.packages", "zoo.core.preset_handlers", "zoo.utils.dtypes",
     "zoo.benchmarks.suite", "zoo.benchmarks.report", "zoo.core.generation",
-    "zoo.benchmarks.skeleton", "zoo.core.quantization",
+    "zoo.benchmarks.skeleton", "zoo.core.quantization", "zoo.core.export",
 ]
 
 

