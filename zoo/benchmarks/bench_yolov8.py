@@ -34,6 +34,13 @@ reads that from the graph onnxruntime optimizes the model into
 results stay at the top of the JSON file, bfloat16 ones go under
 `"bfloat16"` (`precision.py`).
 
+int8 (`--dtypes float32,int8`): the peer runs the same export after
+onnxruntime's dynamic int8 quantization (`onnx_int8.py`: int8 weights,
+uint8 activations, ConvInteger). Keras quantizes no convolution, and YOLOv8
+is convolutions only: zoo's int8 rows run float32 and say so (`note`), so
+they show what a user choosing between them gets. Detections are compared
+with the int8 peer's for information only.
+
 Correctness: every zoo run's detections are compared with onnxruntime's
 (`detections_match`: the same number of boxes, each matched to one of the
 same class with IoU >= 0.95 and a score within 0.01). The ratio is
@@ -47,7 +54,7 @@ Reproduce (from the repository root)::
 
     .venv/bin/python -m zoo.benchmarks.bench_yolov8
     .venv/bin/python -m zoo.benchmarks.bench_yolov8 --backends torch --runs 10
-    .venv/bin/python -m zoo.benchmarks.bench_yolov8 --dtypes float32,bfloat16
+    .venv/bin/python -m zoo.benchmarks.bench_yolov8 --dtypes float32,bfloat16,int8
     .venv/bin/python -m zoo.benchmarks.bench_yolov8 --smoke --out /tmp/r.json  # seconds
 
 `--smoke` times one call (no warm-up) and neither waits for idle CPUs nor
@@ -208,7 +215,11 @@ def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="bench_yolov8_onnx_")
     start = time.perf_counter()
     model = onnx_path()
-    if dtype != "float32":  # onnxruntime's 16-bit path: the export cast to float16
+    if dtype == "int8":  # onnxruntime's dynamic int8 of the export
+        from zoo.benchmarks import onnx_int8
+
+        model = onnx_int8.quantize_file(model, Path(tmp.name) / "int8.onnx")
+    elif dtype != "float32":  # onnxruntime's 16-bit path: the export cast to float16
         model = onnx_float16.convert_file(model, Path(tmp.name) / "float16.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = ORT_THREADS
@@ -232,12 +243,14 @@ def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
     if args.share_dir:
         (Path(args.share_dir) / DETECTIONS_FILE).write_text(json.dumps(entry["detections"]))
     extra: dict[str, Any] = {}
-    if dtype != "float32":  # what onnxruntime computes in float16, and what not
+    if dtype == "bfloat16":  # what onnxruntime computes in float16, and what not
         extra = {"model_dtype": "float16", **precision.ort_float16_report(model, tmp.name)}
     tmp.cleanup()
+    change = {"bfloat16": ", the export cast to float16",
+              "int8": ", the export after quantize_dynamic(QInt8)"}.get(dtype, "")
     return {"path": f"onnxruntime {ort.__version__} InferenceSession (CPUExecutionProvider, "
                     f"intra_op_num_threads={ORT_THREADS}, inter_op_num_threads=1"
-                    f"{', the export cast to float16' if dtype != 'float32' else ''}) + numpy "
+                    f"{change}) + numpy "
                     "letterbox and NMS", "image_shape": list(image.shape), "load_s": load_s,
             **extra, **entry}
 
@@ -249,8 +262,16 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     image = load_photo()
     dtype = precision.worker_dtype(args)
     start = time.perf_counter()
-    detector = YOLOV8Detector.from_preset(PRESET, dtype=dtype)
+    detector = YOLOV8Detector.from_preset(PRESET, dtype=precision.load_dtype(dtype))
     load_s = time.perf_counter() - start
+    note = None
+    if dtype == "int8":
+        from zoo.core.errors import InputError
+
+        try:
+            detector.quantize("int8")
+        except InputError as e:  # convolutions only: Keras quantizes none of them
+            note = f"zoo runs float32: {str(e).split('. Fix')[0]}"
 
     def run() -> dict[str, list]:
         (found,) = detector.predict(image)
@@ -270,7 +291,8 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "thresholds": {"score": detector.score_threshold, "iou": detector.iou_threshold,
                            "max_detections": detector.max_detections},
             "image_shape": list(image.shape), "load_s": load_s,
-            "dtype": str(detector.backbone.weights[0].dtype), **entry}
+            "dtype": str(detector.backbone.weights[0].dtype), **entry,
+            **({"note": note} if note else {})}
 
 
 FAMILY = skeleton.Family("bench_yolov8", "zoo.benchmarks.bench_yolov8", PEER,
@@ -285,7 +307,11 @@ FAMILY = skeleton.Family("bench_yolov8", "zoo.benchmarks.bench_yolov8", PEER,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return FAMILY.parse_args(argv, __doc__, runs=20, warmup=3, out=DEFAULT_OUT, timeout=1800.0,
                              runs_help="timed calls (one image each)",
-                             smoke_help="1 run, no warm-up")[1]
+                             smoke_help="1 run, no warm-up", dtypes=DTYPES)[1]
+
+
+#: `--dtypes` choices (int8: onnxruntime's dynamic int8 of the export; zoo float32)
+DTYPES = precision.DTYPES
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -307,12 +333,15 @@ def markdown_table(results: dict[str, Any]) -> str:
                 table.error(["zoo", backend, dtype], res.get("error", "missing"), 60)
                 continue
             match = {True: "yes", False: "**no**"}.get(res.get("detections_match"), "-")
-            table.add("zoo", backend, dtype, f"**{res['ms']:.1f}**", f"{res['first_call_s']:.2f}",
+            shown = f"{res['dtype']} ({dtype} row)" if "note" in res else dtype
+            table.add("zoo", backend, shown, f"**{res['ms']:.1f}**", f"{res['first_call_s']:.2f}",
                       len(res["detections"]["classes"]), match,
                       fmt(res.get("other_cpu_cores"), ".2f"),
                       f"**{fmt(res.get('ratio'), '.2f')}**")
-    return table.render([s[PEER]["note"] for _, s in precision.sections(results)
-                         if "note" in s[PEER]])
+    notes = [s[PEER]["note"] for _, s in precision.sections(results) if "note" in s[PEER]]
+    notes += sorted({r["note"] for _, s in precision.sections(results)
+                     for r in s["zoo"].values() if "note" in r})
+    return table.render(notes)
 
 
 def run_dtype(args: argparse.Namespace, backends: list[str], dtype: str) -> dict[str, Any]:
@@ -367,7 +396,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
                        section.get(PEER), dtype=dtype, flops=flops,
                        match=res.get("detections_match") if dtype == "float32" else None,
                        peer_dtype=(section.get(PEER) or {}).get("model_dtype"),
-                       note=(section.get(PEER) or {}).get("note"))
+                       note=res.get("note") or (section.get(PEER) or {}).get("note"))
             for dtype, section, backend, res in precision.zoo_results(results)]
 
 
