@@ -122,6 +122,32 @@ def test_opt_fit_trains_only_adapters_and_lowers_loss():
     assert after_loss < 0.85 * before_loss, (before_loss, after_loss)
 
 
+def test_qlora_adapters_train_on_an_int8_backbone_and_round_trip(tmp_path):
+    """QLoRA-style: Keras' int8 kernels stay frozen and int8 while float LoRA
+    adapters on them train; the preset keeps both."""
+    keras.utils.set_random_seed(0)
+    lm = tiny_lm()
+    lm.quantize("int8")
+    lm.backbone.enable_lora(rank=4)
+    assert [v.path for v in lm.trainable_weights] == lora_paths(2)
+    kernels = [v for v in lm.backbone.weights if v.path.endswith("query/kernel")]
+    assert kernels and all(v.dtype == "int8" for v in kernels)
+    lm.compile(optimizer=keras.optimizers.Adam(5e-2), loss=lm.loss, weighted_metrics=[])
+    x, y, w = lm_data()
+    before_loss = lm.evaluate(x, y, sample_weight=w, verbose=0)
+    before = snapshot(lm)
+    lm.fit(x, y, sample_weight=w, batch_size=4, epochs=10, verbose=0)
+    assert_only_lora_changed(before, snapshot(lm), lora_paths(2))
+    after_loss = lm.evaluate(x, y, sample_weight=w, verbose=0)
+    assert after_loss < 0.85 * before_loss, (before_loss, after_loss)
+    lm.save_to_preset(tmp_path / "qlora")
+    back = OPTCausalLM.from_preset(tmp_path / "qlora")
+    assert back.backbone.lora_rank == 4
+    assert all(v.dtype == "int8" for v in back.backbone.weights if v.path.endswith("/kernel")
+               and "self_attention" in v.path)
+    np.testing.assert_array_equal(back.predict(x, verbose=0), lm.predict(x, verbose=0))
+
+
 def test_bert_classifier_fit_trains_adapters_and_head_only():
     keras.utils.set_random_seed(0)
     backbone = BertBackbone(**BERT)
