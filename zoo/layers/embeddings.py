@@ -84,6 +84,12 @@ class TokenEmbedding(keras.layers.Embedding):
     def quantize(self, mode: str | None = None, type_check: bool = True,
                  config: Any = None) -> None:
         column = None
+        if mode == "int4" and getattr(config, "block_size", None) not in (None, -1):
+            # a tied LM head reads the table with one scale per row
+            # (zoo.layers.tied_logits): per-row int4, not Keras' 128-wide groups
+            config = keras.quantizers.Int4QuantizationConfig(
+                weight_quantizer=config.weight_quantizer,
+                activation_quantizer=config.activation_quantizer, block_size=None)
         if mode == "int8" and not self.lora_enabled:
             table = ops.convert_to_numpy(self._embeddings).astype("float32")
             peak = np.abs(table).max(axis=0)
