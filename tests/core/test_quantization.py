@@ -76,6 +76,18 @@ def test_int8_backbone_is_close_and_its_preset_is_it(tmp_path, seed, activations
     assert cosine(out, quantized) >= 0.999
 
 
+def assert_generates_and_round_trips(lm, inputs, logits, tmp_path) -> None:
+    """A quantized LM's first generated token is its logits' argmax, and its
+    preset generates the same tokens."""
+    first = lm.generate(inputs, max_new_tokens=1, stop_token_ids=())[:, 0]
+    np.testing.assert_array_equal(first, logits[:, -1].argmax(-1))
+    generated = lm.generate(inputs, max_new_tokens=6, stop_token_ids=())
+    lm.save_to_preset(tmp_path / "lm")
+    loaded = OPTCausalLM.from_preset(tmp_path / "lm")
+    np.testing.assert_array_equal(loaded.generate(inputs, max_new_tokens=6, stop_token_ids=()),
+                                  generated)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_int8_lm_head_reads_the_scales_on_every_path(tmp_path, seed):
     keras.utils.set_random_seed(seed)
@@ -92,13 +104,7 @@ def test_int8_lm_head_reads_the_scales_on_every_path(tmp_path, seed):
     np.testing.assert_allclose(logits, hidden @ table.T, rtol=1e-4, atol=1e-4)
     assert cosine(logits, full) >= 0.999
     # generate's head (on torch a dequantized transposed copy) picks the same token.
-    first = lm.generate(inputs, max_new_tokens=1, stop_token_ids=())[:, 0]
-    np.testing.assert_array_equal(first, logits[:, -1].argmax(-1))
-    generated = lm.generate(inputs, max_new_tokens=6, stop_token_ids=())
-    lm.save_to_preset(tmp_path / "lm")
-    loaded = OPTCausalLM.from_preset(tmp_path / "lm")
-    np.testing.assert_array_equal(loaded.generate(inputs, max_new_tokens=6, stop_token_ids=()),
-                                  generated)
+    assert_generates_and_round_trips(lm, inputs, logits, tmp_path)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -122,13 +128,7 @@ def test_int4_token_table_is_per_row_so_the_tied_head_runs(tmp_path, seed):
     # a sanity bar, not a quality gate: 16 levels per weight and Keras' int4
     # default of int8 activations give 0.966 / 0.970 on these random models
     assert cosine(logits, full) >= 0.95
-    first = lm.generate(inputs, max_new_tokens=1, stop_token_ids=())[:, 0]
-    np.testing.assert_array_equal(first, logits[:, -1].argmax(-1))
-    generated = lm.generate(inputs, max_new_tokens=4, stop_token_ids=())
-    lm.save_to_preset(tmp_path / "lm")
-    loaded = OPTCausalLM.from_preset(tmp_path / "lm")
-    np.testing.assert_array_equal(loaded.generate(inputs, max_new_tokens=4, stop_token_ids=()),
-                                  generated)
+    assert_generates_and_round_trips(lm, inputs, logits, tmp_path)
 
 
 def test_unknown_mode_is_a_clear_error():
