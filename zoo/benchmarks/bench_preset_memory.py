@@ -23,9 +23,6 @@ resident set at that point: what loading and the first call add.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.benchmarks import common
+from zoo.benchmarks.bench_sharded_load import rss_mib
 
 BACKENDS = ("jax", "tensorflow", "torch")
 DTYPES = ("float32", "bfloat16", "int8")
@@ -42,14 +40,6 @@ OPT_125M = dict(vocabulary_size=50272, num_layers=12, num_heads=12, hidden_dim=7
                 intermediate_dim=3072, max_sequence_length=2048)
 TINY_BERT = dict(vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64,
                  intermediate_dim=256, max_sequence_length=64)
-
-
-def status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def source_task(model: str, smoke: bool) -> Any:
@@ -110,7 +100,7 @@ def load_preset(args: argparse.Namespace) -> dict[str, Any]:
     from zoo.models import Backbone
 
     keras.ops.convert_to_numpy(keras.ops.ones((8, 8)) @ keras.ops.ones((8, 8)))  # warm-up
-    before = status_mib("VmRSS")
+    before = rss_mib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
         reset = True
@@ -125,7 +115,7 @@ def load_preset(args: argparse.Namespace) -> dict[str, Any]:
     finite = all(bool(np.isfinite(np.asarray(keras.ops.convert_to_numpy(
         keras.ops.cast(o, "float32")))).all()) for o in keras.tree.flatten(outputs))
     return {"load_s": load_s, "first_call_s": time.perf_counter() - start - load_s,
-            "peak_mib": status_mib("VmHWM") - before if reset else None,
+            "peak_mib": rss_mib("VmHWM") - before if reset else None,
             "rss_before_mib": before, "finite": finite,
             "weights": sorted({str(w.dtype) for w in backbone.weights})}
 
@@ -141,12 +131,8 @@ def launch(args: argparse.Namespace, worker: str, backend: str, model: str, shar
     cmd = [sys.executable, "-m", "zoo.benchmarks.bench_preset_memory", "--worker", worker,
            "--backend", backend, "--model", model, "--dtype", dtype, "--share-dir", share,
            *["--smoke"] * args.smoke]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
-                          env={**os.environ, "KERAS_BACKEND": backend})
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            return json.loads(line.removeprefix("BENCH_RESULT "))
-    return {"error": (done.stderr.strip().splitlines() or ["no result"])[-1][:300]}
+    return common.launch_once(f"{worker} {model} {dtype} {backend}", cmd, keras_backend=backend,
+                              timeout=args.timeout, wait_idle=0, tag="bench_preset_memory")
 
 
 def run_parent(args: argparse.Namespace) -> int:
