@@ -10,18 +10,21 @@ from __future__ import annotations
 import keras
 import ml_dtypes
 import numpy as np
+import pytest
 from keras import ops
 
 from zoo.layers import activations
 
 
-def test_gelu_in_bfloat16_is_the_float32_result_rounded_once():
-    x = (np.random.default_rng(0).standard_normal(20000) * 4).astype(ml_dtypes.bfloat16)
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16])
+def test_gelu_in_16_bits_is_the_float32_result_rounded_once(dtype):
+    # (torch calls its kernel without casts: this proves it rounds once too)
+    x = (np.random.default_rng(0).standard_normal(20000) * 4).astype(dtype)
     exact = ops.convert_to_numpy(keras.activations.gelu(
         ops.convert_to_tensor(x.astype("float32")), approximate=False))
     out = ops.convert_to_numpy(ops.cast(activations.gelu(ops.convert_to_tensor(x)), "float32"))
     assert ops.convert_to_tensor(x).dtype == activations.gelu(ops.convert_to_tensor(x)).dtype
-    np.testing.assert_array_equal(out, exact.astype(ml_dtypes.bfloat16).astype("float32"))
+    np.testing.assert_array_equal(out, exact.astype(dtype).astype("float32"))
 
 
 def test_gelu_in_float32_is_keras_exact_gelu():

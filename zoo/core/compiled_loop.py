@@ -259,6 +259,13 @@ def has_fused_attention() -> bool:
     return keras.backend.backend() == "torch"
 
 
+def rounds_activations_once() -> bool:
+    """Whether the backend's 16-bit activation kernels compute in float32 and
+    round once (PyTorch's GELU: bit-equal to a float32 GELU rounded), so
+    casting around them only adds two copies of the activations."""
+    return keras.backend.backend() == "torch"
+
+
 def traces_tensorflow_graphs() -> bool:
     """Whether tensors are TensorFlow's, so a model traces into the graph
     every export format is written from (zoo.core.export); other backends
