@@ -13,6 +13,7 @@
     zoo detect IMAGE --out annotated.png     object detection, boxes drawn
     zoo text-to-image PROMPT --out image.png Stable Diffusion
     zoo benchmark [--family F] [--smoke]     zoo against its peers, every backend
+    zoo launch --processes N -- CMD...       one multi-process jax job on this machine
     zoo demo                                 the offline demo run by `make demo`
 
 `--backend` picks the Keras backend. Errors print one line; `--debug`
@@ -433,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="zoo against its peers on every backend")
     add_arguments(p)
     p.set_defaults(func=cmd_benchmark)
+
+    from zoo.cli_launch import add_arguments as launch_arguments, cmd_launch
+
+    p = sub.add_parser("launch", help="run a command as N processes of one jax job "
+                                      "(Keras' multi-host distribution, on this machine)")
+    launch_arguments(p)
+    p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("demo", help="run the offline demo")
     p.add_argument("--out-dir", default="demo_outputs", help="where outputs are written")
