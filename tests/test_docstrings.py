@@ -24,6 +24,7 @@ MODULES = [
     "zoo.presets.packages", "zoo.core.preset_handlers", "zoo.utils.dtypes",
     "zoo.benchmarks.suite", "zoo.benchmarks.report", "zoo.core.generation",
     "zoo.benchmarks.skeleton", "zoo.core.quantization", "zoo.core.export",
+    "zoo.cli_launch", "zoo.core.processes",
 ]
 
 

@@ -207,3 +207,24 @@ def test_whisper_model_parallel_equals_unsharded(whisper_reference, shape):
                                    err_msg=name)
     assert ids == whisper_reference["ids"]
     np.testing.assert_allclose(losses, whisper_reference["losses"], atol=1e-5)
+
+
+def test_raw_checkpoint_converts_unsharded_then_loads_sharded(tmp_path, zoo_home):
+    """A transformers folder opened under a layout map is converted (and
+    verified) without the distribution, then checked and loaded sharded: a
+    vocabulary the model axis does not divide is the validator's LayoutError,
+    not a failure inside the conversion."""
+    from tests.nlp.opt.reference import make_hf_opt
+
+    good = make_hf_opt(tmp_path / "good", vocab_size=64, num_attention_heads=8)
+    bad = make_hf_opt(tmp_path / "bad", vocab_size=300, num_attention_heads=8)
+    layout_map = OPTBackbone.get_layout_map(zoo.layout.make_mesh((1, 8)))
+    with zoo.layout.model_parallel(layout_map).scope():
+        with pytest.raises(zoo.layout.LayoutError, match="300"):
+            OPTCausalLM.from_preset(bad)
+        backbone = OPTBackbone.from_preset(good)
+        assert_shardings_follow_the_map(backbone, layout_map)
+        got = numpy(backbone(INPUTS))
+        assert keras.distribution.distribution() is not None  # the scope is back
+    expected = numpy(OPTBackbone.from_preset(good)(INPUTS))  # the converted copy, unsharded
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -53,7 +53,7 @@ def resolve(handle: str | os.PathLike) -> Path:
         PresetError: see `zoo.presets.resolve`.
     """
     if _resolve is not None:
-        return _resolve(handle)
+        return _in_order(lambda: _unsharded(lambda: _resolve(handle)))
     from zoo.core.preset_io import is_zoo_preset
 
     if isinstance(handle, (str, os.PathLike)) and str(handle) and is_zoo_preset(Path(handle)):
@@ -61,6 +61,51 @@ def resolve(handle: str | os.PathLike) -> Path:
     raise PresetError(f"Cannot resolve the preset handle {handle!r}: catalog names, hf://, "
                       "pkg:// and checkpoints are resolved by zoo.presets, which is not "
                       "loaded. Fix: import zoo.models (or zoo.presets) first.")
+
+
+def _unsharded(work: Callable[[], Path]) -> Path:
+    """Run `work` (which may convert a checkpoint) outside any keras.distribution.
+
+    A conversion builds its model, ports the weights and checks them against
+    the reference, all unsharded; the `from_preset` that asked then checks
+    its layout map against the model (a clear `LayoutError`) and loads the
+    converted preset into its shards. Converting inside the distribution
+    failed deep in jax when an axis did not divide a weight.
+    """
+    import keras
+
+    active = keras.distribution.distribution()
+    if active is None:
+        return work()
+    keras.distribution.set_distribution(None)
+    try:
+        return work()
+    finally:
+        keras.distribution.set_distribution(active)
+
+
+def _in_order(work: Callable[[], Path]) -> Path:
+    """Run `work` on process 0 first, then on the others of a multi-process job.
+
+    On a shared filesystem process 0 converts into the hub and the others
+    find the preset there; on hosts with their own disks each converts.
+    """
+    from zoo.core import processes
+
+    if processes.process_count() == 1:
+        return work()
+    if not processes.is_writer():
+        processes.agree(True, "resolve the preset")  # raises when process 0 failed
+        with processes.alone():
+            return work()
+    try:
+        with processes.alone():
+            path = work()
+    except BaseException:
+        processes.agree(False, "resolve the preset")
+        raise
+    processes.agree(True, "resolve the preset")
+    return path
 
 
 def hub_hint(directory: Path, source: str | None) -> str | None:

@@ -33,7 +33,7 @@ from typing import Any
 import keras
 
 import zoo
-from zoo.core import preset_handlers, weights_io
+from zoo.core import preset_handlers, processes, weights_io
 from zoo.core.errors import PresetError, ZooError
 from zoo.utils.atomic import atomic_directory
 
@@ -248,6 +248,11 @@ def write_preset(
     `backbone.save_to_preset(d)` then `preprocessor.save_to_preset(d)` builds
     one preset). A task brings its backbone and preprocessor along.
 
+    In a multi-process job (jax) every process calls this: process 0 writes,
+    gathering each weight whose shards other processes hold (they take part
+    in the gathers), and every process returns once the preset is complete.
+    A refusal (the directory is not a preset) is raised on every process.
+
     Args:
         directory: the preset directory to create or update.
         backbone, tokenizer, preprocessor, task: the parts to write.
@@ -269,13 +274,26 @@ def write_preset(
     if preprocessor is not None:
         tokenizer = tokenizer or getattr(preprocessor, "tokenizer", None)
     old_meta: dict = {}
-    if directory.exists() and is_zoo_preset(directory):
-        old_meta = read_metadata(directory)
-    elif directory.exists() and any(directory.iterdir()):
-        raise PresetError(
-            f"{directory} exists and is not a zoo preset; refusing to write into it. "
-            "Fix: choose an empty or new directory."
-        )
+    refusal = None
+    if processes.is_writer():  # (in a multi-process job only process 0 writes)
+        try:
+            if directory.exists() and is_zoo_preset(directory):
+                old_meta = read_metadata(directory)
+            elif directory.exists() and any(directory.iterdir()):
+                raise PresetError(
+                    f"{directory} exists and is not a zoo preset; refusing to write into it. "
+                    "Fix: choose an empty or new directory."
+                )
+        except PresetError as e:
+            refusal = e
+    processes.agree(refusal is None, f"write the preset {directory}")
+    if refusal is not None:
+        raise refusal
+    if not processes.is_writer():  # gathers its shards for process 0, waits for the files
+        processes.follow_gathers(list(backbone.weights if backbone is not None else [])
+                                 + list(task.head_weights() if task is not None else []))
+        processes.barrier("zoo.write_preset")
+        return directory
     written: list[str] = []
     with atomic_directory(directory) as work:
         if backbone is not None:
@@ -321,6 +339,7 @@ def write_preset(
         if task is not None:
             meta["task_class"] = type(task).__name__
         write_json(work / METADATA_FILE, meta)
+    processes.barrier("zoo.write_preset")
     return directory
 
 

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from zoo.core import export as export_lib
-from zoo.core import preset_classes, preset_handlers, preset_io, quantization
+from zoo.core import preset_classes, preset_handlers, preset_io, processes, quantization
 from zoo.core.backbone import Backbone
 from zoo.core.compiled_loop import backend_dataset, recovers_from_failed_loops
 from zoo.core.errors import InputError
@@ -149,6 +149,8 @@ def _concat_padded(parts: Sequence[np.ndarray]) -> np.ndarray:
 class PreprocessedBatches(keras.utils.PyDataset):
     """Batches of raw data, preprocessed on the fly (one Keras PyDataset)."""
 
+    split_over_processes = False  # fit, evaluate: each process's rows (processes.local_part)
+
     def __init__(
         self,
         preprocessor: Preprocessor,
@@ -171,7 +173,7 @@ class PreprocessedBatches(keras.utils.PyDataset):
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(processes.same_seed(seed))
         self._order = np.arange(n)
         if shuffle:
             self._rng.shuffle(self._order)
@@ -186,7 +188,8 @@ class PreprocessedBatches(keras.utils.PyDataset):
         x = _take(self.x, rows)
         y = None if self.y is None else np.asarray(self.y)[rows]
         sw = None if self.sample_weight is None else np.asarray(self.sample_weight)[rows]
-        return _standardize(self.preprocessor(x, y, sw))
+        batch = _standardize(self.preprocessor(x, y, sw))
+        return processes.local_part(batch) if self.split_over_processes else batch
 
     def element_spec(self, batch: Any, model_inputs: Any) -> Any:
         """The spec every batch fits: `batch`'s structure and dtypes; in `x`,
@@ -264,6 +267,7 @@ class Task(keras.Model):
         data = self._batches(x, y, sample_weight, batch_size, shuffle)
         if data is None:
             return x, y, sample_weight, batch_size
+        data.split_over_processes = True
         try:
             model_inputs = self.input  # a functional model's symbolic inputs
         except (AttributeError, ValueError):
@@ -296,16 +300,18 @@ class Task(keras.Model):
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size, shuffle)
         validation_data = self._wrap_validation(validation_data)
         # Raw inputs are reshuffled row by row every epoch by the batches themselves.
-        return super().fit(x, y, batch_size=batch_size, shuffle=shuffle and not raw,
-                           sample_weight=sample_weight, validation_data=validation_data,
-                           **kwargs)
+        with processes.presharded_data():  # (raw batches are each process's part)
+            return super().fit(x, y, batch_size=batch_size, shuffle=shuffle and not raw,
+                               sample_weight=sample_weight, validation_data=validation_data,
+                               **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
                  sample_weight: Any = None, **kwargs: Any) -> Any:
         """Evaluate on raw inputs or arrays (arguments of `keras.Model.evaluate`)."""
         x, y, sample_weight, batch_size = self._wrap(x, y, sample_weight, batch_size)
-        return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight,
-                                **kwargs)
+        with processes.presharded_data():
+            return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight,
+                                    **kwargs)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = 0,
                 steps: int | None = None, callbacks: Any = None) -> Any:

@@ -24,6 +24,7 @@ import keras
 import ml_dtypes
 import numpy as np
 
+from zoo.core import processes
 from zoo.core.errors import PresetError, ZooError
 from zoo.utils.dtypes import numpy_dtype  # noqa: F401  (also used from here)
 
@@ -168,8 +169,8 @@ def save_weights(
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             for i in members:
-                data, dtype = _to_storable(np.asarray(
-                    keras.ops.convert_to_numpy(variables[i])).astype(dtypes[i], copy=False))
+                data, dtype = _to_storable(
+                    processes.host_value(variables[i]).astype(dtypes[i], copy=False))
                 dataset = f.create_dataset(paths[i], data=data)
                 dataset.attrs["dtype"] = dtype
                 weight_map[paths[i]] = name

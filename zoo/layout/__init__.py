@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 
+from zoo.core.processes import DistributionError, check_initialized
 from zoo.layout.layout_map import (
     LayoutError,
     ZooLayoutMap,
@@ -37,7 +38,7 @@ from zoo.layout.rules import (
 )
 
 __all__ = [
-    "LayoutError", "ZooLayoutMap", "build_layout_map", "make_mesh", "validate",
+    "LayoutError", "DistributionError", "ZooLayoutMap", "build_layout_map", "make_mesh", "validate",
     "model_parallel", "check_distribution", "ShardRule", "MODEL", "column_parallel",
     "row_parallel", "embedding", "transformer_block_rules",
 ]
@@ -53,11 +54,16 @@ def model_parallel(layout_map: keras.distribution.LayoutMap) -> keras.distributi
 def check_distribution(model: Any) -> list[str]:
     """Check a just-built model against the active `keras.distribution`.
 
+    First, whatever the distribution: `DistributionError` when the environment
+    names a multi-process job (`KERAS_DISTRIBUTION_NUM_PROCESSES`) that this
+    process did not join with `keras.distribution.initialize()`.
     No distribution: nothing to do. A distribution on a backend other than
     jax: `LayoutError` (Keras would build the model unsharded there). A
+    layout map made for another class: `LayoutError`. A
     `ModelParallel` layout map: `validate`d against the model's variables
     and attention layers. Returns the report of large replicated variables.
     """
+    check_initialized()  # a job the environment names but this process did not join
     distribution = keras.distribution.distribution()
     if distribution is None:
         return []
@@ -67,6 +73,12 @@ def check_distribution(model: Any) -> list[str]:
     layout_map = getattr(distribution, "_layout_map", None)
     if layout_map is None:  # DataParallel: every variable replicated by design
         return []
+    mapped = getattr(layout_map, "owner", None)
+    if mapped is not None and mapped not in {c.__name__ for c in type(model).__mro__}:
+        raise LayoutError(
+            f"The layout map was made for {mapped}, and {owner} is being built under it: its "
+            f"rules name another model's layers. Fix: {owner}.get_layout_map(mesh) (a task "
+            "uses its backbone's map).")
     attention = [layer for layer in model._flatten_layers()
                  if hasattr(layer, "num_heads") and hasattr(layer, "query_dense")]
     return validate(layout_map, model.weights, attention, getattr(layout_map, "owner", owner))

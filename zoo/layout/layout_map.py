@@ -25,6 +25,7 @@ import keras
 
 from zoo.core.compiled_loop import backend_name, can_shard
 from zoo.core.errors import ZooError
+from zoo.core.processes import process_count
 from zoo.layout.rules import MODEL, ShardRule
 
 #: unmatched variables at least this big (and >= 1% of the model) are reported
@@ -134,11 +135,13 @@ def make_mesh(shape: tuple[int, ...] = (1, -1),
             raise LayoutError(f"Cannot fill the mesh {shape} with {len(devices)} devices.")
         shape = tuple(len(devices) // known if s == -1 else s for s in shape)
     if math.prod(shape) != len(devices):
+        jobs = process_count()
+        seen = f"the job's {jobs} processes have" if jobs > 1 else "this process sees"
         raise LayoutError(
-            f"A mesh of shape {shape} needs {math.prod(shape)} devices; this process "
-            f"sees {len(devices)} ({devices[:2]}...). Fix: choose a shape whose product "
+            f"A mesh of shape {shape} needs {math.prod(shape)} devices; {seen} "
+            f"{len(devices)} ({devices[:2]}...). Fix: choose a shape whose product "
             "is the device count (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
-            "simulates N devices)."
+            "simulates N devices per process)."
         )
     return keras.distribution.DeviceMesh(shape, list(axis_names), devices)
 
