@@ -70,6 +70,20 @@ def make_presets(work: Path) -> None:
                 ).save_to_preset(work / "opt_lm")
 
 
+def forward(model: Any, inputs: Any) -> Any:
+    """`model(inputs)` as one compiled jax computation. In a job, calling a
+    sharded model eagerly runs one small parallel computation per op, and two
+    of them can run their collectives in different orders on different
+    processes: CI hung that way (each process stuck in another layer norm)."""
+    import jax
+
+    def call(trainable: Any, non_trainable: Any, x: Any) -> Any:
+        return model.stateless_call(trainable, non_trainable, x)[0]
+
+    return jax.jit(call)([v.value for v in model.trainable_variables],
+                         [v.value for v in model.non_trainable_variables], inputs)
+
+
 def opt_run(directory: Path, host: Callable[[Any], np.ndarray]) -> tuple[Any, dict]:
     """OPT from `directory`: logits, greedy ids, `FIT_STEPS` losses, logits after.
 
@@ -79,12 +93,12 @@ def opt_run(directory: Path, host: Callable[[Any], np.ndarray]) -> tuple[Any, di
     lm.compile(optimizer=keras.optimizers.SGD(0.1),
                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                weighted_metrics=[])
-    out = {"logits": host(lm(INPUTS)),
+    out = {"logits": host(forward(lm, INPUTS)),
            "ids": np.asarray(lm.generate(INPUTS, max_new_tokens=8))}
     out["losses"] = np.array([
         float(np.ravel(lm.train_on_batch(INPUTS, TARGETS, sample_weight=INPUTS["padding_mask"]))[0])
         for _ in range(FIT_STEPS)])
-    out["logits_after_fit"] = host(lm(INPUTS))
+    out["logits_after_fit"] = host(forward(lm, INPUTS))
     return lm, out
 
 

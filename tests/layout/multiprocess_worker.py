@@ -40,6 +40,7 @@ from tests.layout.multiprocess_cases import (  # noqa: E402
     INPUTS,
     WHISPER_INPUTS,
     data_parallel_fit,
+    forward,
     opt_run,
 )
 
@@ -53,7 +54,7 @@ def main(work: Path, mesh_text: str, convert: bool) -> None:
     if convert:
         with zoo.layout.model_parallel(OPTBackbone.get_layout_map(mesh)).scope():
             converted = OPTBackbone.from_preset(work / "hf_opt")
-            result["converted"] = processes.host_value(converted(INPUTS))
+            result["converted"] = processes.host_value(forward(converted, INPUTS))
     with zoo.layout.model_parallel(OPTBackbone.get_layout_map(mesh)).scope():
         lm, opt = opt_run(work / "opt", host=processes.host_value)
         result.update({f"opt_{k}": v for k, v in opt.items()})
@@ -63,10 +64,10 @@ def main(work: Path, mesh_text: str, convert: bool) -> None:
         lm.save_to_preset(work / f"saved_{mesh_text.replace(',', 'x')}")
     with zoo.layout.model_parallel(BertBackbone.get_layout_map(mesh)).scope():
         bert = BertBackbone.from_preset(work / "bert")
-        result["bert"] = processes.host_value(bert(BERT_INPUTS)["sequence_output"])
+        result["bert"] = processes.host_value(forward(bert, BERT_INPUTS)["sequence_output"])
     with zoo.layout.model_parallel(WhisperBackbone.get_layout_map(mesh)).scope():
         whisper = WhisperBackbone.from_preset(work / "whisper")
-        out = whisper(WHISPER_INPUTS)
+        out = forward(whisper, WHISPER_INPUTS)
         result["whisper_encoder"] = processes.host_value(out["encoder_sequence_output"])
         result["whisper_decoder"] = processes.host_value(out["decoder_sequence_output"])
     name = f"result_{mesh_text.replace(',', 'x')}_{jax.process_index()}.npz"
