@@ -148,7 +148,6 @@ def _concat_padded(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 class PreprocessedBatches(keras.utils.PyDataset):
     """Batches of raw data, preprocessed on the fly (one Keras PyDataset)."""
-
     split_over_processes = False  # fit, evaluate: each process's rows (processes.local_part)
 
     def __init__(
