@@ -15,6 +15,13 @@ from zoo.cli_launch import launch
 
 pytestmark = pytest.mark.once
 
+
+@pytest.fixture(autouse=True)
+def _jax_job(monkeypatch):
+    """zoo launch refuses another KERAS_BACKEND: these run on whichever backend
+    pytest runs (make test: the first; a plain run: every one)."""
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+
 SHOW_ENV = ("import os; print(','.join(os.environ.get(k, '-') for k in ("
             "'KERAS_DISTRIBUTION_PROCESS_ID', 'KERAS_DISTRIBUTION_NUM_PROCESSES', "
             "'KERAS_DISTRIBUTION_JOB_ADDRESSES', 'KERAS_BACKEND', 'XLA_FLAGS', "

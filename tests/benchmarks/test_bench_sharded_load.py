@@ -1,6 +1,6 @@
 """Smoke test of zoo/benchmarks/bench_sharded_load.py: tiny model, 8 simulated devices,
-a bfloat16 preset (the float32 path differs only in not passing a dtype), and
-the conversion mode."""
+a bfloat16 preset (the float32 path differs only in not passing a dtype), the
+conversion mode, and the load in a job of 2 processes x 4 devices (zoo launch)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, "-m", MODULE, "--smoke", "--preset-dir", str(tmp_path / "preset"),
-         "--dtype", "bfloat16", "--modes", "unsharded,sharded,convert",
+         "--dtype", "bfloat16", "--modes", "unsharded,sharded,convert,sharded_2_processes",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
@@ -31,7 +31,16 @@ def test_bench_sharded_load_smoke(tmp_path: Path) -> None:
     assert workload["weight_bytes"] > 0 and workload["source_bytes"] > 0
     results = data["results"]
     # (sharded_build_then_assign, the comparison, runs in the full benchmark only)
-    assert list(results) == ["unsharded", "sharded", "convert"]
+    assert list(results) == ["unsharded", "sharded", "convert", "sharded_2_processes"]
+    job = results.pop("sharded_2_processes")
+    assert job["devices"] == 8 and len(job["processes"]) == 2, job
+    for process in job["processes"]:
+        assert process["local_devices"] == 4 and process["shards_equal_preset"] == 1.0
+        assert process["read_bytes"] >= workload["weight_bytes"]  # each read the preset
+        assert process["peak_over_own"] > 0
+    # mesh (2, 4): the two processes hold the same share (each has all 4 model shards)
+    assert job["processes"][0]["held_shard_bytes"] == job["processes"][1]["held_shard_bytes"] > 0
+    assert job["matches_unsharded"] is True
     for mode, result in results.items():
         assert result["devices"] == 8, mode
         assert result["load_s"] > 0 and result["peak_delta_mib"] >= 0

@@ -290,6 +290,8 @@ def launch_once(name: str, cmd: Sequence[str], *, keras_backend: str | None,
         return {"error": f"timed out after {timeout} s"}
     elapsed = time.perf_counter() - start
     for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("[0] "):  # a job started by `zoo launch`: process 0's line
+            line = line[4:]
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX):])
             result["worker_wall_s"] = elapsed

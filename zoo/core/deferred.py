@@ -74,7 +74,9 @@ def materialize(variable: keras.Variable, array: Any) -> None:
     distribution = keras.distribution.distribution()
     layout = distribution.get_variable_layout(variable) if distribution is not None else None
     if layout is not None and can_shard():
-        value = keras.distribution.distribute_tensor(array, layout)
+        from zoo.core import processes
+
+        value = processes.place(array, layout)
     else:
         value = variable._convert_to_tensor(array, dtype=variable.dtype)
     variable._initialize(value)
