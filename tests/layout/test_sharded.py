@@ -100,6 +100,36 @@ def test_opt_model_parallel_equals_unsharded(opt_reference, shape):
         assert_shardings_follow_the_map(lm.backbone, layout_map)  # still sharded after fit
 
 
+def per_device_bytes(arrays) -> dict:
+    """Bytes the shards of `arrays` take on each device (jax's CPU devices
+    keep no memory statistics: counted from the arrays' own shards)."""
+    out: dict = {}
+    for array in arrays:
+        for shard in array.addressable_shards:
+            out[shard.device] = out.get(shard.device, 0) + shard.data.nbytes
+    return out
+
+
+@pytest.mark.parametrize("shape, spec", [((2, 4), ("batch", "model", None, None)),
+                                         ((1, 8), (None, "model", None, None))])
+def test_generation_cache_is_sharded_by_heads_and_rows(opt_reference, shape, spec):
+    """Issue 24: the key/value cache is split by heads along the model axis and
+    by rows along the batch axis when it is made and after every step, so each
+    of the 8 devices holds 1/8 of it (the README's per-device cache column)."""
+    layout_map = OPTBackbone.get_layout_map(zoo.layout.make_mesh(shape))
+    with zoo.layout.model_parallel(layout_map).scope():
+        backbone = OPTBackbone.from_preset(opt_reference["dir"])
+        cache = backbone.init_cache(2, 16)
+        _, stepped = backbone.call_with_cache(INPUTS["token_ids"], np.ones((2, 16), "int32"),
+                                              cache, 0)
+    for state in (cache, stepped):
+        arrays = [a for pair in state for a in pair]
+        for array in arrays:
+            assert tuple(array.sharding.spec) + (None,) * (4 - len(array.sharding.spec)) == spec
+        total = sum(a.nbytes for a in arrays)
+        assert set(per_device_bytes(arrays).values()) == {total // 8}, per_device_bytes(arrays)
+
+
 def test_opt_data_parallel_equals_unsharded(opt_reference):
     with keras.distribution.DataParallel().scope():
         lm = causal_lm(opt_reference["dir"])

@@ -14,7 +14,9 @@ the difference against the reference, as `zoo convert` does.
 from __future__ import annotations
 
 import shutil
+import weakref
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -54,18 +56,40 @@ def check_converts(module: str, kind: str, source: Path, output: Path, dtype: st
 
     from zoo.core.preset_io import read_metadata
 
+    from zoo.core import deferred
+
     fmt = CONVERSIONS[module][kind]
     converter = importlib.import_module(module)
     held: set[str] = set()
+    streamed: list[bool] = []
+    alive: list[Any] = []  # weak references to the arrays computed for writing
+    most_alive = [0]
 
     def spy(directory, **parts):
         model = parts.get("task") or parts.get("backbone")
         held.update(v.dtype for v in model.weights if "float" in v.dtype)
+        # streamed (issue 24): no backbone weight holds a value; each is computed
+        # from the checkpoint when the writer reaches it
+        streamed.append(all(deferred.is_deferred(v) and deferred.has_later_value(v)
+                            for v in getattr(model, "backbone", model).weights))
         return original(directory, **parts)
 
-    original = converter.write_preset
-    with mock.patch.object(converter, "write_preset", spy):
+    def one_at_a_time(variable):
+        value = later_value(variable)
+        if value is not None:
+            alive[:] = [r for r in alive if r() is not None]
+            most_alive[0] = max(most_alive[0], len(alive) + 1)
+            alive.append(weakref.ref(value))
+        return value
+
+    original, later_value = converter.write_preset, deferred.later_value
+    with mock.patch.object(converter, "write_preset", spy), \
+            mock.patch.object(deferred, "later_value", one_at_a_time), \
+            mock.patch.object(deferred, "materialize", side_effect=AssertionError(
+                "a converter gave a weight its value in memory")):
         getattr(converter, fmt.convert)(source, output, str(source), dtype=dtype)
+    assert streamed == [True]
+    assert most_alive[0] == 1  # the writer let go of each weight before the next
     if stored is not None:
         assert held == {stored}
         assert preset_dtypes(output) == {stored}

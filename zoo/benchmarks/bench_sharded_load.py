@@ -138,7 +138,7 @@ def run_worker(args: argparse.Namespace) -> int:
             backbone = OPTBackbone.from_preset(directory, **dtype)
         else:
             with zoo.layout.model_parallel(layout_map).scope():
-                if args.worker == "sharded":
+                if args.worker in ("sharded", "sharded_2_processes"):
                     backbone = OPTBackbone.from_preset(directory, **dtype)
                 else:
                     backbone = OPTBackbone.from_preset(directory, load_weights=False, **dtype)
@@ -395,7 +395,8 @@ def table(data: dict[str, Any]) -> str:
                      "'output = unsharded' means each process's shards equal the preset's "
                      "arrays\n")
         lines += ["| process | shards held (MiB) | peak RSS - RSS before (MiB) | peak / own "
-                  "| anonymous peak / own | read / preset bytes |", "|---|---:|---:|---:|---:|---:|"]
+                  "| anonymous peak / own | read / preset bytes |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for i, r in enumerate(job["processes"]):
             lines.append(f"| {i} | {r['held_shard_bytes'] / 2**20:.0f} | "
                          f"{r['peak_delta_mib']:.0f} | **{r['peak_over_own']:.2f}x** | "

@@ -14,6 +14,11 @@ variable's shards (`keras.distribution.distribute_tensor`), so no device
 ever holds the whole model. The same abstract build lets zoo check a layout
 map against the model's real variable paths before anything is placed.
 
+Converting a checkpoint goes one step further (`streamed_values()`): the
+converter records for each deferred variable how to compute its value from
+the (memory-mapped) source, and the preset writer computes, casts and writes
+one weight at a time, so the converted model never exists in memory.
+
 Keras has no public API for "create this variable from this value later":
 this module is the only place that reaches into Keras' variable internals
 (pinned Keras version; `tests/core/test_deferred.py` covers every backend).
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import contextlib
+import threading
 from typing import Any, TypeVar
 
 import keras
@@ -33,6 +39,47 @@ from zoo.core.compiled_loop import can_shard
 T = TypeVar("T")
 
 _PENDING = "uninitialized_variables"
+
+
+_streaming = threading.local()
+_LATER = "_zoo_value_later"
+
+
+@contextlib.contextmanager
+def streamed_values() -> Iterator[None]:
+    """Inside, converters' `port_weight` does not give a deferred variable
+    its value: it records how to compute it (`value_later`), and
+    `zoo.core.weights_io.save_weights` computes each one as it writes it.
+    The model can be written but not run: its weights stay deferred."""
+    previous = getattr(_streaming, "on", False)
+    _streaming.on = True
+    try:
+        yield
+    finally:
+        _streaming.on = previous
+
+
+def streaming() -> bool:
+    """Whether a `streamed_values()` block is active in this thread."""
+    return getattr(_streaming, "on", False)
+
+
+def value_later(variable: keras.Variable, compute: Callable[[], Any]) -> None:
+    """Record `compute` (no arguments, returns the variable's array) as the
+    value of the deferred `variable`, computed when the preset is written."""
+    object.__setattr__(variable, _LATER, compute)
+
+
+def has_later_value(variable: keras.Variable) -> bool:
+    """Whether `value_later` recorded a value for `variable`."""
+    return getattr(variable, _LATER, None) is not None
+
+
+def later_value(variable: keras.Variable) -> Any:
+    """The array recorded by `value_later` for `variable`, computed now; None
+    when nothing was recorded."""
+    compute = getattr(variable, _LATER, None)
+    return None if compute is None else compute()
 
 
 def is_deferred(variable: keras.Variable) -> bool:
@@ -86,7 +133,7 @@ def materialize(variable: keras.Variable, array: Any) -> None:
 def initialize_rest(variables: list[keras.Variable]) -> None:
     """Initialize, with their own initializers, the variables still deferred."""
     for variable in variables:
-        if is_deferred(variable):
+        if is_deferred(variable) and not has_later_value(variable):
             variable._deferred_initialize()
 
 
@@ -99,7 +146,8 @@ def require_values(model: Any, variables: list[keras.Variable], source: str) -> 
     from zoo.core.errors import ConversionError
 
     weights = {id(v) for v in model.weights}
-    left = [v.path for v in variables if id(v) in weights and is_deferred(v)]
+    left = [v.path for v in variables
+            if id(v) in weights and is_deferred(v) and not has_later_value(v)]
     if left:
         raise ConversionError(
             f"{source} gave no value to {left[:5]}{' ...' if len(left) > 5 else ''}. "

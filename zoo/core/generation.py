@@ -44,6 +44,7 @@ from keras import ops
 
 from zoo import samplers
 from zoo.core.compiled_loop import CompiledStep, compile_step, has_compiled_loops
+from zoo.core.processes import host_value
 
 Forward = Callable[[Any, Any, Any, Any, Any], tuple[Any, Any]]
 
@@ -273,7 +274,7 @@ class Generator:
         if stream is None and "loop" in steps:
             out, state, extra = steps["loop"](tokens, mask, cache, context, stops_, fill_,
                                               seed_, params)
-            return Generated(np.asarray(ops.convert_to_numpy(out), "int32"),
+            return Generated(np.asarray(host_value(out), "int32"),
                              _to_numpy(state), _to_numpy(extra))
         batch, length = tokens.shape
         max_new = mask.shape[1] - length
@@ -287,7 +288,7 @@ class Generator:
                 token, done_t, state, cache = steps["decode"](
                     token, mask, cache, np.int32(length + i - 1), np.int32(i), done_t, state,
                     context, stops_, fill_, seed_, params)
-            new = np.asarray(ops.convert_to_numpy(token), "int32")
+            new = np.asarray(host_value(token), "int32")
             out[:, i] = new
             done |= np.isin(new, stops_)
             if stream is not None:
@@ -355,8 +356,8 @@ class Generator:
         values, indices, cache, extra = steps["prefill"](
             tokens[rows], mask_t, new_cache(batch * beams), rule.beam_state(sequences), context)
         for i in range(max_new):
-            values = np.asarray(ops.convert_to_numpy(values), "float64").reshape(batch, beams, -1)
-            indices = np.asarray(ops.convert_to_numpy(indices), "int64").reshape(batch, beams, -1)
+            values = np.asarray(host_value(values), "float64").reshape(batch, beams, -1)
+            indices = np.asarray(host_value(indices), "int64").reshape(batch, beams, -1)
             parents = np.zeros((batch, beams), "int64")
             chosen = np.full((batch, beams), fill, "int32")
             kept_scores = np.full((batch, beams), -np.inf)
@@ -412,4 +413,4 @@ def _stopped(token: Any, done: Any, stops: Any, fill: Any) -> tuple[Any, Any]:
 
 
 def _to_numpy(tree: Any) -> Any:
-    return keras.tree.map_structure(lambda t: np.asarray(ops.convert_to_numpy(t)), tree)
+    return keras.tree.map_structure(lambda t: np.asarray(host_value(t)), tree)

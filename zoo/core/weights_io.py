@@ -147,6 +147,8 @@ def save_weights(
         storage_dtype: write floating-point weights in this dtype (one of
             `STORAGE_DTYPES`, cast one tensor at a time); None: as they are.
     """
+    from zoo.core import deferred
+
     paths = _unique_paths(variables)
     dtypes = [numpy_dtype(stored_dtype(v.dtype, storage_dtype)) for v in variables]
     shards: list[list[int]] = [[]]
@@ -169,9 +171,12 @@ def save_weights(
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             for i in members:
-                data, dtype = _to_storable(
-                    processes.host_value(variables[i]).astype(dtypes[i], copy=False))
+                later = deferred.later_value(variables[i])  # a streamed conversion
+                value = processes.host_value(variables[i]) if later is None else later
+                data, dtype = _to_storable(np.asarray(value).astype(dtypes[i], copy=False))
+                del value, later
                 dataset = f.create_dataset(paths[i], data=data)
+                del data  # (a streamed conversion holds one weight at a time)
                 dataset.attrs["dtype"] = dtype
                 weight_map[paths[i]] = name
     if len(names) == 1:

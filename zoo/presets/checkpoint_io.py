@@ -296,7 +296,13 @@ def port_weight(variable: object, array: np.ndarray, *, transpose: bool = False,
         )
     from zoo.core import deferred
 
-    array = array.astype(numpy_dtype(variable.dtype))
+    dtype = numpy_dtype(variable.dtype)
+    if deferred.is_deferred(variable) and deferred.streaming():
+        # cast when the preset writer reaches it: a memory-mapped source is
+        # read one tensor at a time, and only then
+        deferred.value_later(variable, lambda: array.astype(dtype))
+        return
+    array = array.astype(dtype)
     if deferred.is_deferred(variable):  # built by deferred.abstract_build: no value yet
         deferred.materialize(variable, array)
     else:

@@ -13,6 +13,7 @@ from zoo.layers import activations
 from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from zoo.layers.transformer_decoder import TransformerDecoderLayer
 from zoo.layers.transformer_encoder import TransformerEncoderLayer
+from zoo.layout.activations import CACHE_AXES, HIDDEN_AXES, shard_activation
 
 
 def decoder_position_ids(padding_mask: Any) -> Any:
@@ -198,8 +199,9 @@ class WhisperBackbone(Backbone):
     def init_cache(self, batch_size: int, max_length: int) -> tuple:
         """An empty self-attention cache: one `(keys, values)` pair of zeros per layer."""
         shape = self.cache_shape(batch_size, max_length)
-        return tuple((ops.zeros(shape, self.compute_dtype), ops.zeros(shape, self.compute_dtype))
-                     for _ in range(self.num_decoder_layers))
+        # sharded generation: heads along the model axis, rows along the batch axis
+        return tuple(tuple(shard_activation(ops.zeros(shape, self.compute_dtype), CACHE_AXES)
+                           for _ in range(2)) for _ in range(self.num_decoder_layers))
 
     def call_decoder_with_cache(self, token_ids: Any, padding_mask: Any, cache: Any,
                                 cross_key_values: Any, cache_update_index: Any) -> tuple:
@@ -218,13 +220,13 @@ class WhisperBackbone(Backbone):
         batch, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
         positions = ops.slice(decoder_position_ids(padding_mask), (0, cache_update_index),
                               (batch, length))
-        x = self._embed_tokens(token_ids, positions)
+        x = shard_activation(self._embed_tokens(token_ids, positions), HIDDEN_AXES)
         caches = []
         for i, layer in enumerate(self.decoder_layers):
             x, layer_cache = layer(x, padding_mask=padding_mask, cache=cache[i],
                                    cache_update_index=cache_update_index,
                                    cross_key_value=cross_key_values[i])
-            caches.append(layer_cache)
+            caches.append(tuple(shard_activation(c, CACHE_AXES) for c in layer_cache))
         return self.decoder_layer_norm(x), tuple(caches)
 
     # -- sharding -------------------------------------------------------------

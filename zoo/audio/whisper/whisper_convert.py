@@ -7,6 +7,7 @@ files are all read into transformers' names first (`whisper_checkpoints.py`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -124,31 +125,33 @@ def _convert(config: dict[str, Any], arrays: dict[str, np.ndarray], source: Path
 
     weights = WeightReader(arrays, str(source))
     storage = weights.storage_dtype(dtype)
-    # Built in the storage dtype without random values (no float32 copy of a
-    # 16-bit checkpoint); every weight gets the checkpoint's.
-    backbone, created = deferred.abstract_build(
-        lambda: WhisperBackbone(**convert_backbone_config(config), dtype=storage))
-    port_backbone(backbone, weights)
-    deferred.require_values(backbone, created, str(source))
-    if int8:
-        _keep_int8(backbone, int8)
-    for tied in ("proj_out.weight", "model.decoder.proj_out.weight"):
-        if tied in weights:  # the output projection is the token embedding
-            if not np.array_equal(weights.take(tied), weights.take(
-                    "model.decoder.embed_tokens.weight")):
-                raise ConversionError(f"{source}: {tied} differs from the token embedding; "
-                                      "zoo's Whisper ties them as every released model does.")
-    unused = weights.unused()
-    if unused:
-        raise ConversionError(
-            f"{source} has weights the converted model would drop: {unused[:5]}.")
-    preprocessor = None
-    if tokenizer_dir is not None:
-        preprocessor = _preprocessor(tokenizer_dir, backbone)
-        check_fits_embedding(preprocessor.tokenizer, backbone.vocabulary_size, str(source))
-    task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
-    write_preset(output, task=task, source=handle, storage_dtype=storage,
-                 config_dtype="float32")
+    # Built in the storage dtype without values; each weight is read, ported
+    # and written one at a time (deferred.streamed_values), except for an int8
+    # checkpoint, whose model is quantized in memory before it is written.
+    with contextlib.nullcontext() if int8 else deferred.streamed_values():
+        backbone, created = deferred.abstract_build(
+            lambda: WhisperBackbone(**convert_backbone_config(config), dtype=storage))
+        port_backbone(backbone, weights)
+        deferred.require_values(backbone, created, str(source))
+        if int8:
+            _keep_int8(backbone, int8)
+        for tied in ("proj_out.weight", "model.decoder.proj_out.weight"):
+            if tied in weights:  # the output projection is the token embedding
+                if not np.array_equal(weights.take(tied), weights.take(
+                        "model.decoder.embed_tokens.weight")):
+                    raise ConversionError(f"{source}: {tied} differs from the token embedding; "
+                                          "zoo's Whisper ties them as every released model does.")
+        unused = weights.unused()
+        if unused:
+            raise ConversionError(
+                f"{source} has weights the converted model would drop: {unused[:5]}.")
+        preprocessor = None
+        if tokenizer_dir is not None:
+            preprocessor = _preprocessor(tokenizer_dir, backbone)
+            check_fits_embedding(preprocessor.tokenizer, backbone.vocabulary_size, str(source))
+        task = WhisperAudioToText(backbone, preprocessor=preprocessor, **generation)
+        write_preset(output, task=task, source=handle, storage_dtype=storage,
+                     config_dtype="float32")
 
 
 def _keep_int8(backbone: WhisperBackbone, int8: dict[str, tuple[np.ndarray, np.ndarray]]

@@ -208,9 +208,10 @@ def convert_diffusers(source: str | Path, output: str | Path, handle: str,
     source = Path(source)
     configs, weights = read_diffusers_folder(source)
     storage = storage_dtype((a for arrays in weights.values() for a in arrays.values()), dtype)
-    backbone = build_backbone(configs, weights, str(source), storage)
-    _write(backbone, _tokenizer(source, backbone, str(source)), configs["scheduler"],
-           Path(output), handle, storage)
+    with deferred.streamed_values():  # each weight read, ported and written in turn
+        backbone = build_backbone(configs, weights, str(source), storage)
+        _write(backbone, _tokenizer(source, backbone, str(source)), configs["scheduler"],
+               Path(output), handle, storage)
 
 
 def read_single_file(path: Path) -> dict[str, np.ndarray]:
@@ -257,9 +258,10 @@ def convert_single_file(source: str | Path, output: str | Path, handle: str,
                    "vae": dict(SD_V1_VAE_CONFIG), "scheduler": {}}
     weights = original_to_diffusers(state, unet_layout(configs["unet"]),
                                     vae_layout(configs["vae"]), str(source))
-    backbone = build_backbone(configs, weights, str(source), storage)
-    _write(backbone, _tokenizer(config_dir, backbone, str(source)), configs["scheduler"],
-           Path(output), handle, storage)
+    with deferred.streamed_values():  # each weight read, ported and written in turn
+        backbone = build_backbone(configs, weights, str(source), storage)
+        _write(backbone, _tokenizer(config_dir, backbone, str(source)), configs["scheduler"],
+               Path(output), handle, storage)
 
 
 def _verification_inputs(backbone: Any) -> dict[str, np.ndarray]:

@@ -180,46 +180,49 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
     storage = weights.storage_dtype(dtype)
-    # Built in the storage dtype without random values (no float32 copy of a
-    # 16-bit checkpoint); every weight gets the checkpoint's.
-    backbone, created = deferred.abstract_build(
-        lambda: BertBackbone(**convert_backbone_config(hf_config), dtype=storage))
-    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
-    port_backbone(backbone, weights, prefix)
-    deferred.initialize_rest(created)  # the pooler, when the checkpoint has none
-    tokenizer = convert_tokenizer(source)
-    check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
-    sequence_length = min(hf_config.get("max_position_embeddings", 512), 512)
-    architectures = hf_config.get("architectures") or []
-    st_head = _sentence_transformers_head(source)
-    task = None
-    if "BertForSequenceClassification" in architectures:
-        num_classes = hf_config.get("num_labels") or len(hf_config.get("id2label", {})) or 2
-        dropout = hf_config.get("classifier_dropout") or hf_config.get("hidden_dropout_prob", 0.1)
-        task = BertTextClassifier(backbone, num_classes=num_classes, dropout=dropout,
-                                  preprocessor=BertPreprocessor(tokenizer, sequence_length))
-        port_classifier(task, weights)
-    elif {"BertForMaskedLM", "BertForPreTraining"} & set(architectures):
-        from zoo.nlp.bert.bert_masked_lm_preprocessor import BertMaskedLMPreprocessor
+    # Built in the storage dtype without values; each weight is read, ported
+    # and written one at a time (deferred.streamed_values).
+    with deferred.streamed_values():
+        backbone, created = deferred.abstract_build(
+            lambda: BertBackbone(**convert_backbone_config(hf_config), dtype=storage))
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
+        port_backbone(backbone, weights, prefix)
+        deferred.initialize_rest(created)  # the pooler, when the checkpoint has none
+        tokenizer = convert_tokenizer(source)
+        check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
+        sequence_length = min(hf_config.get("max_position_embeddings", 512), 512)
+        architectures = hf_config.get("architectures") or []
+        st_head = _sentence_transformers_head(source)
+        task = None
+        if "BertForSequenceClassification" in architectures:
+            num_classes = hf_config.get("num_labels") or len(hf_config.get("id2label", {})) or 2
+            dropout = (hf_config.get("classifier_dropout")
+                       or hf_config.get("hidden_dropout_prob", 0.1))
+            task = BertTextClassifier(backbone, num_classes=num_classes, dropout=dropout,
+                                      preprocessor=BertPreprocessor(tokenizer, sequence_length))
+            port_classifier(task, weights)
+        elif {"BertForMaskedLM", "BertForPreTraining"} & set(architectures):
+            from zoo.nlp.bert.bert_masked_lm_preprocessor import BertMaskedLMPreprocessor
 
-        task = BertMaskedLM(backbone, BertMaskedLMPreprocessor(tokenizer, sequence_length))
-        port_masked_lm(task, weights)
-        for name in weights.unused():  # next-sentence head of BertForPreTraining
-            if name.startswith("cls.seq_relationship."):
-                weights.take(name)
-    elif st_head is not None:
-        sequence_length = min(st_head.pop("sequence_length") or sequence_length, sequence_length)
-        task = BertTextEmbedder(backbone, BertPreprocessor(tokenizer, sequence_length),
-                                **st_head)
-    preprocessor = task.preprocessor if task else BertPreprocessor(tokenizer, sequence_length)
-    unused = [n for n in weights.unused() if not n.endswith("position_ids")]
-    if unused:
-        raise ConversionError(
-            f"{source} has weights the converted model would drop: {unused[:5]}. "
-            "Its architecture is not one zoo's BERT supports yet."
-        )
-    write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task,
-                 source=handle, storage_dtype=storage, config_dtype="float32")
+            task = BertMaskedLM(backbone, BertMaskedLMPreprocessor(tokenizer, sequence_length))
+            port_masked_lm(task, weights)
+            for name in weights.unused():  # next-sentence head of BertForPreTraining
+                if name.startswith("cls.seq_relationship."):
+                    weights.take(name)
+        elif st_head is not None:
+            sequence_length = min(st_head.pop("sequence_length") or sequence_length,
+                                  sequence_length)
+            task = BertTextEmbedder(backbone, BertPreprocessor(tokenizer, sequence_length),
+                                    **st_head)
+        preprocessor = task.preprocessor if task else BertPreprocessor(tokenizer, sequence_length)
+        unused = [n for n in weights.unused() if not n.endswith("position_ids")]
+        if unused:
+            raise ConversionError(
+                f"{source} has weights the converted model would drop: {unused[:5]}. "
+                "Its architecture is not one zoo's BERT supports yet."
+            )
+        write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task,
+                     source=handle, storage_dtype=storage, config_dtype="float32")
 
 
 VERIFY_SENTENCES = [

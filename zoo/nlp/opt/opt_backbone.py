@@ -11,6 +11,7 @@ from zoo import layout
 from zoo.core.backbone import Backbone
 from zoo.layers.embeddings import TokenEmbedding
 from zoo.layers.transformer_decoder import TransformerDecoderLayer
+from zoo.layout.activations import CACHE_AXES, HIDDEN_AXES, shard_activation
 
 #: OPT's position table starts with 2 unused rows (fairseq's padding offset).
 POSITION_OFFSET = 2
@@ -161,8 +162,9 @@ class OPTBackbone(Backbone):
     def init_cache(self, batch_size: int, max_length: int) -> tuple:
         """An empty cache: one `(keys, values)` pair of zeros per layer."""
         shape = self.cache_shape(batch_size, max_length)
-        return tuple((ops.zeros(shape, self.compute_dtype), ops.zeros(shape, self.compute_dtype))
-                     for _ in range(self.num_layers))
+        # sharded generation: heads along the model axis, rows along the batch axis
+        return tuple(tuple(shard_activation(ops.zeros(shape, self.compute_dtype), CACHE_AXES)
+                           for _ in range(2)) for _ in range(self.num_layers))
 
     def call_with_cache(self, token_ids: Any, padding_mask: Any, cache: Any,
                         cache_update_index: Any) -> tuple[Any, Any]:
@@ -185,12 +187,12 @@ class OPTBackbone(Backbone):
         x = self.token_embedding(token_ids)
         if self.project_in is not None:
             x = self.project_in(x)
-        x = x + self.position_embedding(positions)
+        x = shard_activation(x + self.position_embedding(positions), HIDDEN_AXES)
         caches = []
         for i, layer in enumerate(self.transformer_layers):
             x, layer_cache = layer(x, padding_mask=padding_mask, cache=cache[i],
                                    cache_update_index=cache_update_index)
-            caches.append(layer_cache)
+            caches.append(tuple(shard_activation(c, CACHE_AXES) for c in layer_cache))
         if self.output_layer_norm is not None:
             x = self.output_layer_norm(x)
         if self.project_out is not None:

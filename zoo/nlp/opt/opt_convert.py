@@ -98,32 +98,34 @@ def convert_transformers(source: Path, output: Path, handle: str, dtype: str = "
     hf_config = json.loads((source / "config.json").read_text())
     weights = WeightReader(read_transformers_weights(source), str(source))
     storage = weights.storage_dtype(dtype)
-    # Built in the storage dtype without random values (no float32 copy of a
-    # 16-bit checkpoint); every weight gets the checkpoint's.
-    backbone, created = deferred.abstract_build(
-        lambda: OPTBackbone(**convert_backbone_config(hf_config), dtype=storage))
-    prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in weights else "decoder."
-    port_backbone(backbone, weights, prefix)
-    deferred.require_values(backbone, created, str(source))
-    if "lm_head.weight" in weights:  # tied to embed_tokens in every released OPT
-        if not np.array_equal(weights.take("lm_head.weight"),
-                              weights.take(f"{prefix}embed_tokens.weight")):
+    # Built in the storage dtype without values; each weight is read, ported
+    # and written one at a time (deferred.streamed_values): the converted
+    # model is never held in memory.
+    with deferred.streamed_values():
+        backbone, created = deferred.abstract_build(
+            lambda: OPTBackbone(**convert_backbone_config(hf_config), dtype=storage))
+        prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in weights else "decoder."
+        port_backbone(backbone, weights, prefix)
+        deferred.require_values(backbone, created, str(source))
+        if "lm_head.weight" in weights:  # tied to embed_tokens in every released OPT
+            if not np.array_equal(weights.take("lm_head.weight"),
+                                  weights.take(f"{prefix}embed_tokens.weight")):
+                raise ConversionError(
+                    f"{source}: lm_head.weight differs from the token embedding "
+                    "(tie_word_embeddings=False); zoo's OPT ties them as every released OPT does.")
+        unused = weights.unused()
+        if unused:
             raise ConversionError(
-                f"{source}: lm_head.weight differs from the token embedding "
-                "(tie_word_embeddings=False); zoo's OPT ties them as every released OPT does.")
-    unused = weights.unused()
-    if unused:
-        raise ConversionError(
-            f"{source} has weights the converted model would drop: {unused[:5]}.")
-    preprocessor = None
-    if any((source / name).is_file() for name in ("vocab.json", "tokenizer.json")):
-        tokenizer = OPTTokenizer.from_huggingface(source)
-        check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
-        preprocessor = OPTCausalLMPreprocessor(
-            tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
-    task = OPTCausalLM(backbone, preprocessor=preprocessor)
-    write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle,
-                 storage_dtype=storage, config_dtype="float32")
+                f"{source} has weights the converted model would drop: {unused[:5]}.")
+        preprocessor = None
+        if any((source / name).is_file() for name in ("vocab.json", "tokenizer.json")):
+            tokenizer = OPTTokenizer.from_huggingface(source)
+            check_fits_embedding(tokenizer, backbone.vocabulary_size, str(source))
+            preprocessor = OPTCausalLMPreprocessor(
+                tokenizer, sequence_length=min(backbone.max_sequence_length, 1024))
+        task = OPTCausalLM(backbone, preprocessor=preprocessor)
+        write_preset(output, backbone=backbone, preprocessor=preprocessor, task=task, source=handle,
+                     storage_dtype=storage, config_dtype="float32")
 
 
 def compare_with_transformers(preset_dir: Path, source: Path) -> float:

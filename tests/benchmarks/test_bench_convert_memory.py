@@ -1,0 +1,35 @@
+"""Smoke test of zoo/benchmarks/bench_convert_memory.py: a tiny float16 OPT in
+several safetensors shards, converted streaming in a fresh process, measured,
+then checked against transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODULE = "zoo.benchmarks.bench_convert_memory"
+
+
+@pytest.mark.once
+def test_bench_convert_memory_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", MODULE, "--smoke", "--source-dir", str(tmp_path / "source"),
+         "--wait-idle", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    workload, result = data["workload"], data["results"]["convert"]
+    assert workload["smoke"] is True and workload["dtype"] == "float16"
+    assert workload["shards"] >= 2  # an index and several files, as large checkpoints are
+    assert workload["largest_shard_bytes"] < workload["source_bytes"]
+    assert result["max_abs_diff_vs_transformers"] <= 1e-4
+    assert result["peak_delta_mib"] >= 0 and result["anon_peak_delta_mib"] >= 0
+    # stored as its source stores it (float16), plus the format's overhead
+    assert 1.0 <= result["preset_over_source"] < 1.5, result
+    assert "| convert (s) |" in proc.stdout
