@@ -50,7 +50,10 @@ def streamed_values() -> Iterator[None]:
     """Inside, converters' `port_weight` does not give a deferred variable
     its value: it records how to compute it (`value_later`), and
     `zoo.core.weights_io.save_weights` computes each one as it writes it.
-    The model can be written but not run: its weights stay deferred."""
+    The model can be written but not run: its weights stay deferred, and
+    assigning one afterwards does not reach the preset (on torch and
+    tensorflow the assignment goes to a placeholder): change the array before
+    `port_weight` instead."""
     previous = getattr(_streaming, "on", False)
     _streaming.on = True
     try:
