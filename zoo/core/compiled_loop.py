@@ -224,12 +224,19 @@ def static_shapes() -> Iterator[None]:
     """Within the block, layers trace graphs whose shapes follow only the
     inputs' shapes (no packing of real tokens): what exported graphs need,
     since ONNX and LiteRT runtimes plan memory from shapes."""
-    before = getattr(_STATIC_SHAPES, "on", False)
-    _STATIC_SHAPES.on = True
+    with switched_on(_STATIC_SHAPES):
+        yield
+
+
+@contextlib.contextmanager
+def switched_on(flag: threading.local) -> Iterator[None]:
+    """`flag.on` is True in this thread within the block, as before after it."""
+    before = getattr(flag, "on", False)
+    flag.on = True
     try:
         yield
     finally:
-        _STATIC_SHAPES.on = before
+        flag.on = before
 
 
 def keras_jit_needs_static_shapes() -> bool:

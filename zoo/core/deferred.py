@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import keras
 from keras.src.backend.common import global_state
 
-from zoo.core.compiled_loop import can_shard
+from zoo.core.compiled_loop import can_shard, switched_on
 
 T = TypeVar("T")
 
@@ -54,12 +54,8 @@ def streamed_values() -> Iterator[None]:
     assigning one afterwards does not reach the preset (on torch and
     tensorflow the assignment goes to a placeholder): change the array before
     `port_weight` instead."""
-    previous = getattr(_streaming, "on", False)
-    _streaming.on = True
-    try:
+    with switched_on(_streaming):
         yield
-    finally:
-        _streaming.on = previous
 
 
 def streaming() -> bool:

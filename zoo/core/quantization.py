@@ -36,6 +36,7 @@ from typing import Any
 import keras
 
 from zoo.core.errors import InputError
+from zoo.utils.dtypes import numpy_dtype
 
 #: the modes Keras quantizes without calibration data
 MODES = ("int8", "int4", "float8")
@@ -166,11 +167,10 @@ def fewer_collections(filters: Any) -> Iterator[Any]:
 
 def _bytes(variable: Any) -> int:
     """The bytes `variable` holds, from its shape and dtype."""
-    digits = "".join(c for c in keras.backend.standardize_dtype(variable.dtype) if c.isdigit())
     count = 1
     for dim in variable.shape:
         count *= int(dim)
-    return count * max(1, int(digits or 8) // 8)
+    return count * numpy_dtype(keras.backend.standardize_dtype(variable.dtype)).itemsize
 
 
 def quantized_by_default(layer: keras.Layer, parts: tuple[str, ...] = ()) -> bool:
