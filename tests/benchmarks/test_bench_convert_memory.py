@@ -1,6 +1,7 @@
-"""Smoke test of zoo/benchmarks/bench_convert_memory.py: a tiny float16 OPT in
-several safetensors shards, converted streaming in a fresh process, measured,
-then checked against transformers."""
+"""Smoke test of zoo/benchmarks/bench_convert_memory.py: a tiny float16 OPT and
+Whisper in several safetensors shards, and a tiny diffusers Stable Diffusion
+folder, each converted streaming in a fresh process, measured, then checked
+against its reference library."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ MODULE = "zoo.benchmarks.bench_convert_memory"
 
 
 @pytest.mark.once
-def test_bench_convert_memory_smoke(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["opt", "whisper", "stable_diffusion"])
+def test_bench_convert_memory_smoke(tmp_path: Path, family: str) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, "-m", MODULE, "--smoke", "--source-dir", str(tmp_path / "source"),
+        [sys.executable, "-m", MODULE, "--smoke", "--family", family, "--source-dir", str(tmp_path / "source"),
          "--wait-idle", "0", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
@@ -26,10 +28,12 @@ def test_bench_convert_memory_smoke(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     workload, result = data["workload"], data["results"]["convert"]
     assert workload["smoke"] is True and workload["dtype"] == "float16"
+    assert workload["family"] == family
     assert workload["shards"] >= 2  # an index and several files, as large checkpoints are
     assert workload["largest_shard_bytes"] < workload["source_bytes"]
-    assert result["max_abs_diff_vs_transformers"] <= 1e-4
+    assert result["max_abs_diff_vs_reference"] <= 1e-4
     assert result["peak_delta_mib"] >= 0 and result["anon_peak_delta_mib"] >= 0
     # stored as its source stores it (float16), plus the format's overhead
-    assert 1.0 <= result["preset_over_source"] < 1.5, result
+    # (large at this size: a tiny Whisper's 127 KB become 217 KB; 1.00x at 1.5 GB)
+    assert 1.0 <= result["preset_over_source"] < 2.0, result
     assert "| convert (s) |" in proc.stdout

@@ -82,3 +82,58 @@ def test_weight_reader_tracks_use_and_aliases():
     assert reader.unused() == ["b"]
     with pytest.raises(ConversionError, match="lacks the weight 'c'"):
         reader.take("c")
+
+
+def _rss_file_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.once
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_release_mapped_pages_unmaps_the_source_and_keeps_arrays_readable(tmp_path):
+    from safetensors.numpy import save_file
+
+    from zoo.presets.checkpoint_io import release_mapped_pages
+
+    rng = np.random.default_rng(0)
+    tensors = {"a": rng.standard_normal((1024, 4096)).astype(np.float16),  # 8 MiB each
+               "b": rng.standard_normal((1024, 4096)).astype(np.float16)}
+    save_file(tensors, str(tmp_path / "x.safetensors"))
+    arrays = read_safetensors(tmp_path / "x.safetensors")
+    before = _rss_file_kib()
+    total = sum(float(a.astype(np.float32).sum()) for a in arrays.values())  # touch every page
+    touched = _rss_file_kib() - before
+    assert touched > 12 * 1024, touched  # both tensors' pages are now mapped in
+    assert release_mapped_pages() >= 1
+    assert _rss_file_kib() - before < 2 * 1024  # and gone again
+    for name, array in tensors.items():  # still readable, from the file
+        np.testing.assert_array_equal(arrays[name], array)
+    assert np.isfinite(total)
+
+
+def test_streamed_port_releases_the_source_pages_after_its_cast(monkeypatch):
+    from zoo.core import deferred
+    from zoo.presets import checkpoint_io
+
+    calls = []
+    monkeypatch.setattr(checkpoint_io, "release_mapped_pages", lambda: calls.append(1) or 0)
+    import keras
+
+    def build():
+        layer = keras.layers.Dense(3)
+        layer.build((None, 2))
+        return layer
+
+    layer, _ = deferred.abstract_build(build)
+    kernel = layer.kernel
+    assert deferred.is_deferred(kernel)
+    source = np.arange(6, dtype=np.float16).reshape(2, 3)
+    with deferred.streamed_values():
+        checkpoint_io.port_weight(kernel, source)
+    assert calls == []  # nothing is read before the writer asks
+    value = deferred.later_value(kernel)
+    assert calls == [1]
+    np.testing.assert_array_equal(value, source.astype(np.float32))

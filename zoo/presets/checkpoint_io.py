@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import struct
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,29 @@ _SAFETENSORS_DTYPES = {
 _MAX_HEADER_BYTES = 100_000_000
 #: How deep `_flatten_state` follows nested dicts (a state dict is 1-3 levels)
 _MAX_NESTING = 32
+#: The safetensors files mapped by `read_safetensors` whose arrays are alive
+_MAPPINGS: "weakref.WeakSet[mmap.mmap]" = weakref.WeakSet()
+
+
+def release_mapped_pages() -> int:
+    """Unmap the pages of every memory-mapped safetensors source from this
+    process (`MADV_DONTNEED`); return how many mappings were told.
+
+    The arrays stay valid: a read-only file mapping reads its pages again
+    from the file (or the page cache) when next touched. A streamed
+    conversion calls this after each tensor it has cast, so the process keeps
+    about one source tensor mapped instead of every one it has read.
+    """
+    if not hasattr(mmap, "MADV_DONTNEED"):  # (not on Windows)
+        return 0
+    count = 0
+    for mapping in list(_MAPPINGS):
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED)
+            count += 1
+        except (ValueError, OSError):  # closed meanwhile
+            pass
+    return count
 
 
 def _bad_safetensors(path: Path, problem: str) -> ConversionError:
@@ -114,8 +139,13 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
             "pass the checkpoint's .safetensors file.") from None
     data_len = size - 8 - header_len
     spans = _header_spans(path, header, data_len)
-    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len) if data_len
-            else np.zeros(0, np.uint8))
+    if data_len:
+        with open(path, "rb") as f:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        _MAPPINGS.add(mapping)
+        data = np.frombuffer(mapping, dtype=np.uint8, count=data_len, offset=8 + header_len)
+    else:
+        data = np.zeros(0, np.uint8)
     return {name: data[start:end].view(dtype).reshape(shape)
             for name, (dtype, shape, start, end) in spans.items()}
 
@@ -299,8 +329,14 @@ def port_weight(variable: object, array: np.ndarray, *, transpose: bool = False,
     dtype = numpy_dtype(variable.dtype)
     if deferred.is_deferred(variable) and deferred.streaming():
         # cast when the preset writer reaches it: a memory-mapped source is
-        # read one tensor at a time, and only then
-        deferred.value_later(variable, lambda: array.astype(dtype))
+        # read one tensor at a time, and only then; the cast is a copy, so the
+        # source's pages can leave this process's memory right after it
+        def compute() -> np.ndarray:
+            value = array.astype(dtype)
+            release_mapped_pages()
+            return value
+
+        deferred.value_later(variable, compute)
         return
     array = array.astype(dtype)
     if deferred.is_deferred(variable):  # built by deferred.abstract_build: no value yet
