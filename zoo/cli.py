@@ -243,8 +243,8 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from zoo.utils.subtitles import to_srt, to_vtt
 
     if not Path(args.file).is_file():
-        raise CommandError(f"No audio file {args.file!r}. Fix: pass a wav, flac, ogg or "
-                           "mp3 file.")
+        raise CommandError(f"No audio file {args.file!r}. Fix: pass an audio file (wav, "
+                           "flac, ogg, mp3, m4a, opus, webm) or a video with sound.")
     suffix = {"srt": ".srt", "vtt": ".vtt", "json": ".json"}.get(args.format, "")
     out = check_output_path(args.out, (suffix, ".txt") if suffix else ()) if args.out else None
     model = _load_task(args.preset, args, "transcribe")

@@ -1,15 +1,18 @@
 """Reading audio into float32 mono samples at a fixed rate.
 
 Speech models take mono float32 samples in [-1, 1] at one sampling rate
-(16 kHz for Whisper). `load_audio` turns what users have — a wav, flac, ogg
-or mp3 file, or a numpy array of any common sample type and channel layout —
-into exactly that, and says clearly what is wrong when it cannot.
+(16 kHz for Whisper). `load_audio` turns what users have — an audio file
+(wav, flac, ogg and mp3 through soundfile; m4a/aac, opus, webm, the audio
+track of an mp4 or mkv video, and whatever else FFmpeg decodes, through
+PyAV), or a numpy array of any common sample type and channel layout — into
+exactly that, and says clearly what is wrong when it cannot.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ SAMPLING_RATE = 16000
 #: second) is read as (channels, samples); otherwise as (samples, channels)
 MAX_LEADING_CHANNELS = 8
 
-_FILE_FORMATS = "wav, flac, ogg or mp3"
+_FILE_FORMATS = "wav, flac, ogg, mp3, m4a, aac, opus, webm or mp4"
 
 
 class AudioError(ZooError, ValueError):
@@ -88,7 +91,8 @@ def _to_mono(array: np.ndarray, guess_layout: bool = True) -> np.ndarray:
 
 
 def _read_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file into (float32 (samples, channels), sampling rate)."""
+    """Read an audio file into (float32 (samples, channels), sampling rate):
+    soundfile for what libsndfile reads (exact and fast), else PyAV."""
     import soundfile
 
     name = os.path.expanduser(os.fspath(path))
@@ -100,13 +104,73 @@ def _read_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if os.path.isdir(name):
         raise AudioError(f"{name!r} is a directory, not an audio file. Fix: pass the file's path.")
     try:
-        samples, rate = soundfile.read(name, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(name) as file:
+            declared, rate = file.frames / file.samplerate, file.samplerate
+            samples = file.read(dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioError(
-            f"Could not read {name!r} as audio ({error}). Fix: pass a {_FILE_FORMATS} file, "
-            "or convert it first, e.g. `ffmpeg -i INPUT -ac 1 -ar 16000 OUTPUT.wav`."
-        ) from error
+        return _decode(name, error)
+    _warn_if_short(name, len(samples) / rate, declared)
     return samples, int(rate)
+
+
+def _warn_if_short(name: str, seconds: float, declared: float | None, skipped: int = 0) -> None:
+    """Warn when a decoder read clearly less sound than the file declares, or
+    skipped packets: a damaged or cut-short file, whose readable part is used."""
+    if skipped or (declared is not None and seconds < 0.9 * declared - 0.1):
+        lost = f"skipped {skipped} audio packets FFmpeg could not decode; " if skipped else ""
+        of = f" of the {declared:.2f} s the file declares" if declared else ""
+        warnings.warn(f"{name!r} looks damaged: {lost}read {seconds:.2f} s of sound{of}. "
+                      "The rest of the recording is missing from the result.", stacklevel=5)
+
+
+def _decode(name: str, soundfile_error: Exception) -> tuple[np.ndarray, int]:
+    """Decode the first audio track of `name` with PyAV (FFmpeg) at its own
+    rate and channels, packet by packet: a packet FFmpeg cannot decode is
+    skipped with a warning, as players do; a file with none decodable, or
+    without an audio track, is an AudioError."""
+    fix = ("Fix: pass a {} file, or convert it first, e.g. `ffmpeg -i INPUT -ac 1 -ar 16000 "
+           "OUTPUT.wav`.").format(_FILE_FORMATS)
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a dependency
+        raise AudioError(f"Could not read {name!r} as audio ({soundfile_error}), and PyAV, "
+                         f"which reads more formats, is not installed. Fix: pip install av. "
+                         f"{fix}") from None
+    chunks: list[np.ndarray] = []
+    rate, skipped, declared = 0, 0, None
+    try:
+        with av.open(name, metadata_errors="ignore") as container:
+            if container.duration:
+                declared = container.duration / av.time_base
+            if not container.streams.audio:
+                kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+                raise AudioError(f"Could not read {name!r} as audio: it has no audio track "
+                                 f"(it has: {', '.join(kinds)}). {fix}")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp")  # float planar, own layout and rate
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    skipped += 1
+                    continue
+                for frame in frames:
+                    for out in resampler.resample(frame):
+                        rate = out.sample_rate
+                        chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as error:
+        raise AudioError(f"Could not read {name!r} as audio ({error}). {fix}") from None
+    if not chunks or not rate:
+        raise AudioError(f"Could not read {name!r} as audio: its audio track has no "
+                         f"decodable sound ({skipped} broken packets). {fix}")
+    channels = min(c.shape[0] for c in chunks)  # (a layout change keeps the common ones)
+    samples = np.concatenate([c[:channels] for c in chunks], axis=1).T
+    _warn_if_short(name, len(samples) / rate, declared, skipped)
+    return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
 
 
 def resample(
@@ -154,7 +218,8 @@ def load_audio(
     """Load audio as float32 mono samples at `target_rate`.
 
     Args:
-        audio: a path to a wav, flac, ogg or mp3 file (its own rate is used;
+        audio: a path to an audio file: wav, flac, ogg, mp3, m4a/aac, opus,
+            webm, or a video whose first audio track is read (its own rate is used;
             `sampling_rate` is ignored), or an array of samples (a numpy
             array, list, or any object with `__array__`, such as a torch or
             jax array on the CPU). Arrays may be 1-D (samples,) or 2-D

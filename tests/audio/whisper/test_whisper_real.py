@@ -126,3 +126,24 @@ def test_bad_audio_gives_clear_errors(whisper, tmp_path):
         whisper.transcribe(str(tmp_path / "missing.wav"))
     with pytest.raises(ValueError, match="English-only"):
         whisper.transcribe(str(SPEECH / "name.wav"), language="de")
+
+
+@pytest.mark.once
+def test_recordings_in_other_formats_transcribe_as_the_wav(whisper, tmp_path):
+    """m4a from a phone, webm from a browser call, the sound of an mp4 video:
+    decoded by PyAV at their own rates and channels, same words as the wav.
+
+    (The video's track is made from the 44.1 kHz recording of name.wav: fox.wav
+    taken up to 44.1 kHz and back, even losslessly, already changes two of
+    whisper_tiny_en's words, in faster-whisper too.)"""
+    pytest.importorskip("av")
+    from tests.utils.test_audio_formats import encode
+
+    fox = whisper.transcribe(str(SPEECH / "fox.wav"))["text"]
+    name = whisper.transcribe(str(SPEECH / "name.wav"))["text"]
+    files = [encode(tmp_path / "phone.m4a", "aac", "mp4", 16000),
+             encode(tmp_path / "call.webm", "libopus", "webm", 48000, "stereo"),
+             encode(tmp_path / "clip.mp4", "aac", "mp4", 44100, "stereo", video=True,
+                    bit_rate=192000, source=SPEECH / "name_stereo_44k.wav")]
+    results = whisper.transcribe([str(f) for f in files])
+    assert [r["text"] for r in results] == [fox, fox, name]
