@@ -54,7 +54,8 @@ LAYERS = {
     **dict.fromkeys(FAMILIES, 6), "zoo.nlp": 6, "zoo.audio": 6, "zoo.cv": 6,
     "zoo.diffusion": 6,
     "zoo.models": 7,
-    "zoo.cli": 8, "zoo.cli_args": 8, "zoo.cli_convert": 8, "zoo.cli_demo": 8, "zoo.cli_launch": 8,
+    "zoo.cli": 8, "zoo.cli_args": 8, "zoo.cli_convert": 8, "zoo.cli_demo": 8,
+    "zoo.cli_detect": 8, "zoo.cli_launch": 8,
     "zoo.benchmarks": 8,
 }
 

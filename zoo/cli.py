@@ -266,13 +266,24 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
+    from zoo import cli_detect
     from zoo.utils.draw import draw_detections
     from zoo.utils.images import load_image
 
+    kwargs = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
+    if cli_detect.is_many(args.image):  # a folder, glob or video
+        from zoo.utils.image_sources import open_source
+
+        source = open_source(args.image)  # a bad source fails here, before the model loads
+        out, listing = cli_detect.check_outputs(source, args.out, args.detections)
+        detector = _load_task(args.preset, args, "predict", "ObjectDetector")
+        cli_detect.run(detector, source, out, listing, kwargs)
+        return
     out = check_output_path(args.out, (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+    listing = (None if args.detections is None
+               else check_output_path(args.detections, (".json", ".csv")))
     image = load_image(args.image)  # a bad file fails here, before the model loads
     detector = _load_task(args.preset, args, "predict", "ObjectDetector")
-    kwargs = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
     detection = detector.predict(image, **kwargs)[0]
     for box, name, score in zip(detection["boxes"], detection["class_names"],
                                 detection["scores"]):
@@ -282,6 +293,9 @@ def cmd_detect(args: argparse.Namespace) -> None:
         print("no detections")
     annotated = draw_detections(image, detection)
     write_atomically(out, lambda tmp: annotated.save(tmp))
+    if listing is not None:
+        cli_detect.write_detections(listing, [{"path": Path(args.image), **detection}])
+        print(f"wrote {listing}")
     print(f"wrote {out}")
 
 
@@ -409,8 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe, format=None)
 
     p = sub.add_parser("detect", help="detect objects and draw them")
-    p.add_argument("image")
-    p.add_argument("--out", required=True, help="annotated image (.png, .jpg, ...)")
+    p.add_argument("image", help="an image, a folder of images, a glob pattern ('photos/*.jpg') "
+                   "or a video")
+    p.add_argument("--out", required=True, help="annotated image (.png, .jpg, ...); a folder "
+                   "for a folder or pattern; a video (.mp4, .mkv, .webm, ...) for a video")
+    p.add_argument("--detections", help="also write every detection to this .json or .csv")
     p.add_argument("--preset", default="yolov8s_fall")
     p.add_argument("--score-threshold", type=float)
     p.set_defaults(func=cmd_detect)

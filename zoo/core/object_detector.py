@@ -55,6 +55,18 @@ def as_image_list(x: Any) -> list[Any]:
         + ". Fix: pass e.g. detector.predict(['photo.jpg']) or a list of numpy images.")
 
 
+def _chunks(items: Any, size: int) -> Any:
+    """Lists of `size` consecutive items (the last one shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _first_non_image(x: Any) -> Any:
     """The first item of a list or tuple that is not an image, or None."""
     if isinstance(x, (list, tuple)):
@@ -142,7 +154,12 @@ class ObjectDetector(Task):
 
         Args:
             x: a file path, PIL image or numpy image (grayscale, RGB or RGBA;
-                uint8, or float in [0, 1]), or a list of them.
+                uint8, or float in [0, 1]), or a list of them; or many images
+                by one name: a folder (its image files, sorted by name), a
+                glob pattern (`"photos/*.jpg"`, `"**"` for subfolders) or a
+                video file (every frame, decoded by PyAV). These are read a
+                batch at a time, with a progress bar, and each result says
+                where it came from: `path`, or `frame` and `time` (seconds).
             batch_size: images per forward pass (8).
             score_threshold: keep boxes scoring above this (default: the
                 detector's `score_threshold`).
@@ -159,18 +176,31 @@ class ObjectDetector(Task):
             pre = getattr(self.preprocessor_cls, "__name__", None) or "a preprocessor"
             raise InputError("This detector has no preprocessor, so it cannot read raw "
                              f"images. Fix: pass preprocessor={pre}().")
-        images = as_image_list(x)
-        converter = self.preprocessor.image_converter
+        from zoo.utils.image_sources import open_source
+
         batch_size = 8 if batch_size is None else positive_int(batch_size, "batch_size", 8)
+        source = open_source(x)  # a folder, glob or video: read a batch at a time
+        if source is None:
+            images = as_image_list(x)
+            batches: Any = ([(None, image) for image in images[start:start + batch_size]]
+                            for start in range(0, len(images), batch_size))
+        else:
+            from zoo.utils.progress import progress
+
+            batches = progress(_chunks(source, batch_size), desc=f"detect {source.kind}",
+                               unit="batch", total=None if source.count is None
+                               else -(-source.count // batch_size))
+        converter = self.preprocessor.image_converter
         results: list[dict[str, Any]] = []
-        for start in range(0, len(images), batch_size):
-            batch, metas = converter(images[start:start + batch_size])
+        for chunk in batches:
+            batch, metas = converter([image for _, image in chunk])
             out = self.detect_batch(batch, score_threshold, iou_threshold)
-            for row, meta in enumerate(metas):
+            for row, (meta, (where, _)) in enumerate(zip(metas, chunk)):
                 n = int(out["num_detections"][row])
                 boxes = converter.boxes_to_original(out["boxes"][row, :n], meta)
                 classes = out["classes"][row, :n].astype("int64")
                 results.append({
+                    **(where or {}),
                     "boxes": np.asarray(boxes, "float32"),
                     "classes": classes,
                     "class_names": [self.class_names[c] for c in classes],
