@@ -187,18 +187,17 @@ def run_faster_whisper() -> dict[str, Run]:
 
 @pytest.fixture(scope="module")
 def ours() -> dict[str, Run]:
-    """zoo's windows (from `transcribe_features`' on_window) and segments."""
+    """zoo's windows (from `RecordingLoop`'s on_window) and segments."""
     model = WhisperAudioToText.from_preset("whisper_tiny_en")
     runs = {}
     for name in SPOKEN:
         records: list[whisper_transcribe.WindowRecord] = []
 
         def traced(*args, **kwargs):
-            return whisper_transcribe.transcribe_features(*args, on_window=records.append,
-                                                          **kwargs)
+            return whisper_transcribe.RecordingLoop(*args, on_window=records.append, **kwargs)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(whisper_audio_to_text, "transcribe_features", traced)
+            patch.setattr(whisper_audio_to_text, "RecordingLoop", traced)
             result = model.transcribe(str(SPEECH / name))
         windows = [Window(r.seek, list(r.decode.attempts), Attempt(
             r.decode.temperature, r.decode.avg_logprob, r.decode.compression_ratio,

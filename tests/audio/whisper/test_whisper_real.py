@@ -50,7 +50,8 @@ def reference():
 
 
 def test_short_clips_equal_faster_whisper(whisper, reference):
-    results = whisper.transcribe([str(SPEECH / name) for name in SHORT])
+    # batched: 4 clips share each encoder call and greedy decode loop
+    results = whisper.transcribe([str(SPEECH / name) for name in SHORT], batch_size=4)
     for name, result in zip(SHORT, results):
         expected = reference(str(SPEECH / name))
         assert result["text"] == "".join(t for _, _, t in expected), name
@@ -101,6 +102,25 @@ def test_long_clip_segments_in_order_within_2_percent_wer(whisper, reference):
     assert len(starts) > 5 and starts == sorted(starts)
     assert all(s["start"] < s["end"] for s in result["segments"])
     assert result["segments"][-1]["end"] > 60
+
+
+def test_batched_recordings_equal_one_at_a_time(whisper):
+    """Recordings of 3 s and 40 s (two windows, the first silent hum), 2 rows:
+    the short ones end and free their row for the next while the long one goes
+    on; each takes the decisions it takes alone (text, segment times and
+    scores equal), words aligned per row too."""
+    files = [str(SPEECH / n) for n in ("hum_then_speech.flac", "fox.wav", "weather.wav")]
+    alone = [whisper.transcribe(f, word_timestamps=True) for f in files]
+    batched = whisper.transcribe(files, batch_size=2, word_timestamps=True)
+    for one, many, name in zip(alone, batched, files):
+        assert many["text"] == one["text"], name
+        assert [(s["start"], s["end"]) for s in many["segments"]] == [
+            (s["start"], s["end"]) for s in one["segments"]], name
+        np.testing.assert_allclose([s["avg_logprob"] for s in many["segments"]],
+                                   [s["avg_logprob"] for s in one["segments"]], atol=1e-4)
+        np.testing.assert_allclose([w["start"] for s in many["segments"] for w in s["words"]],
+                                   [w["start"] for s in one["segments"] for w in s["words"]],
+                                   atol=1e-6)
 
 
 def test_silence_gives_empty_text(whisper):

@@ -15,8 +15,9 @@ from zoo.audio.whisper.whisper_backbone import WhisperBackbone
 from zoo.audio.whisper.whisper_decoding import SpecialTokens, WhisperDecoder
 from zoo.audio.whisper.whisper_transcribe import (
     FRAMES_PER_SECOND,
+    RecordingLoop,
     TranscribeOptions,
-    transcribe_features,
+    transcribe_batch,
 )
 from zoo.core.errors import InputError
 from zoo.core.export import ExportGraph
@@ -185,6 +186,7 @@ class WhisperAudioToText(Task):
         sampling_rate: int | None = None,
         initial_prompt: str | None = None,
         options: TranscribeOptions | None = None,
+        batch_size: int = 1,
     ) -> dict | list[dict]:
         """Transcribe (or translate into English) speech of any length.
 
@@ -203,6 +205,14 @@ class WhisperAudioToText(Task):
             sampling_rate: the sample rate of array inputs.
             initial_prompt: text that precedes the audio (style, names).
             options: window-loop settings (`TranscribeOptions`).
+            batch_size: recordings decoded together (a list of inputs): each
+                round encodes one window of up to this many recordings in one
+                call and decodes them greedily in one loop, each row stopping
+                at its own end; a recording that ends frees its row for the
+                next. Every recording takes the decisions it takes alone
+                (same text at temperature 0); windows that need a fallback
+                temperature, beam search or word timestamps go on one at a
+                time.
 
         Returns:
             Per input `{"text", "language", "segments": [{"start", "end",
@@ -227,21 +237,42 @@ class WhisperAudioToText(Task):
         inputs = [audio] if single else list(audio)
         options = dataclasses.replace(options or TranscribeOptions(), beam_size=beam_size,
                                       word_timestamps=bool(word_timestamps))
+        batch_size = positive_int(batch_size, "batch_size", 8)
         prompt = tok.tokenize(" " + initial_prompt.strip()) if initial_prompt else []
-        results = [self._transcribe_one(load_audio(a, sampling_rate), language, task,
-                                        prompt, options) for a in inputs]
-        return results[0] if single else results
-
-    def _transcribe_one(self, samples: np.ndarray, language: str | None, task: str,
-                        prompt: list[int], options: TranscribeOptions) -> dict:
         from zoo.utils.progress import progress_bar
 
+        languages: list[dict[str, str]] = []
+        with progress_bar(total=None, desc="Transcribing", unit="s") as bar:
+            def loops() -> Any:  # each recording is read when a row is free for it
+                for a in inputs:
+                    detected: dict[str, str] = {}
+                    languages.append(detected)
+                    yield self._recording_loop(load_audio(a, sampling_rate), language, task,
+                                               prompt, options, detected, bar)
+
+            all_segments = transcribe_batch(self.decoder(), loops(), batch_size)
+        keep = ("start", "end", "text", "avg_logprob", "no_speech_prob", "temperature", "words")
+        results = [{
+            "text": "".join(s["text"] for s in segments),
+            "language": (language or detected.get("language")
+                         or ("en" if not tok.is_multilingual else None)),
+            "segments": [{k: s[k] for k in keep if k in s} for s in segments],
+        } for segments, detected in zip(all_segments, languages)]
+        return results[0] if single else results
+
+    def _recording_loop(self, samples: np.ndarray, language: str | None, task: str,
+                        prompt: list[int], options: TranscribeOptions,
+                        detected: dict[str, str], bar: Any) -> RecordingLoop:
+        """The window loop of one recording (`detected` receives its language
+        when it is detected)."""
         tok = self._tokenizer()
         converter = self.preprocessor.audio_converter
         hop = SAMPLING_RATE // FRAMES_PER_SECOND
         mel = converter.log_mel(np.pad(samples.astype("float32"), (0, hop)))
         content_frames = mel.shape[-1] - 1
-        detected: dict[str, str] = {}
+        if hasattr(bar, "refresh"):  # a tqdm bar: the total grows as recordings are read
+            bar.total = (bar.total or 0) + round(content_frames / FRAMES_PER_SECOND, 2)
+            bar.refresh()
 
         def sot_sequence(cross: Any) -> list[int]:
             if not tok.is_multilingual:
@@ -250,19 +281,8 @@ class WhisperAudioToText(Task):
                 detected["language"] = self._detect(cross)[0]
             return tok.sot_sequence(language or detected["language"], task, timestamps=True)
 
-        with progress_bar(total=round(content_frames / FRAMES_PER_SECOND, 2),
-                          desc="Transcribing", unit="s") as bar:
-            segments = transcribe_features(
-                self.decoder(), mel, content_frames, sot_sequence, tok, options, prompt,
-                on_progress=lambda frames: bar.update(frames / FRAMES_PER_SECOND))
-        keep = ("start", "end", "text", "avg_logprob", "no_speech_prob", "temperature", "words")
-        out_segments = [{k: s[k] for k in keep if k in s} for s in segments]
-        return {
-            "text": "".join(s["text"] for s in segments),
-            "language": (language or detected.get("language")
-                         or ("en" if not tok.is_multilingual else None)),
-            "segments": out_segments,
-        }
+        return RecordingLoop(self.decoder(), mel, content_frames, sot_sequence, tok, options,
+                             prompt, on_progress=lambda f: bar.update(f / FRAMES_PER_SECOND))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "alignment_heads": self.alignment_heads}

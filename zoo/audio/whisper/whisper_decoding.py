@@ -20,6 +20,7 @@ are more likely than any single text token).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -214,17 +215,18 @@ class WhisperDecoder:
                 lambda f: backbone.cross_key_values(backbone.encode(f)), variables)
         return self._encoders[key](np.asarray(features, self.backbone.compute_dtype))
 
-    def decode(self, cross: Any, prompts: list[list[int]], sot_index: int,
+    def decode(self, cross: Any, prompts: list[list[int]], sot_index: int | Sequence[int],
                options: DecodingOptions = DecodingOptions(), seed: int = 0) -> DecodingResult:
-        """Decode one window per row from equal-length `prompts`.
+        """Decode one window per row from `prompts`, each row stopping at its own end.
 
         Args:
             cross: `encode()`'s output for these rows, or for one row that
                 every prompt reads (e.g. several samples of one window).
-            prompts: token ids per row, all the same length, each ending with
-                the start-of-transcript sequence.
-            sot_index: position of <|startoftranscript|> in the prompts (the
-                no-speech probability is read there).
+            prompts: token ids per row, each ending with the same-length
+                start-of-transcript sequence (lengths may differ: shorter
+                rows are padded on the left).
+            sot_index: position of <|startoftranscript|> in the prompts, or
+                in each prompt (the no-speech probability is read there).
             options: decoding options.
             seed: seed of sampling (temperature > 0); rows draw different samples.
         """
@@ -248,25 +250,36 @@ class WhisperDecoder:
         return DecodingResult(tokens, np.asarray(result.state[3], "float64"),
                               np.asarray(result.prefill[0], "float64"))
 
-    def _prepare(self, prompts: list[list[int]], sot_index: int, options: DecodingOptions
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    def _prepare(self, prompts: list[list[int]], sot_index: int | Sequence[int],
+                 options: DecodingOptions) -> tuple[np.ndarray, np.ndarray, int]:
         """Left-pad the prompts to a bucketed length, so the prompts of
         successive windows (growing with the previous text) share a few
         compiled programs (positions count real tokens only, so padding
         changes no result), and extend the mask over the tokens to generate.
-        Returns prompt, mask and the sot index."""
-        prompt = np.asarray(prompts, "int32")
-        batch, length = prompt.shape
+        Prompts of different lengths (several recordings' windows decoded
+        together) are each padded on the left; their <|startoftranscript|>
+        must sit equally far from their ends. Returns prompt, mask and the
+        sot index."""
+        sot = [sot_index] * len(prompts) if isinstance(sot_index, (int, np.integer)) else list(
+            sot_index)
+        lengths = [len(p) for p in prompts]
+        from_end = {n - i for n, i in zip(lengths, sot)}
+        if len(from_end) != 1:
+            raise ValueError("decode(): every prompt must end with a start-of-transcript "
+                             f"sequence of the same length, got offsets {sorted(from_end)}")
+        batch, length = len(prompts), max(lengths)
         limit = self.backbone.max_decoder_sequence_length
         max_new = min(options.max_new_tokens or limit // 2, limit - length)
         if max_new < 1:
             raise InputError(f"The prompt ({length} tokens) leaves no room in the decoder's "
                              f"context of {limit} tokens. Fix: use a shorter prompt.")
-        pad = bucket_length(length, max(limit, length)) - length
-        prompt = np.concatenate([np.full((batch, pad), self.special.eot, "int32"), prompt], 1)
-        mask = np.ones((batch, prompt.shape[1] + max_new), "int32")
-        mask[:, :pad] = 0
-        return prompt, mask, sot_index + pad
+        padded = bucket_length(length, max(limit, length))
+        prompt = np.full((batch, padded), self.special.eot, "int32")
+        mask = np.ones((batch, padded + max_new), "int32")
+        for row, ids in enumerate(prompts):
+            prompt[row, padded - len(ids):] = ids
+            mask[row, :padded - len(ids)] = 0
+        return prompt, mask, padded - from_end.pop()
 
     def beam_decode(self, cross: Any, prompt: list[int], sot_index: int,
                     options: DecodingOptions = DecodingOptions(), beam_size: int = 5,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,13 +177,15 @@ def choose_attempt(attempts: Sequence[Attempt], options: TranscribeOptions) -> i
 
 def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int], sot_index: int,
                          options: TranscribeOptions, decode_text: Callable[[list[int]], str],
-                         seed: int = 0) -> WindowDecode:
+                         seed: int = 0, first: DecodingResult | None = None) -> WindowDecode:
     """Decode one window, raising the temperature while the result looks wrong.
 
     The temperature-0 decode is greedy (or beam search); above 0,
     `options.best_of` hypotheses are sampled and the best scored one is the
     attempt (see `best_sample`). Temperatures are tried in turn until an
     attempt does not `needs_fallback`; `choose_attempt` picks the kept one.
+    `first`: the first temperature's greedy decode, already made (a batched
+    decode of several recordings' windows), used instead of decoding again.
     """
     if not options.temperatures:
         raise InputError("TranscribeOptions.temperatures is empty. Fix: pass at least one "
@@ -198,7 +200,9 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
             temperature=temperature, timestamps=not options.without_timestamps,
             suppress_blank=options.suppress_blank,
             max_initial_timestamp=options.max_initial_timestamp)
-        if temperature == 0 and options.beam_size > 1:
+        if first is not None and not results:
+            result = first
+        elif temperature == 0 and options.beam_size > 1:
             result = decoder.beam_decode(cross, prompt, sot_index, decoding,
                                          options.beam_size, options.patience)
         elif temperature == 0:
@@ -270,11 +274,102 @@ def split_segments(tokens: list[int], timestamp_begin: int, time_offset: float,
     return segments, seek, single_ending
 
 
+class RecordingLoop:
+    """The window loop of one recording, one window at a time, so that
+    several recordings can share each encoder call and greedy decode
+    (`transcribe_batch`) and still take every decision alone.
+
+    `window()` gives the next window's features; `prompt(cross)` the
+    decoder's prompt for it, given its encoded cross keys/values (one row);
+    `finish(cross, decode)` takes the window's `WindowDecode`, cuts it into
+    segments and moves on. `segments` holds the result once `done`.
+    """
+
+    def __init__(self, decoder: WhisperDecoder, mel: np.ndarray, content_frames: int,
+                 sot_sequence: Callable[[Any], list[int]], tokenizer: Any,
+                 options: TranscribeOptions, initial_prompt: Sequence[int] = (),
+                 on_progress: Callable[[int], None] | None = None,
+                 on_window: Callable[[WindowRecord], None] | None = None) -> None:
+        self.decoder, self.mel, self.content_frames = decoder, mel, content_frames
+        self.sot_sequence, self.tokenizer, self.options = sot_sequence, tokenizer, options
+        self.on_progress, self.on_window = on_progress, on_window
+        self.seek, self.segments, self.all_tokens = 0, [], list(initial_prompt)
+        self.last_speech, self.prompt_reset_since = 0.0, 0
+        self.max_prompt = decoder.backbone.max_decoder_sequence_length // 2 - 1
+        self._start: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        return self.seek >= self.content_frames
+
+    def window(self) -> np.ndarray:
+        """The next window's features, `(num_mels, WINDOW_FRAMES)`, zero-padded."""
+        frames = min(WINDOW_FRAMES, self.content_frames - self.seek)
+        window = np.zeros((self.mel.shape[0], WINDOW_FRAMES), "float32")
+        window[:, :frames] = self.mel[:, self.seek: self.seek + frames]
+        return window
+
+    def prompt(self, cross: Any) -> tuple[list[int], int]:
+        """The prompt of the next window (earlier text, then the start
+        sequence) and the index of its <|startoftranscript|>."""
+        options, tokenizer = self.options, self.tokenizer
+        previous = (self.all_tokens[self.prompt_reset_since:]
+                    if options.condition_on_previous_text else [])
+        self._start = start = self.sot_sequence(cross)
+        prompt = ([tokenizer.sot_prev] + previous[-self.max_prompt:] if previous else []) + start
+        if options.without_timestamps:
+            prompt = prompt + [tokenizer.no_timestamps]
+        return prompt, len(prompt) - len(start) - (1 if options.without_timestamps else 0)
+
+    def finish(self, cross: Any, window: WindowDecode) -> None:
+        """Turn the window's kept decode into segments and move to the next."""
+        options, tokenizer = self.options, self.tokenizer
+        seek = self.seek
+        segment_frames = min(WINDOW_FRAMES, self.content_frames - seek)
+        result, avg, temperature = window.result, window.avg_logprob, window.temperature
+        no_speech = float(result.no_speech_prob[0])
+        time_offset = seek / FRAMES_PER_SECOND
+        previous_seek = seek
+        skipped = skip_as_silence(no_speech, avg, options)
+        if self.on_window is not None:
+            self.on_window(WindowRecord(seek, segment_frames, window, skipped))
+        if skipped:
+            seek += segment_frames  # silence: skip the window
+        else:
+            pieces, seek, single_ending = split_segments(
+                result.tokens[0], tokenizer.timestamp_begin, time_offset, segment_frames, seek)
+            if options.word_timestamps:
+                self.last_speech = _add_words(self.decoder, cross, tokenizer, self._start,
+                                              pieces, segment_frames, time_offset,
+                                              self.last_speech)
+                ends = [w["end"] for p in pieces for w in p["words"]]
+                if not single_ending and ends and ends[-1] > time_offset:
+                    seek = round(ends[-1] * FRAMES_PER_SECOND)
+            for piece in pieces:
+                text = tokenizer.decode(piece["tokens"])
+                if piece["start"] == piece["end"] or not text.strip():
+                    continue
+                self.all_tokens.extend(piece["tokens"])
+                self.segments.append({
+                    "start": round(piece["start"], 3), "end": round(piece["end"], 3),
+                    "text": text, "tokens": piece["tokens"], "avg_logprob": avg,
+                    "no_speech_prob": no_speech, "temperature": temperature,
+                    "compression_ratio": window.compression_ratio, "seek": previous_seek,
+                    **({"words": piece["words"]} if options.word_timestamps else {}),
+                })
+        if not options.condition_on_previous_text or (
+                temperature > options.prompt_reset_on_temperature):
+            self.prompt_reset_since = len(self.all_tokens)
+        self.seek = seek
+        if self.on_progress is not None:
+            self.on_progress(min(self.content_frames, seek) - previous_seek)
+
+
 def transcribe_features(
     decoder: WhisperDecoder,
     mel: np.ndarray,
     content_frames: int,
-    sot_sequence: Callable[[int | None], list[int]],
+    sot_sequence: Callable[[Any], list[int]],
     tokenizer: Any,
     options: TranscribeOptions,
     initial_prompt: Sequence[int] = (),
@@ -289,7 +384,7 @@ def transcribe_features(
             are ignored).
         content_frames: frames that hold audio.
         sot_sequence: returns the start-of-transcript ids for a window, given
-            its encoded cross keys/values' language (None: fixed).
+            its encoded cross keys/values (it may detect the language there).
         tokenizer: the Whisper tokenizer (text and special ids).
         options: loop settings.
         initial_prompt: ids of text that precedes the recording.
@@ -301,59 +396,59 @@ def transcribe_features(
         "no_speech_prob", "temperature", "compression_ratio", "seek"}` in time
         order (`seek`: the first frame of the segment's window).
     """
-    seek, segments, all_tokens, last_speech = 0, [], list(initial_prompt), 0.0
-    prompt_reset_since = 0
-    max_prompt = decoder.backbone.max_decoder_sequence_length // 2 - 1
-    ts_begin = tokenizer.timestamp_begin
-    while seek < content_frames:
-        segment_frames = min(WINDOW_FRAMES, content_frames - seek)
-        window = np.zeros((mel.shape[0], WINDOW_FRAMES), "float32")
-        window[:, :segment_frames] = mel[:, seek: seek + segment_frames]
-        cross = decoder.encode(window[None])
-        previous = all_tokens[prompt_reset_since:] if options.condition_on_previous_text else []
-        start = sot_sequence(cross)
-        prompt = ([tokenizer.sot_prev] + previous[-max_prompt:] if previous else []) + start
-        if options.without_timestamps:
-            prompt = prompt + [tokenizer.no_timestamps]
-        sot_index = len(prompt) - len(start) - (1 if options.without_timestamps else 0)
-        window = decode_with_fallback(decoder, cross, prompt, sot_index, options,
-                                      tokenizer.decode)
-        result, avg, temperature = window.result, window.avg_logprob, window.temperature
-        no_speech = float(result.no_speech_prob[0])
-        time_offset = seek / FRAMES_PER_SECOND
-        previous_seek = seek
-        skipped = skip_as_silence(no_speech, avg, options)
-        if on_window is not None:
-            on_window(WindowRecord(seek, segment_frames, window, skipped))
-        if skipped:
-            seek += segment_frames  # silence: skip the window
-        else:
-            pieces, seek, single_ending = split_segments(result.tokens[0], ts_begin,
-                                                         time_offset, segment_frames, seek)
-            if options.word_timestamps:
-                last_speech = _add_words(decoder, cross, tokenizer, start, pieces,
-                                         segment_frames, time_offset, last_speech)
-                ends = [w["end"] for p in pieces for w in p["words"]]
-                if not single_ending and ends and ends[-1] > time_offset:
-                    seek = round(ends[-1] * FRAMES_PER_SECOND)
-            for piece in pieces:
-                text = tokenizer.decode(piece["tokens"])
-                if piece["start"] == piece["end"] or not text.strip():
-                    continue
-                all_tokens.extend(piece["tokens"])
-                segments.append({
-                    "start": round(piece["start"], 3), "end": round(piece["end"], 3),
-                    "text": text, "tokens": piece["tokens"], "avg_logprob": avg,
-                    "no_speech_prob": no_speech, "temperature": temperature,
-                    "compression_ratio": window.compression_ratio, "seek": previous_seek,
-                    **({"words": piece["words"]} if options.word_timestamps else {}),
-                })
-        if not options.condition_on_previous_text or (
-                temperature > options.prompt_reset_on_temperature):
-            prompt_reset_since = len(all_tokens)
-        if on_progress is not None:
-            on_progress(min(content_frames, seek) - previous_seek)
-    return segments
+    loop = RecordingLoop(decoder, mel, content_frames, sot_sequence, tokenizer, options,
+                         initial_prompt, on_progress, on_window)
+    return transcribe_batch(decoder, [loop], 1)[0]
+
+
+def transcribe_batch(decoder: WhisperDecoder, loops: Iterable[RecordingLoop],
+                     batch_size: int) -> list[list[dict]]:
+    """Run several recordings' window loops together: each round encodes up
+    to `batch_size` recordings' next windows in one call and decodes them
+    greedily in one batched loop (each row stops at its own end); a window
+    that needs a higher temperature, beam search or word timestamps goes on
+    alone from there (`decode_with_fallback`). A recording that finishes
+    frees its row for the next one waiting. Each recording takes exactly the
+    decisions it takes alone; returns each loop's segments.
+    """
+    waiting, started = iter(loops), []  # (loops are made as rows free up: lazily)
+    active: list[RecordingLoop] = []
+    while True:
+        while len(active) < batch_size:
+            loop = next(waiting, None)
+            if loop is None:
+                break
+            started.append(loop)
+            if not loop.done:
+                active.append(loop)
+        if not active:
+            break
+        cross = decoder.encode(np.stack([loop.window() for loop in active]))
+        rows = [cross if len(active) == 1 else _row(cross, i) for i in range(len(active))]
+        prompts = [loop.prompt(row) for loop, row in zip(active, rows)]
+        first = None
+        options = active[0].options
+        if options.temperatures and options.temperatures[0] == 0 and options.beam_size == 1:
+            decoding = DecodingOptions(
+                temperature=0.0, timestamps=not options.without_timestamps,
+                suppress_blank=options.suppress_blank,
+                max_initial_timestamp=options.max_initial_timestamp)
+            first = decoder.decode(cross, [p for p, _ in prompts], [i for _, i in prompts],
+                                   decoding)
+        for i, (loop, row, (prompt, sot)) in enumerate(zip(active, rows, prompts)):
+            mine = None if first is None else DecodingResult(
+                [first.tokens[i]], first.sum_logprob[i: i + 1], first.no_speech_prob[i: i + 1])
+            loop.finish(row, decode_with_fallback(decoder, row, prompt, sot, loop.options,
+                                                  loop.tokenizer.decode, first=mine))
+        active = [loop for loop in active if not loop.done]
+    return [loop.segments for loop in started]
+
+
+def _row(cross: Any, i: int) -> Any:
+    """Row `i` of every tensor of an encoder output (a batch of one)."""
+    import keras
+
+    return keras.tree.map_structure(lambda c: c[i: i + 1], cross)
 
 
 def _add_words(decoder: WhisperDecoder, cross: Any, tokenizer: Any, sot_sequence: list[int],
