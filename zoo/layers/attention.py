@@ -234,8 +234,8 @@ class MultiHeadAttention(keras.layers.Layer):
             probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), q.dtype)
             probs = self.dropout_layer(probs, training=training)
             out = ops.einsum("bnts,bsnh->btnh", probs, v)
-        else:
-            out = ops.dot_product_attention(q, k, v, mask=attention_mask, scale=scale)
+        else:  # (long unmasked attention, e.g. Whisper's 1500-frame encoder: blocks)
+            out = dot_product_attention(q, k, v, mask=attention_mask, scale=scale)
         return ops.reshape(out, ops.shape(out)[:-2] + (self.num_heads * self.head_dim,))
 
     def _packed_call(self, query: Any, attention_mask: Any, packing: Packing,
