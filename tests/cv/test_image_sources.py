@@ -16,6 +16,9 @@ from zoo.utils import progress
 from zoo.utils.images import ImageError
 
 av = pytest.importorskip("av")
+# Reading the sources is numpy and FFmpeg; predict itself is tested on every
+# backend in tests/cv/yolov8 (a plain pytest run on one backend runs these too).
+pytestmark = pytest.mark.once
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,6 @@ def test_bad_sources_are_clear_errors(detector, tmp_path):
         detector.predict(str(broken))
 
 
-@pytest.mark.once
 def test_zoo_detect_over_a_folder_and_a_video(detector, tmp_path):
     """`zoo detect FOLDER --out DIR --detections x.csv` and `zoo detect VIDEO
     --out annotated.mp4 --detections x.json`: annotated copies, and listings
