@@ -44,7 +44,7 @@ FAMILIES = ("zoo.nlp.bert", "zoo.nlp.opt", "zoo.audio.whisper", "zoo.cv.yolov8",
 # (module prefix, layer); the longest matching prefix wins
 LAYERS = {
     "zoo": 0, "zoo.families": 0, "zoo.core.errors": 0, "zoo.core.compiled_loop": 0,
-    "zoo.core.processes": 0,
+    "zoo.core.processes": 0, "zoo.core.verified": 0,
     "zoo.layers": 1, "zoo.samplers": 1, "zoo.utils": 1, "zoo.layout": 1, "zoo.data": 1,
     **{f"zoo.core.{m}": 2 for m in ("preset_io", "preset_classes", "preset_handlers",
                                     "weights_io", "deferred", "tokenizer")},

@@ -16,7 +16,7 @@ A preset directory holds:
 just before reading them (weights, JSON files, assets), so a truncated
 download, a half-copied file or an edited config or vocabulary is caught with
 a clear error instead of loading garbage; every file is hashed once per load,
-streaming. Presets of format version 1 (written before assets were hashed)
+streaming, and not again while it stays unchanged (`zoo.core.verified`). Presets of format version 1 (written before assets were hashed)
 still load: their recorded files are checked, their unrecorded assets are not.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import keras
 
 import zoo
-from zoo.core import preset_handlers, processes, weights_io
+from zoo.core import preset_handlers, processes, verified, weights_io
 from zoo.core.errors import PresetError, ZooError
 from zoo.utils.atomic import atomic_directory
 
@@ -390,8 +390,9 @@ def verify_files(directory: Path, names: Iterable[str], meta: Mapping | None = N
                 f"{directory} is missing {name}. {repair_hint(directory, meta)}"
             )
         expected = _recorded_digest(directory, name, meta)
-        if expected is not None:
+        if expected is not None and not verified.known(path, expected):
             _check_digest(directory, name, sha256_file(path), expected, meta)
+            verified.remember(path, expected)  # an unchanged file is not hashed again
 
 
 def verify_preset(directory: Path) -> None:
