@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,7 +16,6 @@ from tests.cv.yolov8.test_yolov8_detector import _detector, _same
 from zoo.utils import progress
 from zoo.utils.images import ImageError
 
-av = pytest.importorskip("av")
 # Reading the sources is numpy and FFmpeg; predict itself is tested on every
 # backend in tests/cv/yolov8 (a plain pytest run on one backend runs these too).
 pytestmark = pytest.mark.once

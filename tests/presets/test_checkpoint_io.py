@@ -92,7 +92,7 @@ def _rss_file_kib() -> int:
 
 
 @pytest.mark.once
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RssFile comes from Linux's /proc/self/status")
 def test_release_mapped_pages_unmaps_the_source_and_keeps_arrays_readable(tmp_path):
     from safetensors.numpy import save_file
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile
@@ -18,7 +19,6 @@ import soundfile
 from zoo.utils.audio import AudioError, load_audio
 
 pytestmark = pytest.mark.once  # numpy and FFmpeg only: the same on every backend
-av = pytest.importorskip("av")
 
 FOX = Path(__file__).resolve().parents[1] / "data" / "speech" / "fox.wav"
 

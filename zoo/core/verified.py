@@ -41,11 +41,17 @@ from pathlib import Path
 MIN_AGE_S = 2.0
 
 
+def zoo_home() -> Path:
+    """zoo's cache root: `$ZOO_HOME`, or `~/.cache/zoo` (made absolute); the
+    hub (`zoo.presets.hub`) keeps its presets there too."""
+    home = os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo"
+    return Path(home).expanduser().absolute()
+
+
 def _stamps() -> Path | None:
     if os.environ.get("ZOO_REVERIFY", "").strip().lower() in ("1", "true", "yes", "on"):
         return None
-    home = os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo"
-    return Path(home).expanduser().absolute() / "verified"
+    return zoo_home() / "verified"
 
 
 def _key(path: Path, digest: str) -> str | None:

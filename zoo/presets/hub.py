@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from zoo.core import verified
 from zoo.core.errors import PresetError
 from zoo.utils import atomic
 
@@ -66,8 +67,7 @@ _STAGING_OR_LEGACY = re.compile(r"\.new-[A-Za-z0-9_]{8}|\..+\.(tmp|old)-[A-Za-z0
 
 def zoo_home() -> Path:
     """The hub root: `$ZOO_HOME`, or `~/.cache/zoo` (made absolute)."""
-    home = os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo"
-    return Path(home).expanduser().absolute()
+    return verified.zoo_home()
 
 
 def presets_dir() -> Path:

@@ -156,7 +156,6 @@ def test_recordings_in_other_formats_transcribe_as_the_wav(whisper, tmp_path):
     (The video's track is made from the 44.1 kHz recording of name.wav: fox.wav
     taken up to 44.1 kHz and back, even losslessly, already changes two of
     whisper_tiny_en's words, in faster-whisper too.)"""
-    pytest.importorskip("av")
     from tests.utils.test_audio_formats import encode
 
     fox = whisper.transcribe(str(SPEECH / "fox.wav"))["text"]

@@ -175,6 +175,19 @@ def choose_attempt(attempts: Sequence[Attempt], options: TranscribeOptions) -> i
     return max(candidates or range(len(attempts)), key=lambda i: attempts[i].avg_logprob)
 
 
+def _decoding(options: TranscribeOptions, temperature: float) -> DecodingOptions:
+    """The decoder's options for one attempt of a window at `temperature`."""
+    return DecodingOptions(temperature=temperature, timestamps=not options.without_timestamps,
+                           suppress_blank=options.suppress_blank,
+                           max_initial_timestamp=options.max_initial_timestamp)
+
+
+def _one_row(result: DecodingResult, row: int) -> DecodingResult:
+    """Row `row` of a batched decode, as a decode of one row."""
+    return DecodingResult([result.tokens[row]], result.sum_logprob[row: row + 1],
+                          result.no_speech_prob[row: row + 1])
+
+
 def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int], sot_index: int,
                          options: TranscribeOptions, decode_text: Callable[[list[int]], str],
                          seed: int = 0, first: DecodingResult | None = None) -> WindowDecode:
@@ -196,10 +209,7 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
     results: list[DecodingResult] = []
     attempts: list[Attempt] = []
     for temperature in options.temperatures:
-        decoding = DecodingOptions(
-            temperature=temperature, timestamps=not options.without_timestamps,
-            suppress_blank=options.suppress_blank,
-            max_initial_timestamp=options.max_initial_timestamp)
+        decoding = _decoding(options, temperature)
         if first is not None and not results:
             result = first
         elif temperature == 0 and options.beam_size > 1:
@@ -210,9 +220,7 @@ def decode_with_fallback(decoder: WhisperDecoder, cross: Any, prompt: list[int],
         else:
             samples = decoder.decode(cross, [prompt] * options.best_of, sot_index, decoding,
                                      seed=seed)
-            row = best_sample(samples)
-            result = DecodingResult([samples.tokens[row]], samples.sum_logprob[row: row + 1],
-                                    samples.no_speech_prob[row: row + 1])
+            result = _one_row(samples, best_sample(samples))
         results.append(result)
         attempts.append(Attempt(temperature, float(result.avg_logprob[0]),
                                 compression_ratio(decode_text(result.tokens[0]).strip()),
@@ -429,15 +437,10 @@ def transcribe_batch(decoder: WhisperDecoder, loops: Iterable[RecordingLoop],
         first = None
         options = active[0].options
         if options.temperatures and options.temperatures[0] == 0 and options.beam_size == 1:
-            decoding = DecodingOptions(
-                temperature=0.0, timestamps=not options.without_timestamps,
-                suppress_blank=options.suppress_blank,
-                max_initial_timestamp=options.max_initial_timestamp)
             first = decoder.decode(cross, [p for p, _ in prompts], [i for _, i in prompts],
-                                   decoding)
+                                   _decoding(options, 0.0))
         for i, (loop, row, (prompt, sot)) in enumerate(zip(active, rows, prompts)):
-            mine = None if first is None else DecodingResult(
-                [first.tokens[i]], first.sum_logprob[i: i + 1], first.no_speech_prob[i: i + 1])
+            mine = None if first is None else _one_row(first, i)
             loop.finish(row, decode_with_fallback(decoder, row, prompt, sot, loop.options,
                                                   loop.tokenizer.decode, first=mine))
         active = [loop for loop in active if not loop.done]
