@@ -26,6 +26,18 @@ def run_zoo(*args, timeout=600, cwd=ROOT):
                           cwd=cwd)
 
 
+def zoo_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`zoo ARGS` run in this process (zoo.cli.main), as a finished process:
+    the command's own code without a 10 s interpreter start per call (the
+    entry point itself is tested by run_zoo)."""
+    from zoo.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+
 def assert_one_line_error(result, *fragments):
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
@@ -213,24 +225,67 @@ def test_embed_json_lines_and_rank():
 
 @pytest.mark.real_weights
 @pytest.mark.once(on="jax")
-def test_transcribe_vtt_and_json(tmp_path):
+def test_transcribe_vtt_and_json(tmp_path, capsys):
     clip = ROOT / "tests" / "data" / "speech" / "fox.wav"
-    result = run_zoo("transcribe", str(clip), "--vtt")
+    result = run_zoo("transcribe", str(clip), "--vtt")  # the `zoo` entry point, once
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "WEBVTT" and " --> " in lines[2]
     assert "quick brown fox" in result.stdout.lower()
 
-    out = tmp_path / "fox.json"
-    result = run_zoo("transcribe", str(clip), "--json", "--out", str(out))
+    out = tmp_path / "fox.json"  # the rest in this process (10 s less a call)
+    result = zoo_here(capsys, "transcribe", str(clip), "--json", "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["language"] == "en" and "quick brown fox" in data["text"].lower()
     assert data["segments"][0]["start"] == 0.0
 
-    assert_one_line_error(run_zoo("transcribe", str(tmp_path / "none.wav")), "none.wav")
-    assert_one_line_error(run_zoo("transcribe", str(clip), "--srt", "--out",
-                                  str(tmp_path / "x.vtt")), ".srt")
+    assert_one_line_error(zoo_here(capsys, "transcribe", str(tmp_path / "none.wav")),
+                          "none.wav")
+    assert_one_line_error(zoo_here(capsys, "transcribe", str(clip), "--srt", "--out",
+                                   str(tmp_path / "x.vtt")), ".srt")
+
+
+@pytest.mark.real_weights
+@pytest.mark.once
+def test_transcribe_several_files_a_folder_and_vad(tmp_path, capsys):
+    """Several inputs: `==> NAME <==` blocks on stdout, or one file each in
+    the --out folder; a folder gives its recordings; --vad and --batch-size
+    reach transcribe (same text as the Python call)."""
+    from zoo.models import WhisperAudioToText
+
+    speech = ROOT / "tests" / "data" / "speech"
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    for name in ("fox.wav", "weather.wav"):
+        (folder / name).write_bytes((speech / name).read_bytes())
+    (folder / "notes.txt").write_text("not audio")  # not a media file: left out
+    result = zoo_here(capsys, "transcribe", str(folder), str(speech / "name.mp3"),
+                      "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.split("==> ")[1:]
+    assert [b.split(" <==")[0] for b in blocks] == [
+        str(folder / "fox.wav"), str(folder / "weather.wav"), str(speech / "name.mp3")]
+    whisper = WhisperAudioToText.from_preset("whisper_tiny_en")
+    expected = whisper.transcribe([str(folder / "fox.wav"), str(folder / "weather.wav"),
+                                   str(speech / "name.mp3")])
+    assert [b.split("<==\n")[1] for b in blocks] == [r["text"].strip() + "\n" for r in expected]
+
+    out = tmp_path / "subtitles"
+    result = zoo_here(capsys, "transcribe", str(folder), "--srt", "--vad", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["fox.srt", "weather.srt"]
+    vad = whisper.transcribe(str(folder / "weather.wav"), vad=True)
+    assert vad["text"].strip().split()[-1] in (out / "weather.srt").read_text()
+
+    assert_one_line_error(zoo_here(capsys, "transcribe", str(tmp_path / "empty.d")), "empty.d")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(zoo_here(capsys, "transcribe", str(tmp_path / "empty")),
+                          "no audio or video files")
+    assert_one_line_error(zoo_here(capsys, "transcribe", str(folder), "--out",
+                                   str(folder / "fox.wav")), "is a file")
+    assert_one_line_error(zoo_here(capsys, "transcribe", str(folder), "--batch-size", "0"),
+                          "--batch-size 0")
 
 
 @pytest.mark.real_weights

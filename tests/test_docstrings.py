@@ -21,7 +21,7 @@ MODULES = [
     "zoo.cv.yolov8.yolov8_object_detector_preprocessor", "zoo.cv.yolov8.yolov8_loss",
     "zoo.layers.attention", "zoo.layers.conv", "zoo.layers.packing", "zoo.utils.atomic",
     "zoo.layout.activations",
-    "zoo.cli_args", "zoo.cli_detect", "zoo.core.verified", "zoo.utils.image_sources", "zoo.core.weights_io", "zoo.presets.checkpoint_io", "zoo.data",
+    "zoo.cli_args", "zoo.cli_detect", "zoo.cli_transcribe", "zoo.core.verified", "zoo.utils.image_sources", "zoo.utils.vad", "zoo.core.weights_io", "zoo.presets.checkpoint_io", "zoo.data",
     "zoo.presets.packages", "zoo.core.preset_handlers", "zoo.utils.dtypes",
     "zoo.benchmarks.suite", "zoo.benchmarks.report", "zoo.core.generation",
     "zoo.benchmarks.skeleton", "zoo.core.quantization", "zoo.core.export",

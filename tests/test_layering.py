@@ -55,7 +55,7 @@ LAYERS = {
     "zoo.diffusion": 6,
     "zoo.models": 7,
     "zoo.cli": 8, "zoo.cli_args": 8, "zoo.cli_convert": 8, "zoo.cli_demo": 8,
-    "zoo.cli_detect": 8, "zoo.cli_launch": 8,
+    "zoo.cli_detect": 8, "zoo.cli_launch": 8, "zoo.cli_transcribe": 8,
     "zoo.benchmarks": 8,
 }
 

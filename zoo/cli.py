@@ -9,7 +9,7 @@
     zoo export PRESET --format F --out DIR   ONNX, SavedModel or LiteRT graphs
     zoo embed TEXT... [--rank]               sentence embeddings, or a similarity ranking
     zoo generate PROMPT                      continue a prompt with a causal LM
-    zoo transcribe FILE [--srt|--vtt|--json] speech to text (and subtitles)
+    zoo transcribe FILE... [--srt|--vtt|--json] [--vad] speech to text (and subtitles)
     zoo detect IMAGE --out annotated.png     object detection, boxes drawn
     zoo text-to-image PROMPT --out image.png Stable Diffusion
     zoo benchmark [--family F] [--smoke]     zoo against its peers, every backend
@@ -240,29 +240,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
-    from zoo.utils.subtitles import to_srt, to_vtt
+    from zoo import cli_transcribe
 
-    if not Path(args.file).is_file():
-        raise CommandError(f"No audio file {args.file!r}. Fix: pass an audio file (wav, "
-                           "flac, ogg, mp3, m4a, opus, webm) or a video with sound.")
-    suffix = {"srt": ".srt", "vtt": ".vtt", "json": ".json"}.get(args.format, "")
-    out = check_output_path(args.out, (suffix, ".txt") if suffix else ()) if args.out else None
-    model = _load_task(args.preset, args, "transcribe")
-    result = model.transcribe(args.file, language=args.language, beam_size=args.beam_size,
-                              word_timestamps=args.word_timestamps)
-    if args.format == "srt":
-        text = to_srt(result["segments"])
-    elif args.format == "vtt":
-        text = to_vtt(result["segments"])
-    elif args.format == "json":
-        text = json.dumps(result, indent=2, default=float) + "\n"
-    else:
-        text = result["text"].strip() + "\n"
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        write_atomically(out, lambda tmp: tmp.write_text(text))
-        print(f"wrote {out}")
+    cli_transcribe.run(args, _load_task)
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -409,18 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("transcribe", help="speech to text")
-    p.add_argument("file")
-    p.add_argument("--preset", default="whisper_tiny_en")
-    fmt = p.add_mutually_exclusive_group()
-    for name in ("srt", "vtt", "json"):
-        fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name,
-                         help=f"print {name.upper()} instead of plain text")
-    p.add_argument("--out", help="write to this file instead of stdout")
-    p.add_argument("--language", help="language code (default: detect)")
-    p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--word-timestamps", action="store_true")
-    p.set_defaults(func=cmd_transcribe, format=None)
+    from zoo.cli_transcribe import add_parser as add_transcribe
+
+    add_transcribe(sub, cmd_transcribe)
 
     p = sub.add_parser("detect", help="detect objects and draw them")
     p.add_argument("image", help="an image, a folder of images, a glob pattern ('photos/*.jpg') "

@@ -118,6 +118,8 @@ def test_smoke_and_the_regression_gate(tmp_path, families):
     if "yolov8" in families:
         assert family["yolov8"]["onnxruntime"]["detections"]["classes"]
         assert family["yolov8"]["zoo"][BACKEND]["detections_match"] is True
+        batch = family["yolov8"]["zoo"][BACKEND]["batch"]  # crops, one call, per-image match
+        assert batch["images"] == 2 and batch["detections_match"] is True, batch
     if "stable_diffusion" in families:
         assert family["stable_diffusion"]["zoo"][BACKEND]["dtypes"]["float32"][
             "max_abs_diff_step"] < 1e-3

@@ -4,6 +4,7 @@ images as a list, batched, with where each result came from."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import av
@@ -103,14 +104,17 @@ def test_bad_sources_are_clear_errors(detector, tmp_path):
         detector.predict(str(broken))
 
 
-def test_zoo_detect_over_a_folder_and_a_video(detector, tmp_path):
+def test_zoo_detect_over_a_folder_and_a_video(detector, tmp_path, capsys):
     """`zoo detect FOLDER --out DIR --detections x.csv` and `zoo detect VIDEO
     --out annotated.mp4 --detections x.json`: annotated copies, and listings
     that hold what predict finds."""
     import csv
     import json
 
-    from tests.test_cli import assert_one_line_error, run_zoo
+    from tests.test_cli import assert_one_line_error, zoo_here
+
+    def run_zoo(*args: str) -> subprocess.CompletedProcess:
+        return zoo_here(capsys, *args)
 
     preset = tmp_path / "preset"
     detector.save_to_preset(preset)

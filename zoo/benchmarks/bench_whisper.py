@@ -9,7 +9,13 @@ clips": 16 consecutive 4.5 s cuts transcribed as many recordings (zoo:
 `transcribe(list, batch_size=8)`; faster-whisper: its
 `BatchedInferencePipeline(batch_size=8)`, one call per recording, as it
 batches the chunks of one recording; zoo's text is checked against
-faster-whisper's plain transcript of each cut). Greedy
+faster-whisper's plain transcript of each cut), and "long, VAD": the 72 s
+with voice activity detection, its speech chunks batched (zoo:
+`transcribe(samples, vad="chunks", batch_size=8)`; faster-whisper:
+`BatchedInferencePipeline.transcribe(samples, batch_size=8,
+without_timestamps=False)`, timestamps on as zoo's; both use Silero VAD, each
+its own chunking, so the texts may differ: checked against the pipeline's,
+informational). Greedy
 decoding (beam 1), English, timestamps on, temperature fallback and the
 no-speech check as both libraries default. Audio decoding is outside the
 timed call: both get the same 16 kHz float32 array.
@@ -78,7 +84,7 @@ BACKENDS = ("jax", "tensorflow", "torch")
 PEER = "faster_whisper"
 DEFAULT_OUT = common.results_dir() / "whisper.json"
 STORY = demo_media("story.flac")
-CLIPS = {"10s": 10.0, "long": None, "16 clips": (16, 4.5)}
+CLIPS = {"10s": 10.0, "long": None, "long, VAD": None, "16 clips": (16, 4.5)}
 SMOKE_CLIPS = {"2s": 2.0, "2 clips": (2, 2.0)}
 #: a list workload's batch: zoo's `batch_size` and the peer pipeline's
 BATCH_SIZE = 8
@@ -89,7 +95,7 @@ LIST_TARGET_RATIO = 1.3
 
 
 def target_ratio(name: str) -> float:
-    return LIST_TARGET_RATIO if "clips" in name else TARGET_RATIO
+    return LIST_TARGET_RATIO if "clips" in name or "VAD" in name else TARGET_RATIO
 
 
 def clips(smoke: bool) -> dict[str, np.ndarray | list[np.ndarray]]:
@@ -112,6 +118,27 @@ def clips(smoke: bool) -> dict[str, np.ndarray | list[np.ndarray]]:
 
 def audio_seconds(audio: np.ndarray | list[np.ndarray]) -> float:
     return sum(len(a) for a in (audio if isinstance(audio, list) else [audio])) / 16000
+
+
+def word_difference(text: str, reference: str) -> float:
+    """Word edit distance over the reference's word count (lower case,
+    punctuation dropped): the word error rate of `text` against `reference`.
+
+    >>> word_difference("The cat sat.", "the cat sat on")
+    0.25
+    """
+    import re
+
+    def words(t: str) -> list[str]:
+        return re.sub(r"[^a-z0-9' ]", " ", t.lower()).split()
+
+    hyp, ref = words(text), words(reference)
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, start=1):
+        previous, row[0] = row[:], i
+        for j, other in enumerate(hyp, start=1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (word != other))
+    return row[len(hyp)] / max(len(ref), 1)
 
 
 def model_dir() -> str:
@@ -150,6 +177,10 @@ def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
                 return "".join(s.text for s in segments)
 
             def run() -> str:
+                if "VAD" in name:  # noqa: B023  one recording's VAD chunks, batched
+                    return "".join(s.text for s in pipeline.transcribe(
+                        samples, batch_size=BATCH_SIZE, language="en",  # noqa: B023
+                        without_timestamps=False)[0])
                 if not isinstance(samples, list):  # noqa: B023
                     return text(samples)  # noqa: B023
                 # many recordings: faster-whisper's batched pipeline, one call each
@@ -160,8 +191,12 @@ def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
             # the text zoo must equal: the plain (sequential) transcript; the
             # batched pipeline decodes VAD chunks without timestamps, a
             # different text from the same model (informational: `pipeline_text`)
-            entry["text"] = (text(samples) if not isinstance(samples, list)
+            entry["text"] = (run() if "VAD" in name
+                             else text(samples) if not isinstance(samples, list)
                              else "\n".join(text(a) for a in samples))
+            if "VAD" in name:
+                entry["path"] = (f"BatchedInferencePipeline.transcribe(batch_size={BATCH_SIZE}, "
+                                 "without_timestamps=False)")
             if isinstance(samples, list):
                 entry["pipeline_text"] = run()
                 entry["path"] = (f"BatchedInferencePipeline.transcribe(batch_size={BATCH_SIZE})"
@@ -200,6 +235,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, samples in clips(args.smoke).items():
         def run() -> str:
+            if "VAD" in name:  # noqa: B023  one recording's speech chunks, batched
+                return model.transcribe(samples, sampling_rate=16000, vad="chunks",  # noqa: B023
+                                        batch_size=BATCH_SIZE)["text"]
             if isinstance(samples, list):  # noqa: B023  many recordings, decoded together
                 return "\n".join(r["text"] for r in model.transcribe(
                     samples, sampling_rate=16000, batch_size=BATCH_SIZE))  # noqa: B023
@@ -210,6 +248,9 @@ def worker_zoo(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         entry["audio_s"] = audio_seconds(samples)
         references = sorted(Path(args.share_dir or "/nonexistent").glob(f"{name}.*.txt"))
         matches = {r.suffixes[-2][1:]: entry["text"] == r.read_text() for r in references}
+        if "VAD" in name and "float32" in matches:  # each its own chunks: how far apart
+            entry["words_differ"] = word_difference(
+                entry["text"], (Path(args.share_dir) / f"{name}.float32.txt").read_text())
         if dtype == "float32" and "float32" in matches:
             entry["text_match"] = matches["float32"]
         elif matches:  # per peer compute type
@@ -242,7 +283,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 table.error([name, "faster-whisper", "-", dtype], peer.get("error", ""), 60)
             for compute_type, run in runs.items():
                 p = run["clips"][name]
-                peer_name = "faster-whisper batched" if "pipeline_text" in p else "faster-whisper"
+                peer_name = ("faster-whisper batched" if "Batched" in p.get("path", "")
+                             else "faster-whisper")
                 table.add(f"{name} ({p['audio_s']:.1f} s)", peer_name, "-", compute_type,
                           f"{p['ms'] / 1e3:.2f}", f"{p['first_call_s']:.2f}", "(reference)",
                           fmt(p.get("other_cpu_cores"), ".2f"), "1.00")
@@ -256,6 +298,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 match = ", ".join(f"{k}: {'yes' if v else '**no**'}" for k, v in matches.items()
                                   ) if isinstance(matches, dict) else {
                     True: "yes", False: "**no**"}.get(matches, "-")
+                if "words_differ" in e:
+                    match = f"{100 * e['words_differ']:.1f}% of words differ"
                 table.add(f"{name} ({e['audio_s']:.1f} s)", "zoo", backend, dtype,
                           f"**{e['ms'] / 1e3:.2f}**", f"{e['first_call_s']:.2f}", match,
                           fmt(e.get("other_cpu_cores"), ".2f"),

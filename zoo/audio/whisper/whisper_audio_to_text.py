@@ -24,6 +24,7 @@ from zoo.core.export import ExportGraph
 from zoo.core.task import Task, positive_int
 from zoo.layers.tied_logits import TiedLogits
 from zoo.utils.audio import SAMPLING_RATE, load_audio
+from zoo.utils.vad import Chunk, VadOptions, model_path, speech_chunks
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -186,7 +187,9 @@ class WhisperAudioToText(Task):
         sampling_rate: int | None = None,
         initial_prompt: str | None = None,
         options: TranscribeOptions | None = None,
-        batch_size: int = 1,
+        batch_size: int | None = None,
+        vad: bool | str = False,
+        vad_options: VadOptions | None = None,
     ) -> dict | list[dict]:
         """Transcribe (or translate into English) speech of any length.
 
@@ -205,14 +208,26 @@ class WhisperAudioToText(Task):
             sampling_rate: the sample rate of array inputs.
             initial_prompt: text that precedes the audio (style, names).
             options: window-loop settings (`TranscribeOptions`).
-            batch_size: recordings decoded together (a list of inputs): each
-                round encodes one window of up to this many recordings in one
-                call and decodes them greedily in one loop, each row stopping
-                at its own end; a recording that ends frees its row for the
+            batch_size: recordings (or, with `vad`, speech chunks) decoded
+                together: each round encodes one window of up to this many in
+                one call and decodes them greedily in one loop, each row
+                stopping at its own end; one that ends frees its row for the
                 next. Every recording takes the decisions it takes alone
                 (same text at temperature 0); windows that need a fallback
                 temperature, beam search or word timestamps go on one at a
-                time.
+                time. None: 8 with `vad`, else 1.
+            vad: find speech first (Silero VAD, `zoo.utils.vad`; needs
+                `pip install "zoo[vad]"`) and skip the silence. `True` (or
+                `"filter"`): the speech, silence between it removed, goes
+                through the usual window loop (each window conditioned on the
+                text before it), as faster-whisper's `vad_filter`. `"chunks"`:
+                the speech packed into chunks of at most 30 s, each
+                transcribed on its own and batched, so that one long
+                recording fills a batch too (faster-whisper's batched
+                pipeline); faster, and without the previous text as context.
+                Segment and word times are times in the recording either
+                way; a recording without speech gives empty text.
+            vad_options: thresholds and padding of the VAD (`VadOptions`).
 
         Returns:
             Per input `{"text", "language", "segments": [{"start", "end",
@@ -237,27 +252,47 @@ class WhisperAudioToText(Task):
         inputs = [audio] if single else list(audio)
         options = dataclasses.replace(options or TranscribeOptions(), beam_size=beam_size,
                                       word_timestamps=bool(word_timestamps))
+        if vad not in (False, True, "filter", "chunks"):
+            raise InputError(f"vad must be False, True, 'filter' or 'chunks', got {vad!r}. "
+                             "Fix: vad=True skips silence; vad='chunks' also batches the "
+                             "speech of one recording.")
+        if batch_size is None:
+            batch_size = 8 if vad == "chunks" else 1
         batch_size = positive_int(batch_size, "batch_size", 8)
+        if vad_options is not None and not isinstance(vad_options, VadOptions):
+            raise InputError(f"vad_options must be a zoo.utils.vad.VadOptions, got "
+                             f"{type(vad_options).__name__}. Fix: VadOptions(threshold=...).")
+        if vad:
+            model_path()  # no onnxruntime or model: one clear error before any work
         prompt = tok.tokenize(" " + initial_prompt.strip()) if initial_prompt else []
         from zoo.utils.progress import progress_bar
 
-        languages: list[dict[str, str]] = []
+        languages: list[dict[str, str]] = [{} for _ in inputs]
+        owners: list[tuple[int, Chunk | None]] = []  # each loop's recording (and chunk)
         with progress_bar(total=None, desc="Transcribing", unit="s") as bar:
             def loops() -> Any:  # each recording is read when a row is free for it
-                for a in inputs:
-                    detected: dict[str, str] = {}
-                    languages.append(detected)
-                    yield self._recording_loop(load_audio(a, sampling_rate), language, task,
-                                               prompt, options, detected, bar)
+                for k, a in enumerate(inputs):
+                    samples = load_audio(a, sampling_rate)
+                    pieces = ([None] if not vad else speech_chunks(
+                        samples, vad_options, 30.0 if vad == "chunks" else None))
+                    for chunk in pieces:
+                        owners.append((k, chunk))
+                        audio = samples if chunk is None else chunk.audio(samples)
+                        yield self._recording_loop(audio, language, task, prompt, options,
+                                                   languages[k], bar)
 
             all_segments = transcribe_batch(self.decoder(), loops(), batch_size)
+        per_recording: list[list[dict]] = [[] for _ in inputs]
+        for (k, chunk), segments in zip(owners, all_segments):
+            per_recording[k].extend(segments if chunk is None else
+                                    [_in_recording(s, chunk) for s in segments])
         keep = ("start", "end", "text", "avg_logprob", "no_speech_prob", "temperature", "words")
         results = [{
             "text": "".join(s["text"] for s in segments),
             "language": (language or detected.get("language")
                          or ("en" if not tok.is_multilingual else None)),
             "segments": [{k: s[k] for k in keep if k in s} for s in segments],
-        } for segments, detected in zip(all_segments, languages)]
+        } for segments, detected in zip(per_recording, languages)]
         return results[0] if single else results
 
     def _recording_loop(self, samples: np.ndarray, language: str | None, task: str,
@@ -286,3 +321,15 @@ class WhisperAudioToText(Task):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "alignment_heads": self.alignment_heads}
+
+
+def _in_recording(segment: dict, chunk: Chunk) -> dict:
+    """A segment of a VAD chunk with its (and its words') times in the recording."""
+    def moved(item: dict) -> dict:
+        return {**item, "start": round(chunk.recording_time(item["start"]), 3),
+                "end": round(chunk.recording_time(item["end"], is_end=True), 3)}
+
+    out = moved(segment)
+    if "words" in segment:
+        out["words"] = [moved(w) for w in segment["words"]]
+    return out
