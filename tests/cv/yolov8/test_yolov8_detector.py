@@ -80,9 +80,11 @@ def test_odd_images_work(name, image):
 
 
 def test_list_of_different_sizes_in_one_call():
+    """5 images in batches of 4: on every backend a batch and a remainder,
+    and on jax and torch forward calls of FORWARD_BATCH images within them."""
     detector = _detector(score_threshold=0.0, max_detections=20)
-    images, _ = rectangles(3, seed=3)
-    together = detector.predict(images, batch_size=2)
+    images, _ = rectangles(5, seed=3)
+    together = detector.predict(images, batch_size=4)
     alone = [detector.predict(image)[0] for image in images]
     _same(together, alone)
 
