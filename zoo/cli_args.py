@@ -67,7 +67,7 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 #: no calibration data (zoo.core.quantization.MODES, without importing Keras)
 QUANTIZATION_MODES = ("int8", "int4", "float8")
 
-_PATH_ARGUMENTS = frozenset({"file", "image", "directory", "source", "preset", "out",
+_PATH_ARGUMENTS = frozenset({"file", "files", "image", "directory", "source", "preset", "out",
                              "out_dir"})
 
 

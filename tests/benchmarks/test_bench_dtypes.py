@@ -241,6 +241,8 @@ def test_yolov8_int8_peer_is_onnxruntime_dynamic_int8(scripts, tmp_path):
            "note": "zoo runs float32: no layer that Keras quantizes"}
     results = {"workload": {"image_size": [640, 640]}, "zoo": {},
                "int8": {"onnxruntime": peer, "zoo": {BACKEND: zoo}}}
-    (row,) = bench.summary(results)
+    row, batch = bench.summary(results)  # one image, and the batch (the peer's only here)
     assert row["dtype"] == "int8" and row["note"].startswith("zoo runs float32")
+    assert batch["workload"].endswith("batch 2") and batch["peer_ms"] > 0
+    assert len(peer["batch"]["detections"]) == 2
     assert "| zoo | %s | float32 (int8 row) |" % BACKEND in bench.markdown_table(results)

@@ -166,19 +166,23 @@ def batch_images(count: int) -> list[np.ndarray]:
 
 def dynamic_batch_onnx(source: Path, target: Path) -> Path:
     """The export with a free batch dimension: the input's and output's first
-    dimension named, and the head's Reshape targets that pin batch 1 given 0
-    (ONNX: copy that dimension from the input) instead."""
+    dimension named, the head's Reshape targets that pin batch 1 given 0
+    (ONNX: copy that dimension from the input) instead, and the recorded
+    intermediate shapes dropped."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(source))
+    # intermediate shapes recorded at batch 1 (quantize_dynamic writes them): dropped
+    del model.graph.value_info[:]
     for value in (*model.graph.input, *model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     constants = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
     initializers = {i.name: i for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type != "Reshape":
-            continue
+        if node.op_type != "Reshape" or node.input[0] in initializers or (
+                node.input[0] in constants):
+            continue  # (a weight reshaped, e.g. a bias to (1, C, 1, 1): no batch in it)
         holder = constants.get(node.input[1])
         tensor = holder.attribute[0].t if holder is not None else initializers.get(node.input[1])
         shape = numpy_helper.to_array(tensor).copy()
