@@ -24,7 +24,8 @@ MODULES = [
     "zoo.cli_args", "zoo.cli_detect", "zoo.cli_transcribe", "zoo.core.verified", "zoo.utils.image_sources", "zoo.utils.vad", "zoo.core.weights_io", "zoo.presets.checkpoint_io", "zoo.data",
     "zoo.presets.packages", "zoo.core.preset_handlers", "zoo.utils.dtypes",
     "zoo.benchmarks.suite", "zoo.benchmarks.report", "zoo.core.generation",
-    "zoo.benchmarks.skeleton", "zoo.core.quantization", "zoo.core.export",
+    "zoo.benchmarks.skeleton", "zoo.benchmarks.yolov8_reference", "zoo.core.quantization",
+    "zoo.core.export",
     "zoo.cli_launch", "zoo.core.processes",
 ]
 

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, load_task: Callable[..., Any]) -> None:
     results = model.transcribe([str(f) for f in files], language=args.language,
                                beam_size=args.beam_size, word_timestamps=args.word_timestamps,
                                batch_size=args.batch_size,
-                               vad={None: False, "filter": True}.get(args.vad, args.vad))
+                               vad=args.vad or False)  # "filter" or "chunks"
     if outputs is None:
         for file, result in zip(files, results):
             if len(files) > 1:

@@ -234,11 +234,9 @@ class YOLOV8Detector(ObjectDetector):
                                                   self.inference_model().variables, xla=False)
         batch = np.asarray(batch, "float32")
         step = FORWARD_BATCH.get(backend_name(), len(batch)) or 1
-        parts = [self._compiled_forward(batch[i:i + step]) for i in range(0, len(batch), step)]
-        if len(parts) == 1:
-            return ops.convert_to_numpy(parts[0][0]), ops.convert_to_numpy(parts[0][1])
-        return (np.concatenate([ops.convert_to_numpy(b) for b, _ in parts]),
-                np.concatenate([ops.convert_to_numpy(s) for _, s in parts]))
+        parts = [[ops.convert_to_numpy(t) for t in self._compiled_forward(batch[i:i + step])]
+                 for i in range(0, len(batch), step)]
+        return np.concatenate([b for b, _ in parts]), np.concatenate([s for _, s in parts])
 
     def detect_batch(self, batch: Any, score_threshold: float | None = None,
                      iou_threshold: float | None = None) -> dict[str, np.ndarray]:
